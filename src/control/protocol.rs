@@ -1,0 +1,286 @@
+//! The control-socket protocol: every message the supervisor, `tmidb-cli` and the api
+//! exchange. One place, used by both ends.
+//!
+//! Frames are a 4-byte big-endian length followed by that many bytes of JSON, at most
+//! [`MAX_FRAME`]. The first exchange is `Hello` carrying [`PROTOCOL_VERSION`]; a peer with
+//! another version gets `Response::Error { kind: VersionMismatch }` and the connection ends.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to [`Request`] or [`Response`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Lifecycle states of a unit instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not running (never started, stopped, or waiting for its dependencies).
+    Inactive,
+    /// Spawned; waiting for readiness (or, oneshot, for its exit).
+    Starting,
+    /// Running and ready.
+    Ready,
+    /// Asked to stop; waiting for the process group to end.
+    Stopping,
+    /// Finished successfully (oneshot done, or a service that exited 0 by itself).
+    Exited,
+    /// Crashed; waiting out the backoff before the next start.
+    Restarting,
+    /// Gave up: start limit hit, policy `no`, or could not be spawned.
+    Failed,
+    /// A `condition_path_exists` was not met.
+    Skipped,
+}
+
+impl State {
+    /// Lowercase name, as in `status` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Inactive => "inactive",
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+            State::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the unit has settled (no transition pending without outside help).
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            State::Ready | State::Exited | State::Failed | State::Skipped | State::Inactive
+        )
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum ExitInfo {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal (name).
+    Signal(String),
+}
+
+impl ExitInfo {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitInfo::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitInfo::Code(c) => write!(f, "exit {c}"),
+            ExitInfo::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// One unit instance as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// Instance name.
+    pub name: String,
+    /// Current state.
+    pub state: State,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Main process id while running.
+    pub pid: Option<i32>,
+    /// Automatic restarts since the supervisor (or `tmidb-cli start`) started it.
+    pub restarts: u32,
+    /// When the current state began (RFC 3339, UTC).
+    pub since: String,
+    /// How the last process ended.
+    pub last_exit: Option<ExitInfo>,
+    /// The service's own `STATUS=` text (notify units).
+    pub status_text: Option<String>,
+    /// Log channel.
+    pub channel: String,
+    /// Description from the unit file.
+    pub description: String,
+}
+
+/// One ended incarnation of a unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// Main pid of the incarnation.
+    pub pid: i32,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it ended (RFC 3339).
+    pub ended: String,
+    /// How it ended (None: killed after a failed probe before it exited by itself).
+    pub exit: Option<ExitInfo>,
+    /// Why it counts as a failure.
+    pub reason: String,
+    /// Milliseconds from spawn to ready, if it got there.
+    pub time_to_ready_ms: Option<u64>,
+    /// Its last output lines.
+    pub last_lines: Vec<String>,
+}
+
+/// What a reload does to one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanAction {
+    /// New unit: started.
+    Start,
+    /// Removed unit: stopped.
+    Stop,
+    /// Changed (or requires a changed unit): restarted.
+    Restart,
+    /// Left alone.
+    Unchanged,
+}
+
+/// One line of a reload plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    /// Instance name.
+    pub unit: String,
+    /// What happens.
+    pub action: PlanAction,
+    /// Why.
+    pub why: String,
+}
+
+/// Requests a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// First message of every connection.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Free text naming the client (`tmidb-cli 0.1.0`).
+        client: String,
+    },
+    /// States of the named units (all when empty).
+    Status {
+        /// Unit or instance names.
+        units: Vec<String>,
+    },
+    /// Start units (and what they require), clearing `failed`.
+    Start {
+        /// Unit or instance names.
+        units: Vec<String>,
+        /// Answer once they settle (ready, exited, failed, skipped) instead of at once.
+        wait: bool,
+    },
+    /// Stop units (and what requires them).
+    Stop {
+        /// Unit or instance names.
+        units: Vec<String>,
+        /// Answer once they are down.
+        wait: bool,
+    },
+    /// Stop then start units (and what requires them).
+    Restart {
+        /// Unit or instance names.
+        units: Vec<String>,
+        /// Answer once they settle.
+        wait: bool,
+    },
+    /// Re-read the unit directory and tmidb.toml, and apply the difference.
+    Reload {
+        /// Only compute and return the plan.
+        dry_run: bool,
+    },
+    /// The dependency tree of one unit, or the start levels of all.
+    Deps {
+        /// Unit name, or all.
+        unit: Option<String>,
+    },
+    /// The effective value of a tmidb.toml key (`ports.nats`), or all keys when None.
+    ConfigGet {
+        /// Dotted key.
+        key: Option<String>,
+    },
+    /// Failure records of one unit.
+    Failures {
+        /// Instance name.
+        unit: String,
+    },
+}
+
+/// Error kinds, so clients can pick exit codes without parsing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Client and supervisor speak different protocol versions.
+    VersionMismatch,
+    /// A named unit does not exist.
+    UnknownUnit,
+    /// A config key does not exist.
+    UnknownKey,
+    /// The new unit set is invalid; nothing was changed.
+    InvalidUnits,
+    /// A well-formed message that is not valid here (e.g. a second Hello).
+    Unexpected,
+    /// The supervisor is shutting down.
+    ShuttingDown,
+    /// The operation ran but a unit ended up failed.
+    Failed,
+}
+
+/// Responses the supervisor sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to Hello.
+    Hello {
+        /// The supervisor's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Supervisor version text.
+        server: String,
+    },
+    /// Unit states.
+    Status {
+        /// One entry per instance.
+        units: Vec<UnitStatus>,
+    },
+    /// Start/stop/restart accepted (and, with `wait`, settled).
+    Done {
+        /// The states after the operation.
+        units: Vec<UnitStatus>,
+    },
+    /// A reload plan (applied unless it was a dry run).
+    Reload {
+        /// One entry per unit.
+        plan: Vec<PlanEntry>,
+        /// Whether it was applied.
+        applied: bool,
+    },
+    /// Text output (dependency trees).
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Config values.
+    Config {
+        /// `(key, value)` pairs.
+        values: Vec<(String, String)>,
+    },
+    /// Failure records, oldest first.
+    Failures {
+        /// The records.
+        records: Vec<FailureRecord>,
+    },
+    /// Something went wrong.
+    Error {
+        /// Machine-readable kind.
+        kind: ErrorKind,
+        /// What and how to fix it.
+        message: String,
+    },
+}

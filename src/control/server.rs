@@ -1,0 +1,259 @@
+//! The supervisor's side of the control socket: binding (with stale-socket and
+//! second-supervisor detection), the Hello handshake, and one handler per request.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::protocol::{ErrorKind, PROTOCOL_VERSION, Request, Response, UnitStatus};
+use super::{framed, recv, send};
+use crate::supervisor::{Input, LoopReply, Snapshot};
+
+/// Longest a `wait` request waits for units to settle.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Why the control socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another supervisor answers on the socket.
+    #[error(
+        "another supervisor is already running on {0} (its control socket answers)\n  hint: stop it first, or use another --home"
+    )]
+    AlreadyRunning(PathBuf),
+    /// Filesystem or socket error.
+    #[error("cannot create control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The configured group does not exist.
+    #[error("[control] group `{0}` does not exist")]
+    NoGroup(String),
+}
+
+/// Binds the socket at `path` (0600, or 0660 owned by `group`), replacing a stale one.
+pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError> {
+    let io = |source| BindError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::AlreadyRunning(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    let mode = match group {
+        Some(g) => {
+            let gid = nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| BindError::NoGroup(g.to_string()))?
+                .gid;
+            nix::unistd::chown(path, None, Some(gid)).map_err(|e| io(e.into()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    Ok(listener)
+}
+
+/// What handlers need from the supervisor.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The supervisor loop's input.
+    pub inputs: mpsc::UnboundedSender<Input>,
+    /// Latest unit states.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// Accepts connections until the listener fails or the task is aborted.
+pub async fn serve(listener: UnixListener, ctx: Ctx) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, ctx).await {
+                tracing::debug!("control connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn connection(stream: UnixStream, ctx: Ctx) -> Result<(), super::FrameError> {
+    let mut conn = framed(stream);
+    match recv::<Request>(&mut conn).await? {
+        Request::Hello { version, .. } => {
+            send(
+                &mut conn,
+                &Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    server: format!("tmidb-supervisor {}", env!("CARGO_PKG_VERSION")),
+                },
+            )
+            .await?;
+            if version != PROTOCOL_VERSION {
+                return Ok(());
+            }
+        }
+        _ => {
+            let msg = "the first message must be Hello with the protocol version";
+            send(
+                &mut conn,
+                &Response::Error {
+                    kind: ErrorKind::Unexpected,
+                    message: msg.into(),
+                },
+            )
+            .await?;
+            return Ok(());
+        }
+    }
+    loop {
+        let req = match recv::<Request>(&mut conn).await {
+            Err(super::FrameError::Closed) => return Ok(()),
+            Err(super::FrameError::Malformed(e)) => {
+                let resp = Response::Error {
+                    kind: ErrorKind::Unexpected,
+                    message: format!("malformed request: {e}"),
+                };
+                send(&mut conn, &resp).await?;
+                continue;
+            }
+            other => other?,
+        };
+        let resp = handle(req, &ctx).await;
+        send(&mut conn, &resp).await?;
+    }
+}
+
+async fn handle(req: Request, ctx: &Ctx) -> Response {
+    match req {
+        Request::Hello { .. } => Response::Error {
+            kind: ErrorKind::Unexpected,
+            message: "Hello was already exchanged".into(),
+        },
+        Request::Status { units } => status(ctx, &units),
+        req @ (Request::Start { wait, .. }
+        | Request::Stop { wait, .. }
+        | Request::Restart { wait, .. }) => lifecycle(ctx, req, wait).await,
+        req @ (Request::Reload { .. }
+        | Request::Deps { .. }
+        | Request::ConfigGet { .. }
+        | Request::Failures { .. }) => match ask_loop(ctx, req).await {
+            LoopReply::Response(r) => r,
+            LoopReply::Wait(_) => Response::Error {
+                kind: ErrorKind::Unexpected,
+                message: "internal: unexpected wait".into(),
+            },
+        },
+    }
+}
+
+/// Matches unit arguments against instance names: `worker` selects `worker@1..N`.
+pub fn select<'a>(all: &'a [UnitStatus], names: &[String]) -> Result<Vec<&'a UnitStatus>, String> {
+    if names.is_empty() {
+        return Ok(all.iter().collect());
+    }
+    let mut out = vec![];
+    for n in names {
+        let hits: Vec<&UnitStatus> = all
+            .iter()
+            .filter(|u| {
+                u.name == *n || u.name.split('@').next() == Some(n.as_str()) && u.name.contains('@')
+            })
+            .collect();
+        if hits.is_empty() {
+            let known: Vec<&str> = all.iter().map(|u| u.name.as_str()).collect();
+            return Err(format!(
+                "unknown unit `{n}`; known units: {}",
+                known.join(", ")
+            ));
+        }
+        for h in hits {
+            if !out.iter().any(|o: &&UnitStatus| o.name == h.name) {
+                out.push(h);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn status(ctx: &Ctx, names: &[String]) -> Response {
+    let snap = ctx.snapshot.borrow().clone();
+    match select(&snap.units, names) {
+        Ok(units) => Response::Status {
+            units: units.into_iter().cloned().collect(),
+        },
+        Err(message) => Response::Error {
+            kind: ErrorKind::UnknownUnit,
+            message,
+        },
+    }
+}
+
+async fn ask_loop(ctx: &Ctx, req: Request) -> LoopReply {
+    let (tx, rx) = oneshot::channel();
+    if ctx.inputs.send(Input::Control(req, tx)).is_err() {
+        return LoopReply::Response(shutting_down());
+    }
+    rx.await
+        .unwrap_or_else(|_| LoopReply::Response(shutting_down()))
+}
+
+fn shutting_down() -> Response {
+    Response::Error {
+        kind: ErrorKind::ShuttingDown,
+        message: "the supervisor is shutting down".into(),
+    }
+}
+
+async fn lifecycle(ctx: &Ctx, req: Request, wait: bool) -> Response {
+    let names = match ask_loop(ctx, req).await {
+        LoopReply::Response(r) => return r,
+        LoopReply::Wait(names) => names,
+    };
+    let mut rx = ctx.snapshot.clone();
+    let pick = |snap: &Snapshot| -> Vec<UnitStatus> {
+        snap.units
+            .iter()
+            .filter(|u| names.contains(&u.name))
+            .cloned()
+            .collect()
+    };
+    if wait {
+        let settled = |snap: &Snapshot| {
+            names
+                .iter()
+                .all(|n| snap.settled.get(n).copied().unwrap_or(true))
+        };
+        let _ = tokio::time::timeout(MAX_WAIT, rx.wait_for(|s| settled(s))).await;
+    }
+    let units = pick(&rx.borrow());
+    if wait
+        && units
+            .iter()
+            .any(|u| u.state == super::protocol::State::Failed)
+    {
+        let failed: Vec<String> = units
+            .iter()
+            .filter(|u| u.state == super::protocol::State::Failed)
+            .map(|u| format!("{}: {}", u.name, u.reason))
+            .collect();
+        return Response::Error {
+            kind: ErrorKind::Failed,
+            message: failed.join("\n"),
+        };
+    }
+    Response::Done { units }
+}

@@ -1,0 +1,23 @@
+//! tmiDB-Core: an all-in-one time-series data platform run by one systemd-style supervisor.
+//!
+//! Modules in reading order:
+//! - [`config`]: `tmidb.toml`, the home layout, ports; the `${var}` namespace.
+//! - [`unit`]: unit files: parse, validate, resolve (`file:line:col` errors).
+//! - [`graph`]: requires/wants/after edges, cycles, start levels (pure).
+//! - [`supervisor`]: the pure state machine ([`supervisor::core`]) and its executor
+//!   (spawning, reaping, signals, reload, notify sockets).
+//! - [`probe`]: readiness and liveness probes.
+//! - [`logs`]: capture of children's output, ring buffers, the unified stream.
+//! - [`control`]: the control-socket protocol, server and client.
+//! - [`cli`]: the `tmidb-cli` commands.
+//! - [`setup`]: first-run set-up of PostgreSQL and SeaweedFS (secrets, initdb).
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod graph;
+pub mod logs;
+pub mod probe;
+pub mod setup;
+pub mod supervisor;
+pub mod unit;

@@ -1,0 +1,709 @@
+//! The supervisor: the executor around the pure [`core::Core`].
+//!
+//! One task owns the core and all per-unit resources. It takes [`Event`]s (process exits,
+//! probe results, timers, notify messages) and [`Input`]s (control requests, signals, file
+//! changes), feeds them to the core, and carries out the returned [`core::Action`]s:
+//! spawning, signalling, probes, timers. Results of an action that are known at once
+//! (spawned / failed to spawn) are fed back before the next input, so the core never sees
+//! a half-done step.
+
+pub mod core;
+pub mod notify;
+pub mod process;
+pub mod reload;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use self::core::{Action, Core, Event, Level, Now};
+use crate::config::{Config, ConfigError};
+use crate::control::protocol::{ErrorKind, PlanAction, Request, Response, UnitStatus};
+use crate::logs::{Format, LogHub};
+use crate::unit::{UnitErrors, UnitSet, UnitSpec, load_dir};
+
+/// Unit states as published to the control server after every step.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every instance.
+    pub units: Vec<UnitStatus>,
+    /// Whether each instance has settled (nothing pending for it).
+    pub settled: HashMap<String, bool>,
+}
+
+/// Inputs from outside the core's event stream.
+pub enum Input {
+    /// A control request; answered through the sender.
+    Control(Request, oneshot::Sender<LoopReply>),
+    /// SIGTERM / SIGINT: orderly stop (a second one kills).
+    Shutdown,
+    /// SIGHUP: reload.
+    Reload,
+    /// Watched files changed (debounced).
+    FilesChanged(Vec<PathBuf>),
+}
+
+/// The loop's answer to a control request.
+pub enum LoopReply {
+    /// A final response.
+    Response(Response),
+    /// The request was applied to these instances; wait for them to settle if asked.
+    Wait(Vec<String>),
+}
+
+/// How to run a supervisor.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The home directory.
+    pub home: PathBuf,
+    /// The unit directory (None: [`default_units_dir`]).
+    pub units_dir: Option<PathBuf>,
+    /// Unified log output format.
+    pub log_format: Format,
+}
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// tmidb.toml is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The unit set is invalid; nothing was started.
+    #[error("invalid units in {dir}:\n{errors}")]
+    Units {
+        /// Unit directory.
+        dir: PathBuf,
+        /// Every problem.
+        errors: UnitErrors,
+    },
+    /// The control socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::control::server::BindError),
+    /// A filesystem or OS error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The unit directory when none is given: `HOME/units`, then `/etc/tmidb/units`, then the
+/// source tree's `units/` (development builds).
+pub fn default_units_dir(home: &Path) -> PathBuf {
+    let candidates = [
+        home.join("units"),
+        PathBuf::from("/etc/tmidb/units"),
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/units")),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}
+
+/// Creates the home layout: home and data/run 0755 (units may run as other users and must
+/// reach their state directories), secrets 0700.
+pub fn prepare_home(cfg: &Config) -> Result<(), RunError> {
+    let mk = |p: &Path, mode: u32| -> Result<(), RunError> {
+        let io = |source| RunError::Io {
+            what: format!("cannot prepare {}", p.display()),
+            source,
+        };
+        let existed = p.exists();
+        std::fs::create_dir_all(p).map_err(io)?;
+        if !existed || mode == 0o700 {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+        Ok(())
+    };
+    mk(&cfg.home, 0o755)?;
+    mk(&cfg.data_dir, 0o755)?;
+    mk(&cfg.runtime_dir, 0o755)?;
+    mk(&cfg.secrets_dir, 0o700)
+}
+
+/// Runs a supervisor until it is told to stop and every unit is down.
+pub async fn run(opts: Options) -> Result<(), RunError> {
+    let started = Instant::now();
+    let mut cfg = Config::load(&opts.home)?;
+    prepare_home(&cfg)?;
+    let units_dir = opts
+        .units_dir
+        .clone()
+        .unwrap_or_else(|| default_units_dir(&cfg.home));
+    let set = load_dir(&units_dir, &cfg.vars()).map_err(|errors| RunError::Units {
+        dir: units_dir.clone(),
+        errors,
+    })?;
+    if let Err(e) = process::become_subreaper() {
+        tracing::warn!(
+            "cannot become a child subreaper ({e}); orphaned grandchildren will not be reaped here"
+        );
+    }
+    let hub = LogHub::new(opts.log_format);
+    let reaper = process::Reaper::start().map_err(|source| RunError::Io {
+        what: "cannot watch SIGCHLD".into(),
+        source,
+    })?;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Input>();
+
+    let socket = cfg.socket_path();
+    let listener = crate::control::server::bind(&socket, cfg.control_group.as_deref()).await?;
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let server = tokio::spawn(crate::control::server::serve(
+        listener,
+        crate::control::server::Ctx {
+            inputs: in_tx.clone(),
+            snapshot: snap_rx,
+        },
+    ));
+    spawn_signal_task(in_tx.clone()).map_err(|source| RunError::Io {
+        what: "cannot install signal handlers".into(),
+        source,
+    })?;
+
+    tracing::info!(home = %cfg.home.display(), units = %units_dir.display(), socket = %socket.display(), pid = std::process::id(), "tmidb-supervisor {} starting {} units", env!("CARGO_PKG_VERSION"), set.units.len());
+
+    let mut exec = Executor {
+        cfg: cfg.clone(),
+        units_dir,
+        hub,
+        reaper,
+        ev_tx,
+        in_tx,
+        probes: HashMap::new(),
+        notify: HashMap::new(),
+        watcher: None,
+        started,
+        done: false,
+    };
+    for u in &set.units {
+        exec.hub.set_enabled(&u.name, u.log.enabled);
+    }
+    exec.rewatch(&set);
+    let mut core = Core::new(&set.units, Now::current(), Box::new(fastrand::f64));
+    let boot = core.boot(Now::current());
+    exec.run_actions(&mut core, boot);
+    snap_tx.send_replace(Arc::new(snapshot(&core)));
+
+    let mut shutdown_signals = 0;
+    while !exec.done {
+        tokio::select! {
+            Some(ev) = ev_rx.recv() => exec.feed(&mut core, ev),
+            Some(input) = in_rx.recv() => match input {
+                Input::Control(req, reply) => {
+                    let r = exec.control(&mut core, req);
+                    // Publish first: a waiting handler must see the state after this request.
+                    snap_tx.send_replace(Arc::new(snapshot(&core)));
+                    let _ = reply.send(r);
+                }
+                Input::Shutdown => {
+                    shutdown_signals += 1;
+                    if shutdown_signals == 1 {
+                        tracing::info!("stop requested: stopping every unit in reverse dependency order");
+                        exec.feed(&mut core, Event::Shutdown);
+                    } else {
+                        tracing::warn!("second stop request: killing every unit now");
+                        exec.feed(&mut core, Event::ForceShutdown);
+                    }
+                }
+                Input::Reload => {
+                    exec.reload(&mut core, false, "SIGHUP");
+                }
+                Input::FilesChanged(paths) => exec.files_changed(&mut core, paths),
+            },
+            else => break,
+        }
+        snap_tx.send_replace(Arc::new(snapshot(&core)));
+    }
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    for (path, task) in exec.notify.values() {
+        task.abort();
+        let _ = std::fs::remove_file(path);
+    }
+    cfg.home.clear();
+    tracing::info!("all units stopped; supervisor exits");
+    // Give the log sink a moment to flush the last records.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+fn snapshot(core: &Core) -> Snapshot {
+    let units = core.statuses();
+    let settled = core
+        .names()
+        .into_iter()
+        .map(|n| {
+            let s = core.unit(&n).map(core::Unit::settled).unwrap_or(true);
+            (n, s)
+        })
+        .collect();
+    Snapshot { units, settled }
+}
+
+fn spawn_signal_task(tx: mpsc::UnboundedSender<Input>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let input = tokio::select! {
+                _ = term.recv() => Input::Shutdown,
+                _ = int.recv() => Input::Shutdown,
+                _ = hup.recv() => Input::Reload,
+            };
+            if tx.send(input).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+struct Executor {
+    cfg: Config,
+    units_dir: PathBuf,
+    hub: Arc<LogHub>,
+    reaper: process::Reaper,
+    ev_tx: mpsc::UnboundedSender<Event>,
+    in_tx: mpsc::UnboundedSender<Input>,
+    probes: HashMap<String, Vec<AbortHandle>>,
+    notify: HashMap<String, (PathBuf, JoinHandle<()>)>,
+    watcher: Option<::notify::RecommendedWatcher>,
+    started: Instant,
+    done: bool,
+}
+
+impl Executor {
+    fn feed(&mut self, core: &mut Core, ev: Event) {
+        let actions = core.handle(ev, Now::current());
+        self.run_actions(core, actions);
+    }
+
+    /// Carries out actions; immediate results are fed back before returning.
+    fn run_actions(&mut self, core: &mut Core, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
+            if let Some(ev) = self.act(a) {
+                queue.extend(core.handle(ev, Now::current()));
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Spawn { spec, inc } => Some(self.spawn(spec, inc)),
+            Action::Signal { pgid, signal, .. } => {
+                process::signal_group(pgid, signal);
+                None
+            }
+            Action::StartReadiness { spec, inc } => {
+                let task = tokio::spawn(crate::probe::readiness(
+                    spec.clone(),
+                    inc,
+                    self.ev_tx.clone(),
+                    self.hub.clone(),
+                    self.reaper.clone(),
+                ));
+                self.probes
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .push(task.abort_handle());
+                None
+            }
+            Action::StartLiveness { spec, inc } => {
+                let task = tokio::spawn(crate::probe::liveness(
+                    spec.clone(),
+                    inc,
+                    self.ev_tx.clone(),
+                    self.reaper.clone(),
+                ));
+                self.probes
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .push(task.abort_handle());
+                None
+            }
+            Action::StopProbes { unit } => {
+                for h in self.probes.remove(&unit).unwrap_or_default() {
+                    h.abort();
+                }
+                self.hub.unwatch(&unit);
+                None
+            }
+            Action::After { delay, event } => {
+                let tx = self.ev_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(event);
+                });
+                None
+            }
+            Action::CleanupGroup { unit, pgid } => {
+                tokio::spawn(async move {
+                    // Members that were signalled with the main process may still be exiting.
+                    if process::group_members(pgid).is_empty() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let survivors = process::cleanup_group(pgid);
+                    if !survivors.is_empty() {
+                        tracing::warn!(unit = %unit, pgid, ?survivors, "{} process(es) of the unit's group outlived its main process; killed them", survivors.len());
+                    }
+                });
+                None
+            }
+            Action::Log {
+                unit,
+                level,
+                message,
+            } => {
+                match level {
+                    Level::Info => tracing::info!(unit = %unit, "{message}"),
+                    Level::Warn => tracing::warn!(unit = %unit, "{message}"),
+                    Level::Error => tracing::error!(unit = %unit, "{message}"),
+                }
+                None
+            }
+            Action::AllReady => {
+                self.announce_ready();
+                None
+            }
+            Action::AllStopped => {
+                self.done = true;
+                None
+            }
+            Action::Forget { unit } => {
+                if let Some((path, task)) = self.notify.remove(&unit) {
+                    task.abort();
+                    let _ = std::fs::remove_file(path);
+                }
+                None
+            }
+        }
+    }
+
+    fn spawn(&mut self, spec: Arc<UnitSpec>, inc: u64) -> Event {
+        let unit = spec.name.clone();
+        let fail = |error: String| Event::SpawnFailed {
+            unit: unit.clone(),
+            inc,
+            error,
+        };
+        if let Err(e) = process::check_conditions(&spec) {
+            return Event::ConditionFailed {
+                unit: unit.clone(),
+                inc,
+                reason: e.to_string(),
+            };
+        }
+        if let Err(e) = process::check_ports(&spec) {
+            return fail(e.to_string());
+        }
+        let notify_path = if spec.uses_notify() {
+            match self.notify_socket(&unit) {
+                Ok(p) => Some(p),
+                Err(e) => return fail(format!("cannot create notify socket: {e}")),
+            }
+        } else {
+            None
+        };
+        let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref()) {
+            Ok(sp) => sp,
+            Err(e) => return fail(e.to_string()),
+        };
+        let pid = sp.child.id() as i32;
+        let mut captures = vec![];
+        if let Some(out) = sp.child.stdout.take()
+            && let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(out.into())
+        {
+            captures.push(tokio::spawn(self.hub.clone().capture(
+                unit.clone(),
+                "stdout",
+                r,
+            )));
+        }
+        if let Some(err) = sp.child.stderr.take()
+            && let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(err.into())
+        {
+            captures.push(tokio::spawn(self.hub.clone().capture(
+                unit.clone(),
+                "stderr",
+                r,
+            )));
+        }
+        let (tx, hub, name) = (self.ev_tx.clone(), self.hub.clone(), unit.clone());
+        tokio::spawn(async move {
+            let exit = sp
+                .exit
+                .await
+                .unwrap_or(crate::control::protocol::ExitInfo::Code(-1));
+            // Drain the final lines; a grandchild holding the pipe must not delay the exit.
+            for c in captures {
+                let _ = tokio::time::timeout(Duration::from_millis(250), c).await;
+            }
+            let last_lines = hub.tail(&name, 20);
+            let _ = tx.send(Event::Exited {
+                pid,
+                exit,
+                last_lines,
+            });
+        });
+        Event::Spawned { unit, inc, pid }
+    }
+
+    fn notify_socket(&mut self, unit: &str) -> std::io::Result<PathBuf> {
+        if let Some((p, _)) = self.notify.get(unit) {
+            return Ok(p.clone());
+        }
+        let (path, task) = notify::listen(
+            &self.cfg.runtime_dir.join("notify"),
+            unit,
+            self.ev_tx.clone(),
+        )?;
+        self.notify.insert(unit.to_string(), (path.clone(), task));
+        Ok(path)
+    }
+
+    fn announce_ready(&self) {
+        let ms = self.started.elapsed().as_millis();
+        tracing::info!(elapsed_ms = ms as u64, "all units ready after {ms}ms");
+        match notify::notify_parent("READY=1\nSTATUS=all units ready") {
+            Ok(true) => tracing::debug!("sent READY=1 to our parent"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot notify our parent: {e}"),
+        }
+    }
+
+    fn control(&mut self, core: &mut Core, req: Request) -> LoopReply {
+        let err = |kind, message: String| LoopReply::Response(Response::Error { kind, message });
+        match req {
+            Request::Start { units, .. }
+            | Request::Stop { units, .. }
+            | Request::Restart { units, .. }
+                if units.is_empty() =>
+            {
+                err(ErrorKind::UnknownUnit, "name at least one unit".into())
+            }
+            req @ (Request::Start { .. } | Request::Stop { .. } | Request::Restart { .. }) => {
+                if core.shutting_down() {
+                    return err(
+                        ErrorKind::ShuttingDown,
+                        "the supervisor is shutting down".into(),
+                    );
+                }
+                type MakeEvent = fn(Vec<String>) -> Event;
+                let (units, make): (&Vec<String>, MakeEvent) = match &req {
+                    Request::Start { units, .. } => (units, Event::Start),
+                    Request::Stop { units, .. } => (units, Event::Stop),
+                    Request::Restart { units, .. } => (units, Event::Restart),
+                    _ => unreachable!("matched above"),
+                };
+                let statuses = core.statuses();
+                let names: Vec<String> = match crate::control::server::select(&statuses, units) {
+                    Ok(s) => s.into_iter().map(|u| u.name.clone()).collect(),
+                    Err(m) => return err(ErrorKind::UnknownUnit, m),
+                };
+                self.feed(core, make(names.clone()));
+                LoopReply::Wait(names)
+            }
+            Request::Reload { dry_run } => {
+                LoopReply::Response(self.reload(core, dry_run, "tmidb-cli reload"))
+            }
+            Request::Deps { unit } => {
+                let g = core.graph();
+                let text = match unit {
+                    Some(u) => {
+                        let statuses = core.statuses();
+                        match crate::control::server::select(&statuses, std::slice::from_ref(&u)) {
+                            Ok(sel) => sel
+                                .iter()
+                                .map(|s| g.tree(&s.name))
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            Err(m) => return err(ErrorKind::UnknownUnit, m),
+                        }
+                    }
+                    None => g
+                        .levels()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| format!("level {i}: {}\n", l.join(" ")))
+                        .collect(),
+                };
+                LoopReply::Response(Response::Text { text })
+            }
+            Request::ConfigGet { key } => {
+                let mut vars = self.cfg.vars();
+                vars.insert("units_dir".into(), self.units_dir.display().to_string());
+                match key {
+                    None => LoopReply::Response(Response::Config {
+                        values: vars.into_iter().collect(),
+                    }),
+                    Some(k) => match vars.get(&k) {
+                        Some(v) => LoopReply::Response(Response::Config {
+                            values: vec![(k, v.clone())],
+                        }),
+                        None => err(
+                            ErrorKind::UnknownKey,
+                            format!("unknown key `{k}`; `tmidb-cli config get` lists every key"),
+                        ),
+                    },
+                }
+            }
+            Request::Failures { unit } => match core.failures(&unit) {
+                Some(records) => LoopReply::Response(Response::Failures { records }),
+                None => err(ErrorKind::UnknownUnit, format!("unknown unit `{unit}`")),
+            },
+            Request::Status { .. } | Request::Hello { .. } => {
+                err(ErrorKind::Unexpected, "handled by the server".into())
+            }
+        }
+    }
+
+    /// Validates the whole new set; applies the difference only if all of it is valid.
+    fn reload(&mut self, core: &mut Core, dry_run: bool, source: &str) -> Response {
+        let reject = |message: String| {
+            tracing::error!("reload ({source}) rejected; running units are unchanged:\n{message}");
+            Response::Error {
+                kind: ErrorKind::InvalidUnits,
+                message,
+            }
+        };
+        let cfg = match Config::load(&self.cfg.home) {
+            Ok(c) => c,
+            Err(e) => return reject(e.to_string()),
+        };
+        let set = match load_dir(&self.units_dir, &cfg.vars()) {
+            Ok(s) => s,
+            Err(e) => return reject(e.to_string()),
+        };
+        let plan = reload::plan(&core.specs(), &set.units);
+        if dry_run {
+            return Response::Reload {
+                plan,
+                applied: false,
+            };
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in &plan {
+            *counts
+                .entry(match e.action {
+                    PlanAction::Start => "start",
+                    PlanAction::Stop => "stop",
+                    PlanAction::Restart => "restart",
+                    PlanAction::Unchanged => "unchanged",
+                })
+                .or_default() += 1;
+            if e.action != PlanAction::Unchanged {
+                tracing::info!(unit = %e.unit, "reload: {:?} ({})", e.action, e.why);
+            }
+        }
+        tracing::info!(?counts, "reload ({source}) applied");
+        self.cfg = cfg;
+        for u in &set.units {
+            self.hub.set_enabled(&u.name, u.log.enabled);
+        }
+        self.rewatch(&set);
+        self.feed(
+            core,
+            Event::Reload {
+                units: set.units.clone(),
+                plan: plan.clone(),
+            },
+        );
+        Response::Reload {
+            plan,
+            applied: true,
+        }
+    }
+
+    /// (Re)creates the file watcher: the unit directory, tmidb.toml, and every unit's
+    /// `watch` paths. Changes are debounced before they become one input.
+    fn rewatch(&mut self, set: &UnitSet) {
+        use ::notify::Watcher;
+        let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+        let watcher =
+            ::notify::recommended_watcher(move |res: ::notify::Result<::notify::Event>| {
+                if let Ok(ev) = res
+                    && !matches!(ev.kind, ::notify::EventKind::Access(_))
+                {
+                    for p in ev.paths {
+                        let _ = tx.send(p);
+                    }
+                }
+            });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch files ({e}); reload with SIGHUP or `tmidb-cli reload`"
+                );
+                return;
+            }
+        };
+        let mut paths = vec![self.units_dir.clone(), self.cfg.home.clone()];
+        paths.extend(set.units.iter().flat_map(|u| u.watch.iter().cloned()));
+        for p in paths {
+            if let Err(e) = watcher.watch(&p, ::notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(path = %p.display(), "cannot watch: {e}");
+            }
+        }
+        self.watcher = Some(watcher);
+        let in_tx = self.in_tx.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                // Debounce: an editor's save is several events within a few ms.
+                while let Ok(Some(p)) =
+                    tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+                {
+                    batch.push(p);
+                }
+                batch.sort();
+                batch.dedup();
+                if in_tx.send(Input::FilesChanged(batch)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn files_changed(&mut self, core: &mut Core, paths: Vec<PathBuf>) {
+        let is_unit_file = |p: &Path| {
+            p.parent() == Some(self.units_dir.as_path())
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(".unit.toml") && !n.starts_with('.'))
+        };
+        let is_config = |p: &Path| p == self.cfg.home.join("tmidb.toml");
+        if paths.iter().any(|p| is_unit_file(p) || is_config(p)) {
+            self.reload(core, false, "file change");
+        }
+        let specs = core.specs();
+        let touched: Vec<String> = specs
+            .iter()
+            .filter(|u| {
+                u.watch
+                    .iter()
+                    .any(|w| paths.iter().any(|p| p.starts_with(w) || w.starts_with(p)))
+            })
+            .map(|u| u.name.clone())
+            .collect();
+        if !touched.is_empty() {
+            tracing::info!(units = ?touched, "watched paths changed: restarting");
+            self.feed(core, Event::Restart(touched));
+        }
+    }
+}
