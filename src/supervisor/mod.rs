@@ -185,6 +185,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         watcher: None,
         started,
         done: false,
+        ready_pending: false,
     };
     for u in &set.units {
         exec.hub.set_enabled(&u.name, u.log.enabled);
@@ -283,6 +284,7 @@ struct Executor {
     watcher: Option<::notify::RecommendedWatcher>,
     started: Instant,
     done: bool,
+    ready_pending: bool,
 }
 
 impl Executor {
@@ -298,6 +300,9 @@ impl Executor {
             if let Some(ev) = self.act(a) {
                 queue.extend(core.handle(ev, Now::current()));
             }
+        }
+        if std::mem::take(&mut self.ready_pending) {
+            self.announce_ready(core);
         }
     }
 
@@ -377,7 +382,7 @@ impl Executor {
                 None
             }
             Action::AllReady => {
-                self.announce_ready();
+                self.ready_pending = true;
                 None
             }
             Action::AllStopped => {
@@ -476,9 +481,17 @@ impl Executor {
         Ok(path)
     }
 
-    fn announce_ready(&self) {
+    fn announce_ready(&self, core: &Core) {
         let ms = self.started.elapsed().as_millis();
         tracing::info!(elapsed_ms = ms as u64, "all units ready after {ms}ms");
+        for name in core.names() {
+            let Some(u) = core.unit(&name) else { continue };
+            if u.state == crate::control::protocol::State::Ready && !u.spec.listen.is_empty() {
+                let addrs: Vec<String> = u.spec.listen.iter().map(|a| a.to_string()).collect();
+                tracing::info!(unit = %name, "{name} listens on {}", addrs.join(", "));
+            }
+        }
+        tracing::info!("control: tmidb-cli --home {} status", self.cfg.home.display());
         match notify::notify_parent("READY=1\nSTATUS=all units ready") {
             Ok(true) => tracing::debug!("sent READY=1 to our parent"),
             Ok(false) => {}

