@@ -1225,3 +1225,386 @@ enum Gate {
     Wait(String),
     Blocked(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn specs(files: &[(&str, &str)]) -> Vec<Arc<UnitSpec>> {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, t) in files {
+            std::fs::write(dir.path().join(format!("{n}.unit.toml")), t).unwrap();
+        }
+        let mut vars = BTreeMap::new();
+        vars.insert("paths.data_dir".to_string(), "/d".to_string());
+        crate::unit::load_dir(dir.path(), &vars).unwrap().units
+    }
+
+    /// A core with a hand-driven clock and jitter fixed at the middle (factor 1.0).
+    struct H {
+        core: Core,
+        now: Now,
+        next_pid: i32,
+    }
+
+    impl H {
+        fn new(files: &[(&str, &str)]) -> (H, Vec<Action>) {
+            let now = Now::current();
+            let mut core = Core::new(&specs(files), now, Box::new(|| 0.5));
+            let boot = core.boot(now);
+            (
+                H {
+                    core,
+                    now,
+                    next_pid: 100,
+                },
+                boot,
+            )
+        }
+        fn step(&mut self, ev: Event) -> Vec<Action> {
+            self.core.handle(ev, self.now)
+        }
+        fn advance(&mut self, d: Duration) {
+            self.now.mono += d;
+            self.now.wall += d;
+        }
+        /// Answers every Spawn in `actions` with Spawned; returns the pids by unit.
+        fn spawn_all(&mut self, actions: &[Action]) -> (BTreeMap<String, i32>, Vec<Action>) {
+            let mut pids = BTreeMap::new();
+            let mut more = vec![];
+            for a in actions {
+                if let Action::Spawn { spec, inc } = a {
+                    self.next_pid += 1;
+                    pids.insert(spec.name.clone(), self.next_pid);
+                    more.extend(self.step(Event::Spawned {
+                        unit: spec.name.clone(),
+                        inc: *inc,
+                        pid: self.next_pid,
+                    }));
+                }
+            }
+            (pids, more)
+        }
+        fn state(&self, n: &str) -> State {
+            self.core.unit(n).unwrap().state
+        }
+        fn exit(&mut self, pid: i32, code: i32) -> Vec<Action> {
+            self.step(Event::Exited {
+                pid,
+                exit: ExitInfo::Code(code),
+                last_lines: vec!["bye".into()],
+            })
+        }
+    }
+
+    fn spawned(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn { spec, .. } => Some(spec.name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn signalled(actions: &[Action]) -> Vec<(i32, Signal)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Signal { pgid, signal, .. } => Some((*pgid, *signal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const SIMPLE: &str = "[service]\ncommand = [\"/bin/sleep\", \"100\"]\n";
+
+    #[test]
+    fn independent_units_start_together_and_dependents_wait_for_oneshots() {
+        let (mut h, boot) = H::new(&[
+            ("a", SIMPLE),
+            ("b", SIMPLE),
+            (
+                "init",
+                "[service]\ntype = \"oneshot\"\ncommand = [\"/bin/true\"]\n",
+            ),
+            (
+                "app",
+                "[unit]\nrequires = [\"init\"]\n[service]\ncommand = [\"/bin/sleep\", \"1\"]\n",
+            ),
+        ]);
+        assert_eq!(spawned(&boot), ["a", "b", "init"]);
+        let (pids, more) = h.spawn_all(&boot);
+        assert!(spawned(&more).is_empty(), "app must wait for init");
+        assert_eq!(h.state("a"), State::Ready);
+        assert_eq!(h.state("init"), State::Starting);
+        let after = h.exit(pids["init"], 0);
+        assert_eq!(h.state("init"), State::Exited);
+        assert_eq!(spawned(&after), ["app"]);
+    }
+
+    #[test]
+    fn failed_oneshot_blocks_what_requires_it() {
+        let (mut h, boot) = H::new(&[
+            (
+                "init",
+                "[service]\ntype = \"oneshot\"\ncommand = [\"/bin/false\"]\n[restart]\npolicy = \"no\"\n",
+            ),
+            (
+                "app",
+                "[unit]\nrequires = [\"init\"]\n[service]\ncommand = [\"/bin/sleep\", \"1\"]\n",
+            ),
+        ]);
+        let (pids, _) = h.spawn_all(&boot);
+        let after = h.exit(pids["init"], 1);
+        assert!(spawned(&after).is_empty());
+        assert_eq!(h.state("init"), State::Failed);
+        assert_eq!(h.state("app"), State::Inactive);
+        assert!(
+            h.core
+                .unit("app")
+                .unwrap()
+                .reason
+                .contains("required unit init failed")
+        );
+        assert!(
+            h.core.unit("app").unwrap().settled(),
+            "a blocked unit must not hang `start --wait`"
+        );
+    }
+
+    #[test]
+    fn first_crash_restarts_at_once_then_backoff_doubles() {
+        let (mut h, boot) = H::new(&[(
+            "a",
+            "[service]\ncommand = [\"x\"]\n[restart]\ndelay = \"200ms\"\nmax_delay = \"300ms\"\nburst = 10\n",
+        )]);
+        let (pids, _) = h.spawn_all(&boot);
+        let a1 = h.exit(pids["a"], 1);
+        assert_eq!(spawned(&a1), ["a"], "respawned in the same step");
+        let (pids, _) = h.spawn_all(&a1);
+        let a2 = h.exit(pids["a"], 1);
+        assert!(spawned(&a2).is_empty());
+        let delay = a2.iter().find_map(|a| match a {
+            Action::After {
+                delay,
+                event: Event::Wake,
+            } => Some(*delay),
+            _ => None,
+        });
+        assert_eq!(delay, Some(Duration::from_millis(200)));
+        assert_eq!(h.state("a"), State::Restarting);
+        h.advance(Duration::from_millis(200));
+        let woke = h.step(Event::Wake);
+        let (pids, _) = h.spawn_all(&woke);
+        let a3 = h.exit(pids["a"], 1);
+        let delay = a3.iter().find_map(|a| match a {
+            Action::After { delay, .. } => Some(*delay),
+            _ => None,
+        });
+        assert_eq!(
+            delay,
+            Some(Duration::from_millis(300)),
+            "400ms capped at max_delay"
+        );
+        assert_eq!(h.core.unit("a").unwrap().restarts, 3);
+        assert_eq!(h.core.failures("a").unwrap().len(), 3);
+        assert_eq!(h.core.failures("a").unwrap()[0].last_lines, ["bye"]);
+    }
+
+    #[test]
+    fn a_stable_run_resets_the_backoff() {
+        let (mut h, boot) = H::new(&[(
+            "a",
+            "[service]\ncommand = [\"x\"]\n[restart]\nreset_after = \"5s\"\n",
+        )]);
+        let (pids, _) = h.spawn_all(&boot);
+        let a1 = h.exit(pids["a"], 1);
+        let (pids, _) = h.spawn_all(&a1);
+        h.advance(Duration::from_secs(6));
+        let a2 = h.exit(pids["a"], 1);
+        assert_eq!(
+            spawned(&a2),
+            ["a"],
+            "stable for 6s: immediate restart again"
+        );
+    }
+
+    #[test]
+    fn burst_exhausted_fails_and_start_clears_it() {
+        let (mut h, boot) = H::new(&[(
+            "a",
+            "[service]\ncommand = [\"x\"]\n[restart]\ndelay = \"0s\"\nburst = 3\n",
+        )]);
+        let mut actions = boot;
+        for _ in 0..3 {
+            let (pids, _) = h.spawn_all(&actions);
+            actions = h.exit(pids["a"], 1);
+        }
+        assert_eq!(h.state("a"), State::Failed);
+        assert!(
+            h.core
+                .unit("a")
+                .unwrap()
+                .reason
+                .contains("start limit hit (3 starts")
+        );
+        let again = h.step(Event::Start(vec!["a".into()]));
+        assert_eq!(spawned(&again), ["a"]);
+        assert_eq!(h.core.unit("a").unwrap().restarts, 0);
+    }
+
+    #[test]
+    fn shutdown_stops_dependents_first() {
+        let (mut h, boot) = H::new(&[
+            ("db", SIMPLE),
+            (
+                "api",
+                "[unit]\nrequires = [\"db\"]\n[service]\ncommand = [\"x\"]\nstop_signal = \"SIGINT\"\n",
+            ),
+        ]);
+        let (pids, more) = h.spawn_all(&boot);
+        let (pids2, _) = h.spawn_all(&more);
+        let down = h.step(Event::Shutdown);
+        assert_eq!(
+            signalled(&down),
+            [(pids2["api"], Signal::SIGINT)],
+            "db waits for api"
+        );
+        let down = h.exit(pids2["api"], 0);
+        assert_eq!(signalled(&down), [(pids["db"], Signal::SIGTERM)]);
+        let last = h.exit(pids["db"], 0);
+        assert!(last.iter().any(|a| matches!(a, Action::AllStopped)));
+    }
+
+    #[test]
+    fn stop_timeout_escalates_to_sigkill_of_the_group() {
+        let (mut h, boot) = H::new(&[("a", SIMPLE)]);
+        let (pids, _) = h.spawn_all(&boot);
+        let stop = h.step(Event::Stop(vec!["a".into()]));
+        let inc = h.core.unit("a").unwrap().inc;
+        assert!(stop.iter().any(|a| matches!(
+            a,
+            Action::After {
+                event: Event::StopTimeout { .. },
+                ..
+            }
+        )));
+        let kill = h.step(Event::StopTimeout {
+            unit: "a".into(),
+            inc,
+        });
+        assert_eq!(signalled(&kill), [(pids["a"], Signal::SIGKILL)]);
+    }
+
+    #[test]
+    fn stale_probe_results_are_ignored() {
+        let (mut h, boot) = H::new(&[(
+            "a",
+            "[service]\ncommand = [\"x\"]\n[readiness]\nprobe = \"tcp\"\naddress = \"127.0.0.1:1\"\n",
+        )]);
+        let (pids, _) = h.spawn_all(&boot);
+        let old = h.core.unit("a").unwrap().inc;
+        let re = h.exit(pids["a"], 1);
+        h.spawn_all(&re);
+        h.step(Event::ProbeReady {
+            unit: "a".into(),
+            inc: old,
+            how: "tcp".into(),
+        });
+        assert_eq!(
+            h.state("a"),
+            State::Starting,
+            "an old incarnation's probe must not count"
+        );
+        h.step(Event::ProbeReady {
+            unit: "a".into(),
+            inc: old + 1,
+            how: "tcp".into(),
+        });
+        assert_eq!(h.state("a"), State::Ready);
+    }
+
+    #[test]
+    fn readiness_timeout_kills_and_applies_the_policy() {
+        let (mut h, boot) = H::new(&[(
+            "a",
+            "[service]\ncommand = [\"x\"]\n[readiness]\nprobe = \"tcp\"\naddress = \"127.0.0.1:1\"\ntimeout = \"1s\"\n",
+        )]);
+        let (pids, _) = h.spawn_all(&boot);
+        let inc = h.core.unit("a").unwrap().inc;
+        let kill = h.step(Event::ReadinessTimeout {
+            unit: "a".into(),
+            inc,
+        });
+        assert_eq!(signalled(&kill), [(pids["a"], Signal::SIGTERM)]);
+        let after = h.step(Event::Exited {
+            pid: pids["a"],
+            exit: ExitInfo::Signal("SIGTERM".into()),
+            last_lines: vec![],
+        });
+        assert_eq!(spawned(&after), ["a"]);
+        assert!(
+            h.core.failures("a").unwrap()[0]
+                .reason
+                .contains("not ready within 1s")
+        );
+    }
+
+    #[test]
+    fn restart_restarts_what_requires_the_unit_in_order() {
+        let (mut h, boot) = H::new(&[
+            ("db", SIMPLE),
+            (
+                "api",
+                "[unit]\nrequires = [\"db\"]\n[service]\ncommand = [\"x\"]\n",
+            ),
+        ]);
+        let (pids, more) = h.spawn_all(&boot);
+        let (pids2, _) = h.spawn_all(&more);
+        let r = h.step(Event::Restart(vec!["db".into()]));
+        assert_eq!(signalled(&r), [(pids2["api"], Signal::SIGTERM)]);
+        let r = h.exit(pids2["api"], 0);
+        assert_eq!(signalled(&r), [(pids["db"], Signal::SIGTERM)]);
+        let r = h.exit(pids["db"], 0);
+        assert_eq!(spawned(&r), ["db"]);
+        let (_, more) = h.spawn_all(&r);
+        assert_eq!(spawned(&more), ["api"]);
+    }
+
+    #[test]
+    fn notify_ready_and_watchdog() {
+        let (mut h, boot) = H::new(&[(
+            "n",
+            "[service]\ntype = \"notify\"\ncommand = [\"x\"]\n[liveness]\nprobe = \"notify\"\ninterval = \"1s\"\n",
+        )]);
+        h.spawn_all(&boot);
+        assert_eq!(h.state("n"), State::Starting);
+        let ready = h.step(Event::Notify {
+            unit: "n".into(),
+            msg: NotifyMsg::Ready,
+        });
+        assert_eq!(h.state("n"), State::Ready);
+        assert!(ready.iter().any(|a| matches!(a, Action::AllReady)));
+        let inc = h.core.unit("n").unwrap().inc;
+        h.advance(Duration::from_millis(900));
+        h.step(Event::Notify {
+            unit: "n".into(),
+            msg: NotifyMsg::Watchdog,
+        });
+        h.advance(Duration::from_millis(200));
+        h.step(Event::WatchdogCheck {
+            unit: "n".into(),
+            inc,
+        });
+        assert_eq!(h.state("n"), State::Ready, "a WATCHDOG=1 arrived in time");
+        h.advance(Duration::from_secs(2));
+        let k = h.step(Event::WatchdogCheck {
+            unit: "n".into(),
+            inc,
+        });
+        assert_eq!(h.state("n"), State::Stopping);
+        assert_eq!(signalled(&k).len(), 1);
+    }
+}

@@ -491,7 +491,10 @@ impl Executor {
                 tracing::info!(unit = %name, "{name} listens on {}", addrs.join(", "));
             }
         }
-        tracing::info!("control: tmidb-cli --home {} status", self.cfg.home.display());
+        tracing::info!(
+            "control: tmidb-cli --home {} status",
+            self.cfg.home.display()
+        );
         match notify::notify_parent("READY=1\nSTATUS=all units ready") {
             Ok(true) => tracing::debug!("sent READY=1 to our parent"),
             Ok(false) => {}

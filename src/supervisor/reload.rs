@@ -71,3 +71,50 @@ pub fn plan(old: &[Arc<UnitSpec>], new: &[Arc<UnitSpec>]) -> Vec<PlanEntry> {
     }
     out.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(files: &[(&str, &str)]) -> Vec<Arc<UnitSpec>> {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, t) in files {
+            std::fs::write(dir.path().join(format!("{n}.unit.toml")), t).unwrap();
+        }
+        crate::unit::load_dir(dir.path(), &Default::default())
+            .unwrap()
+            .units
+    }
+
+    #[test]
+    fn changed_units_restart_with_what_requires_them_and_nothing_else() {
+        let db = "[service]\ncommand = [\"db\"]\n";
+        let api = "[unit]\nrequires = [\"db\"]\n[service]\ncommand = [\"api\"]\n";
+        let other = "[unit]\nafter = [\"db\"]\n[service]\ncommand = [\"o\"]\n";
+        let old = set(&[("db", db), ("api", api), ("other", other), ("gone", db)]);
+        let new = set(&[
+            ("db", "[service]\ncommand = [\"db\", \"-v\"]\n"),
+            ("api", api),
+            ("other", other),
+            ("fresh", db),
+        ]);
+        let p: Vec<(String, PlanAction, String)> = plan(&old, &new)
+            .into_iter()
+            .map(|e| (e.unit, e.action, e.why))
+            .collect();
+        assert_eq!(
+            p,
+            [
+                (
+                    "api".into(),
+                    PlanAction::Restart,
+                    "requires db, which restarts".into()
+                ),
+                ("db".into(), PlanAction::Restart, "[service] changed".into()),
+                ("fresh".into(), PlanAction::Start, "new unit".into()),
+                ("gone".into(), PlanAction::Stop, "unit file removed".into()),
+                ("other".into(), PlanAction::Unchanged, "no change".into()),
+            ]
+        );
+    }
+}
