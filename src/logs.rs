@@ -135,20 +135,6 @@ impl LogHub {
             stream,
             msg,
         };
-        {
-            let mut w = self.watchers.lock().expect("lock");
-            if !w.is_empty() {
-                let mut i = 0;
-                while i < w.len() {
-                    if w[i].unit == unit && w[i].pattern.is_match(&rec.msg) {
-                        let hit = w.swap_remove(i);
-                        let _ = hit.tx.send(rec.msg.clone());
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-        }
         let enabled = self
             .enabled
             .lock()
@@ -159,12 +145,30 @@ impl LogHub {
         if enabled && self.out.try_send(rec.clone()).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let mut rings = self.rings.lock().expect("lock");
-        let ring = rings.entry(unit.to_string()).or_default();
-        if ring.len() == RING {
-            ring.pop_front();
+        // Ring first, watchers second: see `watch_since` for why this order matters.
+        {
+            let mut rings = self.rings.lock().expect("lock");
+            let ring = rings.entry(unit.to_string()).or_default();
+            if ring.len() == RING {
+                ring.pop_front();
+            }
+            ring.push_back(rec.clone());
         }
-        ring.push_back(rec);
+        let mut w = self.watchers.lock().expect("lock");
+        let mut i = 0;
+        while i < w.len() {
+            if w[i].unit == unit && w[i].pattern.is_match(&rec.msg) {
+                let hit = w.swap_remove(i);
+                let _ = hit.tx.send(rec.msg.clone());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The sequence number of the latest record.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
     }
 
     /// The last `n` lines of a unit.
@@ -183,18 +187,35 @@ impl LogHub {
             .unwrap_or_default()
     }
 
-    /// Waits for a line of `unit` matching `pattern` (a log readiness probe).
-    pub fn watch(
+    /// Waits for a line of `unit` after sequence `since` matching `pattern` (a log
+    /// readiness probe). Lines that arrived before the call count too: the probe starts
+    /// after the spawn, and a fast child may already have printed its line.
+    ///
+    /// No line can slip between the scan and the registration: the scan runs under the
+    /// watchers lock, and `push` adds to the ring before it takes that lock.
+    pub fn watch_since(
         &self,
         unit: &str,
+        since: u64,
         pattern: regex::Regex,
     ) -> tokio::sync::oneshot::Receiver<String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.watchers.lock().expect("lock").push(Watcher {
-            unit: unit.to_string(),
-            pattern,
-            tx,
+        let mut watchers = self.watchers.lock().expect("lock");
+        let early = self.rings.lock().expect("lock").get(unit).and_then(|ring| {
+            ring.iter()
+                .find(|r| r.seq > since && pattern.is_match(&r.msg))
+                .map(|r| r.msg.clone())
         });
+        match early {
+            Some(line) => {
+                let _ = tx.send(line);
+            }
+            None => watchers.push(Watcher {
+                unit: unit.to_string(),
+                pattern,
+                tx,
+            }),
+        }
         rx
     }
 

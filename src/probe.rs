@@ -110,9 +110,11 @@ async fn http_status(addr: std::net::SocketAddr, host: &str, path: &str) -> Resu
 }
 
 /// Polls the readiness probe of incarnation `inc` until it passes.
+/// `since` is the log sequence number at spawn time (for log probes).
 pub async fn readiness(
     spec: Arc<UnitSpec>,
     inc: u64,
+    since: u64,
     tx: UnboundedSender<Event>,
     hub: Arc<LogHub>,
     reaper: Reaper,
@@ -125,7 +127,7 @@ pub async fn readiness(
             let Ok(re) = regex::Regex::new(pattern) else {
                 return;
             };
-            if let Ok(line) = hub.watch(&unit, re).await {
+            if let Ok(line) = hub.watch_since(&unit, since, re).await {
                 let how = format!("log line {:?}", truncate(&line, 80));
                 let _ = tx.send(Event::ProbeReady { unit, inc, how });
             }

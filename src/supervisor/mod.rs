@@ -182,6 +182,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         in_tx,
         probes: HashMap::new(),
         notify: HashMap::new(),
+        spawn_seq: HashMap::new(),
         watcher: None,
         started,
         done: false,
@@ -281,6 +282,7 @@ struct Executor {
     in_tx: mpsc::UnboundedSender<Input>,
     probes: HashMap<String, Vec<AbortHandle>>,
     notify: HashMap<String, (PathBuf, JoinHandle<()>)>,
+    spawn_seq: HashMap<String, u64>,
     watcher: Option<::notify::RecommendedWatcher>,
     started: Instant,
     done: bool,
@@ -314,9 +316,11 @@ impl Executor {
                 None
             }
             Action::StartReadiness { spec, inc } => {
+                let since = self.spawn_seq.get(&spec.name).copied().unwrap_or(0);
                 let task = tokio::spawn(crate::probe::readiness(
                     spec.clone(),
                     inc,
+                    since,
                     self.ev_tx.clone(),
                     self.hub.clone(),
                     self.reaper.clone(),
@@ -424,6 +428,7 @@ impl Executor {
         } else {
             None
         };
+        self.spawn_seq.insert(unit.clone(), self.hub.last_seq());
         let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref()) {
             Ok(sp) => sp,
             Err(e) => return fail(e.to_string()),

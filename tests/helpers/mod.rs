@@ -1,0 +1,310 @@
+//! Fixtures: a temp home on a free port block, a running supervisor with its JSON log in
+//! a file, CLI calls, polling with deadlines, and clean-up of every process on drop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
+pub const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
+
+/// Ports every home reserves (all `[ports]` keys, with room to spare).
+const BLOCK: u16 = 20;
+
+static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+
+/// A block of BLOCK free consecutive ports; distinct per call, and per process by pid.
+fn free_port_block() -> u16 {
+    let _ = NEXT_BASE.compare_exchange(
+        0,
+        20000 + (std::process::id() % 200) as u16 * 150,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let base = NEXT_BASE.fetch_add(BLOCK, Ordering::SeqCst);
+        assert!(base < 60000, "no free port block found");
+        if (base..base + BLOCK).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// A temp home with its own units directory and port block.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub base: u16,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let dir = tempfile::Builder::new()
+            .prefix("tmidb-it-")
+            .tempdir()
+            .unwrap();
+        // Units may run as another user (postgres): it must reach the home.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let base = free_port_block();
+        std::fs::write(
+            dir.path().join("tmidb.toml"),
+            format!("[ports]\nbase = {base}\n"),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("units")).unwrap();
+        Home { dir, base }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn units(&self) -> PathBuf {
+        self.dir.path().join("units")
+    }
+
+    /// Writes (or replaces) units/NAME.unit.toml atomically, as editors do.
+    pub fn unit(&self, name: &str, text: &str) {
+        let tmp = self.units().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.units().join(format!("{name}.unit.toml"))).unwrap();
+    }
+
+    pub fn remove_unit(&self, name: &str) {
+        std::fs::remove_file(self.units().join(format!("{name}.unit.toml"))).unwrap();
+    }
+
+    /// Starts a supervisor on this home with `units` (None: the home's own units dir).
+    pub fn start_with(&self, units: Option<&Path>, env: &[(&str, &str)]) -> Sup {
+        let log = self.path().join("supervisor.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let units = units.map(Path::to_path_buf).unwrap_or_else(|| self.units());
+        let mut cmd = Command::new(SUPERVISOR);
+        cmd.arg("--home")
+            .arg(self.path())
+            .arg("--units")
+            .arg(&units)
+            .args(["--log-format", "json"])
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd.spawn().unwrap();
+        let sup = Sup {
+            pid: child.id() as i32,
+            child: Some(child),
+            home: self.path().to_path_buf(),
+            log,
+        };
+        sup.wait_until("control socket answers", Duration::from_secs(20), |s| {
+            s.cli(&["status", "--json"]).status.success()
+        });
+        sup
+    }
+
+    pub fn start(&self) -> Sup {
+        self.start_with(None, &[])
+    }
+}
+
+/// A running supervisor.
+pub struct Sup {
+    pub pid: i32,
+    child: Option<Child>,
+    pub home: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Sup {
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(CLI)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, panicking with stderr on failure.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "tmidb-cli {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log_tail()
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    pub fn status(&self) -> Vec<Value> {
+        let o = self.cli(&["status", "--json"]);
+        if !o.status.success() {
+            return vec![];
+        }
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    pub fn unit(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|u| u["name"] == name)
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        self.unit(name)
+            .map(|u| u["state"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    pub fn pid_of(&self, name: &str) -> i32 {
+        self.unit(name)
+            .and_then(|u| u["pid"].as_i64())
+            .unwrap_or_else(|| panic!("{name} has no pid:\n{}", self.table())) as i32
+    }
+
+    pub fn table(&self) -> String {
+        String::from_utf8_lossy(&self.cli(&["status"]).stdout).into_owned()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The supervisor's own events (not children's lines), as JSON objects.
+    pub fn events(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("message").is_some())
+            .collect()
+    }
+
+    /// Polls `f` every 50 ms until it holds; panics with status and log after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, f: impl Fn(&Sup) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for: {what}\n{}\n--- log ---\n{}",
+            self.table(),
+            self.log_tail()
+        );
+    }
+
+    pub fn wait_state(&self, unit: &str, state: &str, timeout: Duration) {
+        self.wait_until(&format!("{unit} {state}"), timeout, |s| {
+            s.state(unit) == state
+        });
+    }
+
+    /// Every process below the supervisor.
+    pub fn descendants(&self) -> Vec<i32> {
+        descendants(self.pid)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig).unwrap();
+    }
+
+    /// Waits for the supervisor to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "supervisor did not exit within {timeout:?}\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let left = descendants(self.pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            for p in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Parent pid and state of a process, from /proc.
+fn stat(pid: i32) -> Option<(i32, String)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.to_string();
+    Some((f.next()?.parse().ok()?, state))
+}
+
+/// Live (non-zombie) processes below `root`.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let all: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| stat(p).map(|(pp, st)| (p, pp, st)))
+        .collect();
+    let mut out = vec![];
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (c, pp, st) in &all {
+            if *pp == p && !out.contains(c) {
+                if st != "Z" {
+                    out.push(*c);
+                }
+                frontier.push(*c);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    stat(pid).is_some_and(|(_, st)| st != "Z")
+}
+
+/// Pids whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            }) && alive(*p)
+        })
+        .collect()
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}

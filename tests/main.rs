@@ -1,0 +1,7 @@
+//! The one integration test binary: real `tmidb-supervisor` processes in temp homes on
+//! free ports (see `helpers`).
+
+mod helpers;
+
+mod stack;
+mod supervisor;

@@ -1,0 +1,454 @@
+//! The supervisor with trivial units: ordering, instances, restarts, stops, reload,
+//! notify, probes and bad input.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::helpers::{CLI, Home, SUPERVISOR, alive, pids_with_cmdline, secs};
+
+const SLEEPER: &str = "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n";
+
+#[test]
+fn oneshot_dependency_order_and_instances() {
+    let h = Home::new();
+    let marker = h.path().join("init-done");
+    // init takes a while; app would exit 1 (and count a restart) if started before it.
+    h.unit(
+        "init",
+        &format!("[service]\ntype = \"oneshot\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 0.4; touch {}\"]\n", marker.display()),
+    );
+    h.unit(
+        "app",
+        &format!(
+            "[unit]\nrequires = [\"init\"]\n[service]\ncommand = [\"/bin/sh\", \"-c\", \"test -f {} && exec sleep 1000\"]\n",
+            marker.display()
+        ),
+    );
+    h.unit(
+        "worker",
+        "[unit]\ninstances = 3\nafter = [\"app\"]\n[service]\ncommand = [\"/bin/sh\", \"-c\", \"echo worker ${instance} of ${unit}; exec sleep 1000\"]\n[readiness]\nprobe = \"log\"\npattern = \"^worker [0-9] of worker@[0-9]$\"\n",
+    );
+    let sup = h.start();
+    for w in ["worker@1", "worker@2", "worker@3"] {
+        sup.wait_state(w, "ready", secs(10));
+    }
+    assert_eq!(sup.state("init"), "exited");
+    let app = sup.unit("app").unwrap();
+    assert_eq!(app["state"], "ready");
+    assert_eq!(app["restarts"], 0, "app started before init finished");
+    let pids: std::collections::BTreeSet<i64> = sup
+        .status()
+        .iter()
+        .filter(|u| u["name"].as_str().unwrap().starts_with("worker@"))
+        .map(|u| u["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    // `status worker` selects every instance; `units deps` shows the tree.
+    let out = sup.cli_ok(&["status", "worker", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .len(),
+        3
+    );
+    let deps = sup.cli_ok(&["units", "deps", "app"]);
+    assert_eq!(deps, "app\n└── init (requires)\n");
+    // Every unit's JSON status has the documented fields.
+    for key in ["name", "state", "pid", "restarts", "since", "last_exit"] {
+        assert!(app.get(key).is_some(), "status --json lacks {key}");
+    }
+}
+
+#[test]
+fn crash_loop_fails_after_burst_and_start_clears_it() {
+    let h = Home::new();
+    h.unit("crashy", "[service]\ncommand = [\"/bin/sh\", \"-c\", \"echo dying; exit 3\"]\n[restart]\ndelay = \"20ms\"\nburst = 4\ninterval = \"60s\"\n");
+    h.unit("steady", SLEEPER);
+    let sup = h.start();
+    sup.wait_state("crashy", "failed", secs(10));
+    let u = sup.unit("crashy").unwrap();
+    assert_eq!(
+        u["restarts"], 3,
+        "4 starts allowed: the first and 3 restarts"
+    );
+    assert!(
+        u["reason"].as_str().unwrap().contains("start limit hit"),
+        "{u}"
+    );
+    assert_eq!(u["last_exit"]["value"], 3);
+    let failures: Vec<serde_json::Value> =
+        serde_json::from_str(&sup.cli_ok(&["failures", "crashy", "--json"])).unwrap();
+    assert_eq!(failures.len(), 4);
+    assert_eq!(failures[0]["last_lines"][0], "dying");
+    assert_eq!(
+        sup.state("steady"),
+        "ready",
+        "other units are not disturbed"
+    );
+    // start clears `failed` and the burst window: four more starts before failing again.
+    sup.cli_ok(&["start", "crashy", "--no-block"]);
+    sup.wait_until("crashy failed again", secs(10), |s| {
+        s.state("crashy") == "failed"
+            && s.cli_ok(&["failures", "crashy", "--json"])
+                .matches("\"pid\"")
+                .count()
+                == 8
+    });
+    assert_eq!(sup.unit("crashy").unwrap()["restarts"], 3);
+}
+
+#[test]
+fn grandchild_is_gone_after_stop() {
+    let h = Home::new();
+    h.unit(
+        "forky",
+        "[service]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 7771001 & exec sleep 7771002\"]\n",
+    );
+    let sup = h.start();
+    sup.wait_state("forky", "ready", secs(10));
+    sup.wait_until("both sleeps run", secs(5), |_| {
+        pids_with_cmdline("sleep 777100").len() == 2
+    });
+    let gc = pids_with_cmdline("sleep 7771001");
+    sup.cli_ok(&["stop", "forky"]);
+    assert_eq!(sup.state("forky"), "inactive");
+    sup.wait_until("grandchild gone", secs(5), |_| {
+        gc.iter().all(|p| !alive(*p))
+    });
+    assert!(pids_with_cmdline("sleep 777100").is_empty());
+}
+
+#[test]
+fn sigterm_stops_in_reverse_order_without_survivors() {
+    let h = Home::new();
+    // Each takes 200 ms to stop, so an unordered stop would interleave.
+    let slow = |name: &str, req: &str| {
+        format!(
+            "[unit]\nrequires = [{req}]\n[service]\ncommand = [\"/bin/sh\", \"-c\", \"trap 'sleep 0.2; exit 0' TERM; sleep 1000 & wait\"]\n[log]\nchannel = \"{name}\"\n"
+        )
+    };
+    h.unit("a", &slow("a", ""));
+    h.unit("b", &slow("b", "\"a\""));
+    h.unit("c", &slow("c", "\"b\""));
+    let mut sup = h.start();
+    sup.wait_state("c", "ready", secs(10));
+    let procs = sup.descendants();
+    assert!(procs.len() >= 6, "3 shells and 3 sleeps: {procs:?}");
+    sup.signal(Signal::SIGTERM);
+    let status = sup.wait_exit(secs(30));
+    assert!(status.success(), "{status:?}");
+    let stopped: Vec<String> = sup
+        .events()
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("stopping → inactive")
+        })
+        .map(|e| e["unit"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stopped, ["c", "b", "a"]);
+    assert!(
+        procs.iter().all(|p| !alive(*p)),
+        "survivors: {:?}",
+        procs.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn hot_reload_add_remove_change_and_invalid_edit() {
+    let h = Home::new();
+    h.unit("a", SLEEPER);
+    h.unit("b", "[service]\ncommand = [\"/bin/sleep\", \"1001\"]\n");
+    h.unit("c", SLEEPER);
+    h.unit(
+        "d",
+        "[unit]\nrequires = [\"b\"]\n[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let sup = h.start();
+    sup.wait_state("d", "ready", secs(10));
+    let pid = |n: &str| sup.pid_of(n);
+    let (a, b, c, d) = (pid("a"), pid("b"), pid("c"), pid("d"));
+
+    // Add: picked up from the file change alone.
+    h.unit("e", SLEEPER);
+    sup.wait_state("e", "ready", secs(10));
+    assert_eq!((pid("a"), pid("b"), pid("c"), pid("d")), (a, b, c, d));
+
+    // Remove.
+    h.remove_unit("c");
+    sup.wait_until("c removed", secs(10), |s| s.unit("c").is_none());
+    assert!(!alive(c));
+
+    // Change b: b and d (requires b) restart; a and e keep their pids.
+    let e = pid("e");
+    let plan = {
+        h.unit("b", "[service]\ncommand = [\"/bin/sleep\", \"1002\"]\n");
+        sup.wait_until("b restarted", secs(10), |s| {
+            s.unit("b")
+                .and_then(|u| u["pid"].as_i64())
+                .is_some_and(|p| p as i32 != b)
+                && s.state("b") == "ready"
+        });
+        sup.wait_until("d restarted", secs(10), |s| {
+            s.unit("d")
+                .and_then(|u| u["pid"].as_i64())
+                .is_some_and(|p| p as i32 != d)
+                && s.state("d") == "ready"
+        });
+        sup.cli_ok(&["reload", "--dry-run"])
+    };
+    assert_eq!((pid("a"), pid("e")), (a, e));
+    assert!(plan.contains("unchanged"), "{plan}");
+
+    // Invalid edit: nothing changes, the error is reported with file:line:col.
+    let before = sup.status();
+    h.unit(
+        "a",
+        "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\nrestrat = 1\n",
+    );
+    sup.wait_until("reload rejected in the log", secs(10), |s| {
+        s.log_text().contains("reload (file change) rejected")
+    });
+    let log = sup.log_text();
+    assert!(
+        log.contains("a.unit.toml:3:1: unknown field `restrat`"),
+        "{}",
+        sup.log_tail()
+    );
+    let o = sup.cli(&["reload"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a.unit.toml:3:1"));
+    let after = sup.status();
+    let pids = |v: &Vec<serde_json::Value>| {
+        v.iter()
+            .map(|u| (u["name"].clone(), u["pid"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pids(&before), pids(&after));
+}
+
+#[test]
+fn notify_readiness_and_ready_to_parent() {
+    let h = Home::new();
+    let send = "import os,socket,time; time.sleep(1.0); s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); p=os.environ['NOTIFY_SOCKET']; s.sendto(b'STATUS=warm', p); s.sendto(b'READY=1', p); time.sleep(1000)";
+    h.unit(
+        "n",
+        &format!("[service]\ntype = \"notify\"\ncommand = [\"python3\", \"-c\", \"{send}\"]\n"),
+    );
+    let parent = h.path().join("parent.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&parent).unwrap();
+    listener.set_read_timeout(Some(secs(20))).unwrap();
+    let sup = h.start_with(None, &[("NOTIFY_SOCKET", parent.to_str().unwrap())]);
+    assert_eq!(sup.state("n"), "starting", "not ready before READY=1");
+    let mut buf = [0u8; 256];
+    let n = listener
+        .recv(&mut buf)
+        .expect("READY=1 from the supervisor");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let u = sup.unit("n").unwrap();
+    assert_eq!(u["state"], "ready");
+    assert_eq!(u["status_text"], "warm");
+}
+
+#[test]
+fn liveness_failure_restarts_the_unit() {
+    let h = Home::new();
+    let flag = h.path().join("sick");
+    h.unit(
+        "l",
+        &format!(
+            "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n[liveness]\nprobe = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"test ! -f {}\"]\ninterval = \"100ms\"\nfailure_threshold = 2\n",
+            flag.display()
+        ),
+    );
+    let sup = h.start();
+    sup.wait_state("l", "ready", secs(10));
+    let pid = sup.pid_of("l");
+    std::fs::write(&flag, "").unwrap();
+    sup.wait_until("restarted after liveness failure", secs(10), |s| {
+        s.unit("l").is_some_and(|u| u["restarts"] == 1)
+    });
+    std::fs::remove_file(&flag).unwrap();
+    sup.wait_state("l", "ready", secs(10));
+    assert_ne!(sup.pid_of("l"), pid);
+    let f: Vec<serde_json::Value> =
+        serde_json::from_str(&sup.cli_ok(&["failures", "l", "--json"])).unwrap();
+    assert!(
+        f[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("liveness probe failed"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn busy_port_and_missing_binary_are_clear_failures() {
+    let h = Home::new();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    h.unit("web", &format!("[service]\ncommand = [\"/bin/sleep\", \"1000\"]\nlisten = [\"127.0.0.1:{port}\"]\n[restart]\npolicy = \"no\"\n"));
+    h.unit(
+        "ghost",
+        "[service]\ncommand = [\"/nonexistent/ghostd\"]\n[restart]\npolicy = \"no\"\n",
+    );
+    h.unit("optional", "[unit]\ncondition_path_exists = [\"/nonexistent/ghostd\"]\n[service]\ncommand = [\"/nonexistent/ghostd\"]\n");
+    h.unit("fine", SLEEPER);
+    let sup = h.start();
+    sup.wait_state("web", "failed", secs(10));
+    sup.wait_state("ghost", "failed", secs(10));
+    sup.wait_state("optional", "skipped", secs(10));
+    let reason = |n: &str| sup.unit(n).unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason("web").contains(&format!(
+            "port 127.0.0.1:{port} needed by unit web is already in use"
+        )),
+        "{}",
+        reason("web")
+    );
+    assert!(
+        reason("ghost").contains("cannot run `/nonexistent/ghostd`"),
+        "{}",
+        reason("ghost")
+    );
+    assert!(
+        reason("optional").contains("/nonexistent/ghostd does not exist"),
+        "{}",
+        reason("optional")
+    );
+    assert_eq!(sup.state("fine"), "ready");
+    // Unknown units in CLI commands: exit 4 and the known names.
+    let o = sup.cli(&["restart", "nope"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("unknown unit `nope`; known units: fine, ghost, optional, web")
+    );
+    drop(squatter);
+}
+
+#[test]
+fn invalid_unit_files_are_rejected_with_positions() {
+    /// (what, unit files, expected error)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "cycle",
+            &[
+                (
+                    "a",
+                    "[unit]\nrequires = [\"b\"]\n[service]\ncommand = [\"x\"]\n",
+                ),
+                (
+                    "b",
+                    "[unit]\nafter = [\"a\"]\n[service]\ncommand = [\"x\"]\n",
+                ),
+            ],
+            "a.unit.toml:2:13: dependency cycle: a → b → a",
+        ),
+        (
+            "unknown key",
+            &[(
+                "a",
+                "[service]\ncommand = [\"x\"]\nstop_sginal = \"SIGINT\"\n",
+            )],
+            "a.unit.toml:3:1: unknown field `stop_sginal`",
+        ),
+        (
+            "wrong type",
+            &[(
+                "a",
+                "[unit]\ninstances = \"3\"\n[service]\ncommand = [\"x\"]\n",
+            )],
+            "a.unit.toml:2:13: invalid type",
+        ),
+        (
+            "missing dependency",
+            &[
+                (
+                    "a",
+                    "[unit]\nwants = [\"natz\"]\n[service]\ncommand = [\"x\"]\n",
+                ),
+                ("nats", "[service]\ncommand = [\"x\"]\n"),
+            ],
+            "a.unit.toml:2:10: unknown unit `natz`",
+        ),
+        (
+            "unknown variable",
+            &[("a", "[service]\ncommand = [\"x\", \"${ports.postgres}\"]\n")],
+            "a.unit.toml:2:18: unknown variable `${ports.postgres}`",
+        ),
+    ];
+    for (what, files, expected) in cases {
+        let h = Home::new();
+        for (n, t) in *files {
+            h.unit(n, t);
+        }
+        let o = Command::new(SUPERVISOR)
+            .arg("--home")
+            .arg(h.path())
+            .arg("--check")
+            .arg(h.units())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains(expected),
+            "{what}: expected `{expected}` in:\n{err}"
+        );
+        // The supervisor refuses to start on it, before spawning anything.
+        let o = Command::new(SUPERVISOR)
+            .arg("--home")
+            .arg(h.path())
+            .arg("--units")
+            .arg(h.units())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{what}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(expected),
+            "{what}"
+        );
+    }
+    // The default set is valid.
+    let h = Home::new();
+    let o = Command::new(SUPERVISOR)
+        .arg("--home")
+        .arg(h.path())
+        .arg("--check")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/units"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn cli_without_supervisor_names_the_socket() {
+    let h = Home::new();
+    let start = Instant::now();
+    let o = Command::new(CLI)
+        .arg("--home")
+        .arg(h.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}/run/tmidb.sock does not exist",
+            h.path().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.lines().count() <= 3,
+        "one clear message, not a stack: {err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
