@@ -1,1 +1,262 @@
-fn main() {}
+//! Supervisor benchmarks (`cargo bench --bench supervisor`): prints figures, asserts nothing.
+//!
+//! 1. Time from supervisor spawn to 100 trivial units ready (measured by the supervisor's
+//!    own READY=1 on a NOTIFY_SOCKET we pass it).
+//! 2. Restart latency after kill -9 of a child listening on TCP, minus the child's own
+//!    cold start (the same command spawned directly).
+//! 3. Idle RSS, CPU and wake-ups (context switches) of the supervisor with 8 children.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
+
+fn home(base: u16) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("tmidb-bench-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.path().join("tmidb.toml"),
+        format!("[ports]\nbase = {base}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("units")).unwrap();
+    d
+}
+
+fn start(home: &Path, notify: Option<&Path>) -> Child {
+    let mut c = Command::new(SUPERVISOR);
+    c.arg("--home")
+        .arg(home)
+        .arg("--units")
+        .arg(home.join("units"))
+        .args(["--log-format", "json"]);
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("TMIDB_LOG", "warn");
+    match notify {
+        Some(p) => c.env("NOTIFY_SOCKET", p),
+        None => c.env_remove("NOTIFY_SOCKET"),
+    };
+    c.spawn().unwrap()
+}
+
+fn stop(mut c: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = c.wait();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn startup_100() {
+    let mut runs = vec![];
+    for round in 0..5 {
+        let h = home(41000 + round * 20);
+        for i in 0..100 {
+            std::fs::write(
+                h.path().join(format!("units/u{i:03}.unit.toml")),
+                "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+            )
+            .unwrap();
+        }
+        let sock = h.path().join("notify.sock");
+        let rx = UnixDatagram::bind(&sock).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let t0 = Instant::now();
+        let sup = start(h.path(), Some(&sock));
+        let mut buf = [0u8; 128];
+        let n = rx.recv(&mut buf).expect("READY=1");
+        let dt = t0.elapsed().as_secs_f64() * 1000.0;
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+        runs.push(dt);
+        stop(sup);
+    }
+    println!(
+        "startup: 100 trivial units ready in {:.1} ms (median of 5; runs {:?} ms; target < 150 ms)",
+        median(runs.clone()),
+        runs.iter()
+            .map(|r| (r * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A listener that binds, then sleeps: python3 -S keeps its cold start small.
+fn listener_cmd(port: u16) -> Vec<String> {
+    let code = format!(
+        "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1',{port})); s.listen(16); time.sleep(1000)"
+    );
+    vec!["python3".into(), "-S".into(), "-c".into(), code]
+}
+
+fn wait_port(port: u16, deadline: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn wait_port_closed(port: u16) {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn status_pid(home: &Path, unit: &str) -> Option<i32> {
+    let o = Command::new(env!("CARGO_BIN_EXE_tmidb-cli"))
+        .arg("--home")
+        .arg(home)
+        .args(["status", unit, "--json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    v[0]["pid"].as_i64().map(|p| p as i32)
+}
+
+fn restart_latency() {
+    let port = 41900;
+    let cmd = listener_cmd(port);
+    // The child's own cold start, spawned directly.
+    let mut cold = vec![];
+    for _ in 0..15 {
+        let t0 = Instant::now();
+        let mut c = Command::new(&cmd[0]).args(&cmd[1..]).spawn().unwrap();
+        wait_port(port, Duration::from_secs(10));
+        cold.push(t0.elapsed().as_secs_f64() * 1000.0);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        wait_port_closed(port);
+    }
+    let h = home(41920);
+    let argv: Vec<String> = cmd.iter().map(|a| format!("{a:?}")).collect();
+    std::fs::write(
+        h.path().join("units/l.unit.toml"),
+        format!("[service]\ncommand = [{}]\n[readiness]\nprobe = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ninterval = \"1ms\"\n[restart]\nburst = 1000\nreset_after = \"1ms\"\n", argv.join(", ")),
+    )
+    .unwrap();
+    let sup = start(h.path(), None);
+    let mut restart = vec![];
+    for _ in 0..15 {
+        let pid = loop {
+            if let Some(p) = status_pid(h.path(), "l") {
+                break p;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        wait_port(port, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+        let t0 = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // The port closes with the process; then time until the new child accepts.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && t0.elapsed() < Duration::from_secs(1)
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        wait_port(port, Duration::from_secs(10));
+        restart.push(t0.elapsed().as_secs_f64() * 1000.0);
+        while status_pid(h.path(), "l") == Some(pid) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    stop(sup);
+    let (c, r) = (median(cold), median(restart));
+    println!(
+        "restart: kill -9 → port accepting again {r:.2} ms; the child's own cold start {c:.2} ms; added by the supervisor {:.2} ms (medians of 15; target < 5 ms)",
+        r - c
+    );
+}
+
+fn proc_stats(pid: i32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // Wake-ups: voluntary context switches of every thread.
+    let mut switches = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
+        switches += s
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (rss, ticks, switches)
+}
+
+fn idle() {
+    let h = home(41960);
+    for i in 0..8 {
+        std::fs::write(
+            h.path().join(format!("units/s{i}.unit.toml")),
+            "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+        )
+        .unwrap();
+    }
+    let sock = h.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let sup = start(h.path(), Some(&sock));
+    let mut buf = [0u8; 128];
+    rx.recv(&mut buf).expect("READY=1");
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = sup.id() as i32;
+    let (_, t1, s1) = proc_stats(pid);
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let (rss, t2, s2) = proc_stats(pid);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let cpu = (t2 - t1) as f64 / hz / window.as_secs_f64() * 100.0;
+    println!(
+        "idle with 8 children: RSS {:.1} MiB, CPU {cpu:.3} %, {} wake-ups (voluntary context switches, all threads) in {}s (target < 10 MiB, none periodic)",
+        rss as f64 / 1024.0,
+        s2 - s1,
+        window.as_secs()
+    );
+    stop(sup);
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass other flags: run
+    // only when asked to benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    startup_100();
+    restart_latency();
+    idle();
+}

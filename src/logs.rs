@@ -171,20 +171,21 @@ impl LogHub {
         self.seq.load(Ordering::Relaxed)
     }
 
-    /// The last `n` lines of a unit.
-    pub fn tail(&self, unit: &str, n: usize) -> Vec<String> {
+    /// The last `n` lines of a unit recorded after sequence `since`.
+    pub fn tail_since(&self, unit: &str, since: u64, n: usize) -> Vec<String> {
         let rings = self.rings.lock().expect("lock");
-        rings
-            .get(unit)
-            .map(|r| {
-                r.iter()
-                    .rev()
-                    .take(n)
-                    .rev()
-                    .map(|r| r.msg.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Some(ring) = rings.get(unit) else {
+            return vec![];
+        };
+        let mut out: Vec<String> = ring
+            .iter()
+            .rev()
+            .take_while(|r| r.seq > since)
+            .take(n)
+            .map(|r| r.msg.clone())
+            .collect();
+        out.reverse();
+        out
     }
 
     /// Waits for a line of `unit` after sequence `since` matching `pattern` (a log

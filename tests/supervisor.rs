@@ -452,3 +452,32 @@ fn cli_without_supervisor_names_the_socket() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn stale_pid_file_left_by_a_crash_is_cleared_even_when_the_pid_was_reused() {
+    let h = Home::new();
+    let reused = h.path().join("reused.pid");
+    let dead = h.path().join("dead.pid");
+    // A live pid running another program (this test), as after PID reuse; and a dead one.
+    std::fs::write(&reused, format!("{}\n/some/data\n", std::process::id())).unwrap();
+    std::fs::write(&dead, "2147483000\n").unwrap();
+    for (name, file) in [("reuse", &reused), ("dead", &dead)] {
+        h.unit(
+            name,
+            &format!(
+                "[service]\ncommand = [\"/bin/sh\", \"-c\", \"test ! -e {f} && exec sleep 1000\"]\npid_file = \"{f}\"\n[restart]\npolicy = \"no\"\n",
+                f = file.display()
+            ),
+        );
+    }
+    let sup = h.start();
+    sup.wait_state("reuse", "ready", secs(10));
+    sup.wait_state("dead", "ready", secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sup.state("reuse"),
+        "ready",
+        "the shell exits 1 if the file was left"
+    );
+    assert!(sup.log_text().contains("removed stale pid file"));
+}

@@ -428,7 +428,8 @@ impl Executor {
         } else {
             None
         };
-        self.spawn_seq.insert(unit.clone(), self.hub.last_seq());
+        let since = self.hub.last_seq();
+        self.spawn_seq.insert(unit.clone(), since);
         let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref()) {
             Ok(sp) => sp,
             Err(e) => return fail(e.to_string()),
@@ -463,7 +464,7 @@ impl Executor {
             for c in captures {
                 let _ = tokio::time::timeout(Duration::from_millis(250), c).await;
             }
-            let last_lines = hub.tail(&name, 20);
+            let last_lines = hub.tail_since(&name, since, 20);
             let _ = tx.send(Event::Exited {
                 pid,
                 exit,

@@ -263,6 +263,48 @@ pub fn read_env_file(path: &Path) -> io::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Removes `spec.pid_file` when it is stale: the pid it names is not running, or runs a
+/// different program than the unit's (the pid was reused after a crash). A file naming a
+/// live process of the same program is left for the service to judge.
+pub fn clear_stale_pid_file(spec: &UnitSpec) -> Result<Option<String>, SpawnError> {
+    let Some(path) = &spec.pid_file else {
+        return Ok(None);
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok());
+    let stale = match pid {
+        None => Some("it names no pid".to_string()),
+        Some(pid) => match std::fs::read_link(format!("/proc/{pid}/exe")) {
+            Err(_) => Some(format!("pid {pid} is not running")),
+            Ok(exe) => {
+                let ours = std::fs::canonicalize(&spec.command[0]).ok();
+                (ours.as_deref() != Some(exe.as_path()))
+                    .then(|| format!("pid {pid} now runs {}", exe.display()))
+            }
+        },
+    };
+    match stale {
+        Some(why) => {
+            std::fs::remove_file(path).map_err(|e| {
+                SpawnError::Failed(format!(
+                    "cannot remove stale pid file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(format!(
+                "removed stale pid file {} ({why})",
+                path.display()
+            )))
+        }
+        None => Ok(None),
+    }
+}
+
 /// A spawned unit process.
 pub struct Spawned {
     /// The process (its stdout/stderr pipes are taken by the log capture).
@@ -279,6 +321,9 @@ pub fn spawn_unit(
 ) -> Result<Spawned, SpawnError> {
     let id = identity(spec)?;
     prepare_state_dir(spec, id.as_ref())?;
+    if let Some(note) = clear_stale_pid_file(spec)? {
+        tracing::warn!(unit = %spec.name, "{note}");
+    }
     let program = &spec.command[0];
     let mut cmd = Command::new(program);
     cmd.args(&spec.command[1..])

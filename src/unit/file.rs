@@ -103,6 +103,9 @@ pub struct ServiceSection {
     /// TCP addresses the unit binds: checked free before spawning.
     #[serde(default)]
     pub listen: Vec<Str>,
+    /// The service's own pid/lock file: removed before a start when the pid it names is
+    /// gone or runs another program (left by a crash; PID reuse would block the start).
+    pub pid_file: Option<Str>,
 }
 
 /// Probe kinds.

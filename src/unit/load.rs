@@ -598,6 +598,7 @@ fn resolve_one(
             .map(|w| PathBuf::from(x.expand(w)))
             .collect(),
         listen,
+        pid_file: svc.pid_file.as_ref().map(|p| PathBuf::from(x.expand(p))),
         readiness,
         liveness,
         restart,

@@ -220,6 +220,8 @@ pub struct UnitSpec {
     pub watch: Vec<PathBuf>,
     /// Addresses the unit binds.
     pub listen: Vec<SocketAddr>,
+    /// Pid/lock file cleared when stale.
+    pub pid_file: Option<PathBuf>,
     /// Readiness detection (None: ready once spawned, or exited 0 for oneshot).
     pub readiness: Option<Readiness>,
     /// Health checking.
@@ -260,6 +262,7 @@ impl UnitSpec {
             || self.stop_timeout != other.stop_timeout
             || self.watch != other.watch
             || self.listen != other.listen
+            || self.pid_file != other.pid_file
         {
             c.push("[service]");
         }
