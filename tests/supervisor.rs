@@ -481,3 +481,124 @@ fn stale_pid_file_left_by_a_crash_is_cleared_even_when_the_pid_was_reused() {
     );
     assert!(sup.log_text().contains("removed stale pid file"));
 }
+
+#[test]
+fn orphans_are_reaped_watch_restarts_and_env_files_apply() {
+    let h = Home::new();
+    let watched = h.path().join("app.conf");
+    std::fs::write(&watched, "v1").unwrap();
+    std::fs::write(
+        h.path().join("app.env"),
+        "# comment\nGREETING=\"hello env\"\n",
+    )
+    .unwrap();
+    // The subshell exits at once: its sleep is orphaned, reparented to the supervisor
+    // (child subreaper), and must be reaped when it ends.
+    h.unit(
+        "orphaner",
+        "[service]\ncommand = [\"/bin/sh\", \"-c\", \"(sleep 1.25 &); exec sleep 1000\"]\n",
+    );
+    h.unit(
+        "env",
+        &format!(
+            "[service]\ncommand = [\"/bin/sh\", \"-c\", \"echo \\\"$GREETING/$EXTRA\\\"; exec sleep 1000\"]\nenvironment_files = [\"{}\", \"-/nonexistent/optional.env\"]\nenvironment = {{ EXTRA = \"${{unit}}\" }}\nwatch = [\"{}\"]\n[readiness]\nprobe = \"log\"\npattern = \"^hello env/env$\"\n",
+            h.path().join("app.env").display(),
+            watched.display()
+        ),
+    );
+    let sup = h.start();
+    sup.wait_state("env", "ready", secs(10));
+    sup.wait_state("orphaner", "ready", secs(10));
+    let ppid = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<i32>()
+                    .ok()
+            })
+    };
+    sup.wait_until("orphan exists", secs(5), |_| {
+        !pids_with_cmdline("sleep 1.25").is_empty()
+    });
+    let orphan = pids_with_cmdline("sleep 1.25")[0];
+    assert_eq!(
+        ppid(orphan),
+        Some(sup.pid),
+        "the orphan is reparented to the subreaper"
+    );
+    sup.wait_until("orphan ended", secs(5), |_| !alive(orphan));
+    std::thread::sleep(Duration::from_millis(300));
+    let zombies: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+                })
+                .is_some_and(|f| f == format!("Z {}", sup.pid))
+        })
+        .collect();
+    assert!(
+        zombies.is_empty(),
+        "unreaped children of the supervisor: {zombies:?}"
+    );
+    // A change to a watched path restarts the unit.
+    let pid = sup.pid_of("env");
+    std::fs::write(&watched, "v2").unwrap();
+    sup.wait_until("env restarted by watch", secs(10), |s| {
+        s.unit("env")
+            .and_then(|u| u["pid"].as_i64())
+            .is_some_and(|p| p as i32 != pid)
+            && s.state("env") == "ready"
+    });
+    assert_eq!(sup.unit("orphaner").unwrap()["restarts"], 0);
+}
+
+#[test]
+fn control_socket_mode_follows_the_configured_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Home::new();
+    h.unit("s", SLEEPER);
+    let sup = h.start();
+    let mode = |sup: &crate::helpers::Sup| {
+        std::fs::metadata(sup.home.join("run/tmidb.sock"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&sup), 0o600);
+    drop(sup);
+    let h = Home::new();
+    h.unit("s", SLEEPER);
+    let toml = std::fs::read_to_string(h.path().join("tmidb.toml")).unwrap();
+    std::fs::write(
+        h.path().join("tmidb.toml"),
+        format!("{toml}[control]\ngroup = \"root\"\n"),
+    )
+    .unwrap();
+    let sup = h.start();
+    assert_eq!(mode(&sup), 0o660);
+    // A second supervisor on the same home is refused, and the first keeps running.
+    let o = Command::new(SUPERVISOR)
+        .arg("--home")
+        .arg(h.path())
+        .arg("--units")
+        .arg(h.units())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another supervisor is already running"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(sup.state("s"), "ready");
+}

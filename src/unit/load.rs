@@ -903,3 +903,50 @@ mod tests {
         assert_eq!(s.units[0].command[1], "$HOME");
     }
 }
+
+#[cfg(test)]
+mod man_page {
+    /// Every key the parser accepts is documented in man/tmidb.unit.5. The keys come from
+    /// the parser itself: an unknown key's error lists the expected ones.
+    #[test]
+    fn documents_every_key_the_parser_accepts() {
+        let page = include_str!("../../man/tmidb.unit.5");
+        let mut missing = vec![];
+        for (section, extra) in [
+            ("unit", ""),
+            ("service", "command = [\"x\"]\n"),
+            ("readiness", ""),
+            ("restart", ""),
+            ("log", ""),
+        ] {
+            let text = if section == "service" {
+                format!("[service]\n{extra}zzz_unknown = 1\n")
+            } else if section == "readiness" {
+                "[service]\ncommand = [\"x\"]\n[readiness]\nprobe = \"tcp\"\nzzz_unknown = 1\n"
+                    .to_string()
+            } else {
+                format!("[{section}]\nzzz_unknown = 1\n[service]\ncommand = [\"x\"]\n")
+            };
+            let err = super::parse_unit(std::path::Path::new("x"), &text)
+                .unwrap_err()
+                .message;
+            let expected = err
+                .split("expected one of")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{err}"));
+            for key in expected.split(',').map(|k| k.trim().trim_matches('`')) {
+                let documented = page.lines().filter(|l| l.starts_with(".B")).any(|l| {
+                    l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .any(|w| w == key)
+                });
+                if !documented {
+                    missing.push(format!("[{section}] {key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "undocumented keys in man/tmidb.unit.5: {missing:?}"
+        );
+    }
+}
