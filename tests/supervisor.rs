@@ -602,3 +602,92 @@ fn control_socket_mode_follows_the_configured_group() {
     );
     assert_eq!(sup.state("s"), "ready");
 }
+
+#[test]
+fn as_pid_1_it_reaps_orphans_and_stops_in_order_on_sigterm() {
+    let h = Home::new();
+    h.unit("db", "[service]\ncommand = [\"/bin/sh\", \"-c\", \"(sleep 0.5 &); trap 'exit 0' TERM; sleep 1000 & wait\"]\n");
+    h.unit(
+        "app",
+        "[unit]\nrequires = [\"db\"]\n[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let log = std::fs::File::create(h.path().join("supervisor.log")).unwrap();
+    // A new PID namespace: the supervisor is PID 1 there, as in a container.
+    let mut ns = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(SUPERVISOR)
+        .arg("--home")
+        .arg(h.path())
+        .arg("--units")
+        .arg(h.units())
+        .args(["--log-format", "json"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(CLI)
+            .arg("--home")
+            .arg(h.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&cli(&["status", "app"]).stdout).contains("ready") {
+        assert!(
+            start.elapsed() < secs(15),
+            "app never ready: {}",
+            std::fs::read_to_string(h.path().join("supervisor.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The supervisor's host pid: unshare's only child.
+    let sup =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", ns.id(), ns.id())).unwrap();
+    let sup: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
+    let inner = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
+    let nspid = inner
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        nspid.trim_end().ends_with("\t1"),
+        "not PID 1 in its namespace: {nspid}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let zombies = std::fs::read_dir(format!("/proc/{sup}/task"))
+        .unwrap()
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|c| {
+                    std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                    })
+                })
+        });
+    assert!(!zombies, "PID 1 left a zombie");
+    let procs = crate::helpers::descendants(sup);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), Signal::SIGTERM).unwrap();
+    let status = ns.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(h.path().join("supervisor.log")).unwrap();
+    let order: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("stopping → inactive"))
+        .map(|l| {
+            if l.contains("\"unit\":\"app\"") {
+                "app"
+            } else {
+                "db"
+            }
+        })
+        .collect();
+    assert_eq!(order, ["app", "db"], "{text}");
+    assert!(procs.iter().all(|p| !alive(*p)));
+}

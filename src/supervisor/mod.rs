@@ -211,7 +211,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
                 Input::Shutdown => {
                     shutdown_signals += 1;
                     if shutdown_signals == 1 {
-                        tracing::info!("stop requested: stopping every unit in reverse dependency order");
+                        tracing::info!("stop requested: stopping every unit in reverse dependency order (send it again, e.g. a second Ctrl-C, to kill them at once)");
                         exec.feed(&mut core, Event::Shutdown);
                     } else {
                         tracing::warn!("second stop request: killing every unit now");
