@@ -1232,13 +1232,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn specs(files: &[(&str, &str)]) -> Vec<Arc<UnitSpec>> {
-        let dir = tempfile::tempdir().unwrap();
-        for (n, t) in files {
-            std::fs::write(dir.path().join(format!("{n}.unit.toml")), t).unwrap();
-        }
         let mut vars = BTreeMap::new();
         vars.insert("paths.data_dir".to_string(), "/d".to_string());
-        crate::unit::load_dir(dir.path(), &vars).unwrap().units
+        crate::unit::load_files(files, &vars).unwrap().units
     }
 
     /// A core with a hand-driven clock and jitter fixed at the middle (factor 1.0).

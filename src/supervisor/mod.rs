@@ -325,10 +325,7 @@ impl Executor {
                     self.hub.clone(),
                     self.reaper.clone(),
                 ));
-                self.probes
-                    .entry(spec.name.clone())
-                    .or_default()
-                    .push(task.abort_handle());
+                self.track_probe(&spec.name, task);
                 None
             }
             Action::StartLiveness { spec, inc } => {
@@ -338,10 +335,7 @@ impl Executor {
                     self.ev_tx.clone(),
                     self.reaper.clone(),
                 ));
-                self.probes
-                    .entry(spec.name.clone())
-                    .or_default()
-                    .push(task.abort_handle());
+                self.track_probe(&spec.name, task);
                 None
             }
             Action::StopProbes { unit } => {
@@ -401,6 +395,14 @@ impl Executor {
                 None
             }
         }
+    }
+
+    /// Keeps a probe task so `StopProbes` can abort it.
+    fn track_probe(&mut self, unit: &str, task: JoinHandle<()>) {
+        self.probes
+            .entry(unit.to_string())
+            .or_default()
+            .push(task.abort_handle());
     }
 
     fn spawn(&mut self, spec: Arc<UnitSpec>, inc: u64) -> Event {

@@ -77,11 +77,7 @@ mod tests {
     use super::*;
 
     fn set(files: &[(&str, &str)]) -> Vec<Arc<UnitSpec>> {
-        let dir = tempfile::tempdir().unwrap();
-        for (n, t) in files {
-            std::fs::write(dir.path().join(format!("{n}.unit.toml")), t).unwrap();
-        }
-        crate::unit::load_dir(dir.path(), &Default::default())
+        crate::unit::load_files(files, &Default::default())
             .unwrap()
             .units
     }

@@ -768,11 +768,7 @@ mod tests {
     }
 
     fn load(files: &[(&str, &str)]) -> Result<UnitSet, UnitErrors> {
-        let dir = tempfile::tempdir().unwrap();
-        for (n, t) in files {
-            std::fs::write(dir.path().join(format!("{n}.unit.toml")), t).unwrap();
-        }
-        load_dir(dir.path(), &vars())
+        crate::unit::load_files(files, &vars())
     }
 
     fn one_error(files: &[(&str, &str)]) -> String {

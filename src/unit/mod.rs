@@ -298,6 +298,19 @@ impl UnitSet {
     }
 }
 
+/// Test support: load unit files given as `(name, text)` from a temp directory.
+#[cfg(test)]
+pub(crate) fn load_files(
+    files: &[(&str, &str)],
+    vars: &BTreeMap<String, String>,
+) -> Result<UnitSet, UnitErrors> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (n, t) in files {
+        std::fs::write(dir.path().join(format!("{n}.unit.toml")), t).expect("write unit");
+    }
+    load_dir(dir.path(), vars)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
