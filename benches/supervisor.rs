@@ -46,6 +46,29 @@ fn start(home: &Path, notify: Option<&Path>) -> Child {
     c.spawn().unwrap()
 }
 
+/// A home with `n` sleeping units; starts its supervisor and returns it once the
+/// supervisor's own READY=1 arrives, with the time that took.
+fn start_sleepers(base: u16, n: usize) -> (tempfile::TempDir, Child, Duration) {
+    let h = home(base);
+    for i in 0..n {
+        std::fs::write(
+            h.path().join(format!("units/u{i:03}.unit.toml")),
+            "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+        )
+        .unwrap();
+    }
+    let sock = h.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t0 = Instant::now();
+    let sup = start(h.path(), Some(&sock));
+    let mut buf = [0u8; 128];
+    let n = rx.recv(&mut buf).expect("READY=1");
+    let took = t0.elapsed();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    (h, sup, took)
+}
+
 fn stop(mut c: Child) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(c.id() as i32),
@@ -62,23 +85,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn startup_100() {
     let mut runs = vec![];
     for round in 0..5 {
-        let h = home(41000 + round * 20);
-        for i in 0..100 {
-            std::fs::write(
-                h.path().join(format!("units/u{i:03}.unit.toml")),
-                "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
-            )
-            .unwrap();
-        }
-        let sock = h.path().join("notify.sock");
-        let rx = UnixDatagram::bind(&sock).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let t0 = Instant::now();
-        let sup = start(h.path(), Some(&sock));
-        let mut buf = [0u8; 128];
-        let n = rx.recv(&mut buf).expect("READY=1");
-        let dt = t0.elapsed().as_secs_f64() * 1000.0;
-        assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+        let (_h, sup, took) = start_sleepers(41000 + round * 20, 100);
+        let dt = took.as_secs_f64() * 1000.0;
         runs.push(dt);
         stop(sup);
     }
@@ -245,20 +253,7 @@ fn proc_stats(pid: i32) -> (u64, u64, u64) {
 }
 
 fn idle() {
-    let h = home(41960);
-    for i in 0..8 {
-        std::fs::write(
-            h.path().join(format!("units/s{i}.unit.toml")),
-            "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
-        )
-        .unwrap();
-    }
-    let sock = h.path().join("notify.sock");
-    let rx = UnixDatagram::bind(&sock).unwrap();
-    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let sup = start(h.path(), Some(&sock));
-    let mut buf = [0u8; 128];
-    rx.recv(&mut buf).expect("READY=1");
+    let (_h, sup, _) = start_sleepers(41960, 8);
     std::thread::sleep(Duration::from_secs(1));
     let pid = sup.id() as i32;
     let (_, t1, s1) = proc_stats(pid);
