@@ -75,6 +75,48 @@ struct RawConfig {
     bin: RawBin,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    logs: RawLogs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    ring_lines: Option<usize>,
+    journald: Option<Journald>,
+    journald_socket: Option<String>,
+    file_dir: Option<String>,
+    file_max_bytes: Option<u64>,
+    file_keep: Option<usize>,
+}
+
+/// When child output goes to journald.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Journald {
+    /// When the socket exists.
+    Auto,
+    /// Always (the socket must exist).
+    On,
+    /// Never.
+    Off,
+}
+
+/// `[logs]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsConfig {
+    /// Lines kept per unit instance.
+    pub ring_lines: usize,
+    /// journald mode.
+    pub journald: Journald,
+    /// journald socket.
+    pub journald_socket: PathBuf,
+    /// Per-unit file directory (None: no files).
+    pub file_dir: Option<PathBuf>,
+    /// Rotation size.
+    pub file_max_bytes: u64,
+    /// Rotated files kept.
+    pub file_keep: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +159,8 @@ pub struct Config {
     pub bin: BTreeMap<String, String>,
     /// Group that may use the control socket (socket mode 0660 instead of 0600).
     pub control_group: Option<String>,
+    /// Log ring, journald and file settings.
+    pub logs: LogsConfig,
 }
 
 impl Config {
@@ -145,6 +189,7 @@ impl Config {
                 ports: BTreeMap::new(),
                 bin: RawBin::default(),
                 control: RawControl::default(),
+                logs: RawLogs::default(),
             },
         };
         let home = absolute(home);
@@ -172,7 +217,27 @@ impl Config {
         });
         bin.insert("tmidb_supervisor".into(), own);
 
+        let (ul, dl) = (&user.logs, &defaults.logs);
+        let file_dir = user
+            .logs
+            .file_dir
+            .clone()
+            .or(dl.file_dir.clone())
+            .unwrap_or_default();
+        let logs = LogsConfig {
+            ring_lines: ul.ring_lines.or(dl.ring_lines).unwrap_or(10000).max(1),
+            journald: ul.journald.or(dl.journald).unwrap_or(Journald::Auto),
+            journald_socket: PathBuf::from(pick(&ul.journald_socket, &dl.journald_socket)),
+            file_dir: (!file_dir.is_empty()).then(|| home.join(file_dir)),
+            file_max_bytes: ul
+                .file_max_bytes
+                .or(dl.file_max_bytes)
+                .unwrap_or(10 << 20)
+                .max(1024),
+            file_keep: ul.file_keep.or(dl.file_keep).unwrap_or(5),
+        };
         Ok(Config {
+            logs,
             home,
             data_dir,
             runtime_dir,
@@ -181,6 +246,31 @@ impl Config {
             bin,
             control_group: user.control.group.or(defaults.control.group),
         })
+    }
+
+    /// The file runtime settings (log channels, ring size) persist in.
+    pub fn state_path(&self) -> PathBuf {
+        self.home.join("tmidb.state.json")
+    }
+
+    /// The sinks these settings ask for, writing the unified stream in `format`.
+    pub fn sinks(&self, format: crate::logs::Format) -> crate::logs::sink::SinkConfig {
+        let mut s = crate::logs::sink::SinkConfig::stdout(format);
+        let l = &self.logs;
+        s.journald = match l.journald {
+            Journald::Off => None,
+            Journald::On => Some(l.journald_socket.clone()),
+            Journald::Auto => l
+                .journald_socket
+                .exists()
+                .then(|| l.journald_socket.clone()),
+        };
+        s.files = l.file_dir.clone().map(|dir| crate::logs::sink::FileSink {
+            dir,
+            max_bytes: l.file_max_bytes,
+            keep: l.file_keep,
+        });
+        s
     }
 
     /// The control socket path: `runtime_dir/tmidb.sock`.
@@ -203,6 +293,21 @@ impl Config {
         for (k, b) in &self.bin {
             v.insert(format!("bin.{k}"), b.clone());
         }
+        let l = &self.logs;
+        v.insert("logs.ring_lines".into(), l.ring_lines.to_string());
+        let j = match l.journald {
+            Journald::Auto => "auto",
+            Journald::On => "on",
+            Journald::Off => "off",
+        };
+        v.insert("logs.journald".into(), j.into());
+        v.insert("logs.journald_socket".into(), s(&l.journald_socket));
+        v.insert(
+            "logs.file_dir".into(),
+            l.file_dir.as_deref().map(s).unwrap_or_default(),
+        );
+        v.insert("logs.file_max_bytes".into(), l.file_max_bytes.to_string());
+        v.insert("logs.file_keep".into(), l.file_keep.to_string());
         v.insert(
             "control.group".into(),
             self.control_group.clone().unwrap_or_default(),
@@ -411,5 +516,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lower `ports.base`"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod man_page {
+    /// Every key the parser accepts is documented in man/tmidb.toml.5 (keys come from
+    /// the parser: an unknown key's error lists the expected ones).
+    #[test]
+    fn documents_every_key_the_parser_accepts() {
+        let page = include_str!("../man/tmidb.toml.5");
+        let documented = |key: &str| {
+            page.lines().filter(|l| l.starts_with(".B")).any(|l| {
+                l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .any(|w| w == key)
+            })
+        };
+        let mut missing = vec![];
+        for section in ["paths", "bin", "control", "logs"] {
+            let text = format!("[{section}]\nzzz_unknown = 1\n");
+            let err = toml::from_str::<super::RawConfig>(&text)
+                .unwrap_err()
+                .message()
+                .to_string();
+            // "expected one of `a`, `b`" or, for one field, "expected `a`".
+            let expected = err
+                .rsplit("expected ")
+                .next()
+                .unwrap_or_else(|| panic!("{err}"));
+            let expected = expected.trim_start_matches("one of ");
+            for key in expected.split(',').map(|k| k.trim().trim_matches('`')) {
+                if !documented(key) {
+                    missing.push(format!("[{section}] {key}"));
+                }
+            }
+        }
+        for key in super::PORT_KEYS.iter().chain(&["base"]) {
+            if !documented(key) {
+                missing.push(format!("[ports] {key}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "undocumented keys in man/tmidb.toml.5: {missing:?}"
+        );
     }
 }

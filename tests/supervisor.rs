@@ -143,12 +143,12 @@ fn sigterm_stops_in_reverse_order_without_survivors() {
         .events()
         .iter()
         .filter(|e| {
-            e["message"]
+            e["msg"]
                 .as_str()
                 .unwrap_or("")
                 .starts_with("stopping → inactive")
         })
-        .map(|e| e["unit"].as_str().unwrap().to_string())
+        .map(|e| e["fields"]["unit"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(stopped, ["c", "b", "a"]);
     assert!(
@@ -677,16 +677,16 @@ fn as_pid_1_it_reaps_orphans_and_stops_in_order_on_sigterm() {
     let status = ns.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(h.path().join("supervisor.log")).unwrap();
-    let order: Vec<&str> = text
+    let order: Vec<String> = text
         .lines()
-        .filter(|l| l.contains("stopping → inactive"))
-        .map(|l| {
-            if l.contains("\"unit\":\"app\"") {
-                "app"
-            } else {
-                "db"
-            }
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| {
+            r["unit"] == "supervisor"
+                && r["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("stopping → inactive"))
         })
+        .map(|r| r["fields"]["unit"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(order, ["app", "db"], "{text}");
     assert!(procs.iter().all(|p| !alive(*p)));

@@ -3,16 +3,16 @@
 use clap::Parser;
 
 fn main() {
+    // `COMPLETE=bash tmidb-cli` prints the dynamic completion script; the shell then calls
+    // back here to complete (unit names from the running supervisor).
+    clap_complete::CompleteEnv::with_factory(tmidb::cli::command).complete();
     let cli = tmidb::cli::Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(tmidb::cli::run(cli)) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("tmidb-cli: {e}");
-            std::process::exit(e.exit_code());
-        }
+    if let Err(e) = rt.block_on(tmidb::cli::run(cli)) {
+        eprintln!("tmidb-cli: {e}");
+        std::process::exit(e.exit_code());
     }
 }

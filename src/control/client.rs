@@ -104,3 +104,25 @@ impl Client {
         Ok(recv(&mut self.conn).await?)
     }
 }
+
+/// Responses of a streaming request (`LogFollow`), read one at a time.
+pub struct Responses<'a> {
+    conn: &'a mut Conn,
+}
+
+impl Responses<'_> {
+    /// The next response; an error once the supervisor closes the connection.
+    pub async fn next(&mut self) -> Result<Response, ClientError> {
+        Ok(recv(self.conn).await?)
+    }
+}
+
+impl Client {
+    /// Sends a streaming request; read its responses with [`Responses::next`].
+    pub async fn stream(&mut self, req: &Request) -> Result<Responses<'_>, ClientError> {
+        send(&mut self.conn, req).await?;
+        Ok(Responses {
+            conn: &mut self.conn,
+        })
+    }
+}

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::logs::Level;
+
 /// Bumped on any incompatible change to [`Request`] or [`Response`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -107,6 +109,84 @@ pub struct UnitStatus {
     /// Log channel.
     pub channel: String,
     /// Description from the unit file.
+    pub description: String,
+    /// Output lines the unified sinks had to drop for this unit (normally 0).
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The child's standard output.
+    Stdout,
+    /// The child's standard error.
+    Stderr,
+    /// The supervisor's own event.
+    Supervisor,
+}
+
+/// One log record: a line of a child, or an event of the supervisor (unit `supervisor`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Global sequence number (increasing; `follow --since-seq` resumes after it).
+    pub seq: u64,
+    /// RFC 3339 time (UTC, microseconds) the line was read.
+    pub ts: String,
+    /// Unit name (without the instance), or `supervisor`.
+    pub unit: String,
+    /// Instance number of `unit@N`.
+    pub instance: Option<u32>,
+    /// Log channel.
+    pub channel: String,
+    /// stdout, stderr, or supervisor.
+    pub stream: Stream,
+    /// Severity (recognised or from the JSON line).
+    pub level: Level,
+    /// The message.
+    pub msg: String,
+    /// Structured fields (JSON lines, supervisor events).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LogRecord {
+    /// `unit` or `unit@N`.
+    pub fn instance_name(&self) -> String {
+        match self.instance {
+            Some(i) => format!("{}@{i}", self.unit),
+            None => self.unit.clone(),
+        }
+    }
+}
+
+/// State of one log channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelState {
+    /// Channel name.
+    pub channel: String,
+    /// Units writing to it.
+    pub units: Vec<String>,
+    /// Whether it reaches the unified output.
+    pub enabled: bool,
+    /// Lowest level that reaches the unified output.
+    pub level: Level,
+}
+
+/// A unit as `units list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitInfo {
+    /// Instance name.
+    pub name: String,
+    /// Current state.
+    pub state: State,
+    /// Service kind.
+    pub kind: String,
+    /// Log channel.
+    pub channel: String,
+    /// Unit file.
+    pub file: String,
+    /// Description.
     pub description: String,
 }
 
@@ -211,6 +291,53 @@ pub enum Request {
         /// Instance name.
         unit: String,
     },
+    /// Set a runtime setting the supervisor owns (`logs.ring_lines`,
+    /// `logs.channel.NAME.enabled`, `logs.channel.NAME.level`); persisted in the home.
+    ConfigSet {
+        /// Dotted key.
+        key: String,
+        /// New value.
+        value: String,
+    },
+    /// The loaded units.
+    UnitsList,
+    /// The text of a unit's file.
+    UnitsCat {
+        /// Unit or instance name.
+        unit: String,
+    },
+    /// Every log channel and its state.
+    LogChannels,
+    /// Enable, disable or set the level of channels in the unified output.
+    LogSet {
+        /// Channel names.
+        channels: Vec<String>,
+        /// New enabled flag.
+        enabled: Option<bool>,
+        /// New lowest level.
+        level: Option<Level>,
+    },
+    /// Buffered records of units (all when empty), oldest first.
+    LogShow {
+        /// Unit, instance or channel names.
+        units: Vec<String>,
+        /// At most this many (the newest).
+        lines: usize,
+        /// Only records at or after this RFC 3339 time.
+        since: Option<String>,
+        /// Only records at or above this level.
+        level: Option<Level>,
+        /// Only records whose message matches this regular expression.
+        grep: Option<String>,
+    },
+    /// Stream records until the client disconnects: first the buffered ones after
+    /// `since_seq`, then live ones. The connection answers nothing else afterwards.
+    LogFollow {
+        /// Unit, instance or channel names (all when empty).
+        units: Vec<String>,
+        /// Resume after this sequence number.
+        since_seq: Option<u64>,
+    },
 }
 
 /// Error kinds, so clients can pick exit codes without parsing text.
@@ -275,6 +402,28 @@ pub enum Response {
     Failures {
         /// The records.
         records: Vec<FailureRecord>,
+    },
+    /// The loaded units.
+    Units {
+        /// One per instance.
+        units: Vec<UnitInfo>,
+    },
+    /// Log channels.
+    Channels {
+        /// One per channel.
+        channels: Vec<ChannelState>,
+    },
+    /// Log records, oldest first.
+    Logs {
+        /// The records.
+        records: Vec<LogRecord>,
+    },
+    /// Records a follower missed (it read too slowly, or they left the buffer).
+    LogGap {
+        /// How many.
+        missed: u64,
+        /// Why.
+        reason: String,
     },
     /// Something went wrong.
     Error {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::protocol::{ErrorKind, PROTOCOL_VERSION, Request, Response, UnitStatus};
+use super::protocol::{ErrorKind, LogRecord, PROTOCOL_VERSION, Request, Response, UnitStatus};
 use super::{framed, recv, send};
+use crate::logs::LogHub;
 use crate::supervisor::{Input, LoopReply, Snapshot};
 
 /// Longest a `wait` request waits for units to settle.
@@ -76,6 +77,8 @@ pub struct Ctx {
     pub inputs: mpsc::UnboundedSender<Input>,
     /// Latest unit states.
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The log hub (`logs show`, `logs follow`).
+    pub hub: Arc<LogHub>,
 }
 
 /// Accepts connections until the listener fails or the task is aborted.
@@ -132,6 +135,9 @@ async fn connection(stream: UnixStream, ctx: Ctx) -> Result<(), super::FrameErro
             }
             other => other?,
         };
+        if let Request::LogFollow { units, since_seq } = req {
+            return follow(&mut conn, &ctx, &units, since_seq).await;
+        }
         let resp = handle(req, &ctx).await;
         send(&mut conn, &resp).await?;
     }
@@ -144,13 +150,29 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             message: "Hello was already exchanged".into(),
         },
         Request::Status { units } => status(ctx, &units),
+        Request::LogShow {
+            units,
+            lines,
+            since,
+            level,
+            grep,
+        } => show(ctx, &units, lines, since, level, grep),
+        Request::LogFollow { .. } => Response::Error {
+            kind: ErrorKind::Unexpected,
+            message: "internal: follow".into(),
+        },
         req @ (Request::Start { wait, .. }
         | Request::Stop { wait, .. }
         | Request::Restart { wait, .. }) => lifecycle(ctx, req, wait).await,
         req @ (Request::Reload { .. }
         | Request::Deps { .. }
         | Request::ConfigGet { .. }
-        | Request::Failures { .. }) => match ask_loop(ctx, req).await {
+        | Request::ConfigSet { .. }
+        | Request::Failures { .. }
+        | Request::UnitsList
+        | Request::UnitsCat { .. }
+        | Request::LogChannels
+        | Request::LogSet { .. }) => match ask_loop(ctx, req).await {
             LoopReply::Response(r) => r,
             LoopReply::Wait(_) => Response::Error {
                 kind: ErrorKind::Unexpected,
@@ -193,12 +215,196 @@ fn status(ctx: &Ctx, names: &[String]) -> Response {
     let snap = ctx.snapshot.borrow().clone();
     match select(&snap.units, names) {
         Ok(units) => Response::Status {
-            units: units.into_iter().cloned().collect(),
+            units: units
+                .into_iter()
+                .map(|u| UnitStatus {
+                    dropped: ctx.hub.dropped(&u.name),
+                    ..u.clone()
+                })
+                .collect(),
         },
         Err(message) => Response::Error {
             kind: ErrorKind::UnknownUnit,
             message,
         },
+    }
+}
+
+/// Resolves `logs` arguments (unit, instance or channel names; `supervisor`) to ring
+/// names; empty means all.
+fn log_sources(ctx: &Ctx, names: &[String]) -> Result<Vec<String>, String> {
+    let snap = ctx.snapshot.borrow().clone();
+    let mut out = vec![];
+    for n in names {
+        if n == "supervisor" {
+            out.push(n.clone());
+            continue;
+        }
+        match select(&snap.units, std::slice::from_ref(n)) {
+            Ok(sel) => out.extend(sel.into_iter().map(|u| u.name.clone())),
+            Err(e) => {
+                let on_channel: Vec<String> = snap
+                    .units
+                    .iter()
+                    .filter(|u| u.channel == *n)
+                    .map(|u| u.name.clone())
+                    .collect();
+                if on_channel.is_empty() {
+                    return Err(e.replace("unknown unit", "unknown unit or channel"));
+                }
+                out.extend(on_channel);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn show(
+    ctx: &Ctx,
+    names: &[String],
+    lines: usize,
+    since: Option<String>,
+    level: Option<crate::logs::Level>,
+    grep: Option<String>,
+) -> Response {
+    let units = match log_sources(ctx, names) {
+        Ok(u) => u,
+        Err(message) => {
+            return Response::Error {
+                kind: ErrorKind::UnknownUnit,
+                message,
+            };
+        }
+    };
+    let re = match grep.as_deref().map(regex::Regex::new).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::Error {
+                kind: ErrorKind::Unexpected,
+                message: format!("invalid --grep pattern: {e}"),
+            };
+        }
+    };
+    let since = match since
+        .as_deref()
+        .map(humantime::parse_rfc3339_weak)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return Response::Error {
+                kind: ErrorKind::Unexpected,
+                message: format!("invalid --since time: {e}"),
+            };
+        }
+    };
+    let mut records: Vec<LogRecord> = ctx
+        .hub
+        .buffered(&units, 0)
+        .into_iter()
+        .filter(|r| level.is_none_or(|l| r.level >= l))
+        .filter(|r| re.as_ref().is_none_or(|re| re.is_match(&r.msg)))
+        .filter(|r| {
+            since.is_none_or(|t| humantime::parse_rfc3339_weak(&r.ts).is_ok_and(|rt| rt >= t))
+        })
+        .map(|r| (*r).clone())
+        .collect();
+    if records.len() > lines {
+        records.drain(..records.len() - lines);
+    }
+    Response::Logs { records }
+}
+
+/// Streams buffered records after `since_seq`, then live ones, until the client leaves.
+/// Subscribing before reading the rings and skipping what was already sent leaves no gap
+/// between the two; a follower that falls behind the live feed gets a `LogGap`.
+async fn follow(
+    conn: &mut super::Conn,
+    ctx: &Ctx,
+    names: &[String],
+    since_seq: Option<u64>,
+) -> Result<(), super::FrameError> {
+    let units = match log_sources(ctx, names) {
+        Ok(u) => u,
+        Err(message) => {
+            return send(
+                conn,
+                &Response::Error {
+                    kind: ErrorKind::UnknownUnit,
+                    message,
+                },
+            )
+            .await;
+        }
+    };
+    let wanted = |r: &LogRecord| units.is_empty() || units.contains(&r.instance_name());
+    let mut live = ctx.hub.subscribe();
+    let mut last = since_seq.unwrap_or_else(|| ctx.hub.last_seq());
+    if let Some(after) = since_seq {
+        if let Some(oldest) = ctx.hub.oldest_buffered(&units)
+            && oldest > after + 1
+        {
+            let missed = oldest - after - 1;
+            let reason = format!(
+                "records {}..{} are no longer buffered (the ring holds {} lines per unit)",
+                after + 1,
+                oldest - 1,
+                ctx.hub.ring_lines()
+            );
+            send(conn, &Response::LogGap { missed, reason }).await?;
+        }
+        let buffered: Vec<LogRecord> = ctx
+            .hub
+            .buffered(&units, after)
+            .iter()
+            .map(|r| (**r).clone())
+            .collect();
+        if let Some(r) = buffered.last() {
+            last = r.seq;
+        }
+        for chunk in buffered.chunks(1000) {
+            send(
+                conn,
+                &Response::Logs {
+                    records: chunk.to_vec(),
+                },
+            )
+            .await?;
+        }
+    }
+    loop {
+        let first = match live.recv().await {
+            Ok(r) => r,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                send(
+                    conn,
+                    &Response::LogGap {
+                        missed: n,
+                        reason: "this follower read too slowly".into(),
+                    },
+                )
+                .await?;
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        let mut batch = vec![];
+        let mut take = |r: Arc<LogRecord>| {
+            if r.seq > last && wanted(&r) {
+                last = r.seq;
+                batch.push((*r).clone());
+            }
+        };
+        take(first);
+        for _ in 0..1000 {
+            match live.try_recv() {
+                Ok(r) => take(r),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            send(conn, &Response::Logs { records: batch }).await?;
+        }
     }
 }
 

@@ -431,6 +431,7 @@ impl Core {
                 status_text: u.status_text.clone(),
                 channel: u.spec.log.channel.clone(),
                 description: u.spec.description.clone(),
+                dropped: 0,
             })
             .collect()
     }

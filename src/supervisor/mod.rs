@@ -148,7 +148,12 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
             "cannot become a child subreaper ({e}); orphaned grandchildren will not be reaped here"
         );
     }
-    let hub = LogHub::new(opts.log_format);
+    let hub = LogHub::new(
+        cfg.sinks(opts.log_format),
+        cfg.logs.ring_lines,
+        Some(cfg.state_path()),
+    );
+    crate::logs::layer::install(hub.clone());
     let reaper = process::Reaper::start().map_err(|source| RunError::Io {
         what: "cannot watch SIGCHLD".into(),
         source,
@@ -164,6 +169,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         crate::control::server::Ctx {
             inputs: in_tx.clone(),
             snapshot: snap_rx,
+            hub: hub.clone(),
         },
     ));
     spawn_signal_task(in_tx.clone()).map_err(|source| RunError::Io {
@@ -188,14 +194,12 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         done: false,
         ready_pending: false,
     };
-    for u in &set.units {
-        exec.hub.set_enabled(&u.name, u.log.enabled);
-    }
+    exec.declare_channels(&set.units);
     exec.rewatch(&set);
     let mut core = Core::new(&set.units, Now::current(), Box::new(fastrand::f64));
     let boot = core.boot(Now::current());
     exec.run_actions(&mut core, boot);
-    snap_tx.send_replace(Arc::new(snapshot(&core)));
+    snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
 
     let mut shutdown_signals = 0;
     while !exec.done {
@@ -205,7 +209,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
                 Input::Control(req, reply) => {
                     let r = exec.control(&mut core, req);
                     // Publish first: a waiting handler must see the state after this request.
-                    snap_tx.send_replace(Arc::new(snapshot(&core)));
+                    snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
                     let _ = reply.send(r);
                 }
                 Input::Shutdown => {
@@ -225,7 +229,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
             },
             else => break,
         }
-        snap_tx.send_replace(Arc::new(snapshot(&core)));
+        snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
     }
     server.abort();
     let _ = std::fs::remove_file(&socket);
@@ -235,13 +239,15 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     }
     cfg.home.clear();
     tracing::info!("all units stopped; supervisor exits");
-    // Give the log sink a moment to flush the last records.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    exec.hub.flush().await;
     Ok(())
 }
 
-fn snapshot(core: &Core) -> Snapshot {
-    let units = core.statuses();
+fn snapshot(core: &Core, hub: &LogHub) -> Snapshot {
+    let mut units = core.statuses();
+    for u in &mut units {
+        u.dropped = hub.dropped(&u.name);
+    }
     let settled = core
         .names()
         .into_iter()
@@ -397,6 +403,14 @@ impl Executor {
         }
     }
 
+    fn declare_channels(&self, units: &[Arc<UnitSpec>]) {
+        let decl: Vec<(String, String, bool)> = units
+            .iter()
+            .map(|u| (u.name.clone(), u.log.channel.clone(), u.log.enabled))
+            .collect();
+        self.hub.set_units(&decl);
+    }
+
     /// Keeps a probe task so `StopProbes` can abort it.
     fn track_probe(&mut self, unit: &str, task: JoinHandle<()>) {
         self.probes
@@ -437,13 +451,20 @@ impl Executor {
             Err(e) => return fail(e.to_string()),
         };
         let pid = sp.child.id() as i32;
+        let src = Arc::new(crate::logs::Source {
+            unit: spec.base.clone(),
+            instance: spec.instance,
+            name: unit.clone(),
+            channel: spec.log.channel.clone(),
+            json: spec.log.format != crate::unit::LogFormat::Text,
+        });
         let mut captures = vec![];
         if let Some(out) = sp.child.stdout.take()
             && let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(out.into())
         {
             captures.push(tokio::spawn(self.hub.clone().capture(
-                unit.clone(),
-                "stdout",
+                src.clone(),
+                crate::logs::Stream::Stdout,
                 r,
             )));
         }
@@ -451,8 +472,8 @@ impl Executor {
             && let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(err.into())
         {
             captures.push(tokio::spawn(self.hub.clone().capture(
-                unit.clone(),
-                "stderr",
+                src.clone(),
+                crate::logs::Stream::Stderr,
                 r,
             )));
         }
@@ -569,8 +590,7 @@ impl Executor {
                 LoopReply::Response(Response::Text { text })
             }
             Request::ConfigGet { key } => {
-                let mut vars = self.cfg.vars();
-                vars.insert("units_dir".into(), self.units_dir.display().to_string());
+                let vars = self.config_values();
                 match key {
                     None => LoopReply::Response(Response::Config {
                         values: vars.into_iter().collect(),
@@ -586,6 +606,97 @@ impl Executor {
                     },
                 }
             }
+            Request::ConfigSet { key, value } => match self.config_set(&key, &value) {
+                Ok(()) => LoopReply::Response(Response::Config {
+                    values: vec![(key.clone(), self.config_values()[&key].clone())],
+                }),
+                Err((kind, message)) => err(kind, message),
+            },
+            Request::UnitsList => {
+                let units = core
+                    .names()
+                    .iter()
+                    .filter_map(|n| core.unit(n))
+                    .map(|u| crate::control::protocol::UnitInfo {
+                        name: u.spec.name.clone(),
+                        state: u.state,
+                        kind: format!("{:?}", u.spec.kind).to_lowercase(),
+                        channel: u.spec.log.channel.clone(),
+                        file: u.spec.source.display().to_string(),
+                        description: u.spec.description.clone(),
+                    })
+                    .collect();
+                LoopReply::Response(Response::Units { units })
+            }
+            Request::UnitsCat { unit } => {
+                let statuses = core.statuses();
+                let first =
+                    match crate::control::server::select(&statuses, std::slice::from_ref(&unit)) {
+                        Ok(sel) => sel[0].name.clone(),
+                        Err(m) => return err(ErrorKind::UnknownUnit, m),
+                    };
+                let file = core
+                    .unit(&first)
+                    .map(|u| u.spec.source.clone())
+                    .unwrap_or_default();
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => LoopReply::Response(Response::Text {
+                        text: format!("# {}\n{text}", file.display()),
+                    }),
+                    Err(e) => err(
+                        ErrorKind::Failed,
+                        format!("cannot read {}: {e}", file.display()),
+                    ),
+                }
+            }
+            Request::LogChannels => LoopReply::Response(Response::Channels {
+                channels: self.hub.channels(),
+            }),
+            Request::LogSet {
+                channels,
+                enabled,
+                level,
+            } => {
+                if channels.is_empty() {
+                    return err(ErrorKind::UnknownUnit, "name at least one channel".into());
+                }
+                for c in &channels {
+                    if !self.hub.has_channel(c) {
+                        let known: Vec<String> =
+                            self.hub.channels().into_iter().map(|c| c.channel).collect();
+                        return err(
+                            ErrorKind::UnknownUnit,
+                            format!("unknown channel `{c}`; channels: {}", known.join(", ")),
+                        );
+                    }
+                }
+                for c in &channels {
+                    if let Err(e) = self.hub.set_channel(c, enabled, level) {
+                        return err(
+                            ErrorKind::Failed,
+                            format!("cannot save {}: {e}", self.cfg.state_path().display()),
+                        );
+                    }
+                    let what = match (enabled, level) {
+                        (Some(true), _) => "enabled in the unified output".to_string(),
+                        (Some(false), _) => "disabled in the unified output".to_string(),
+                        (None, Some(l)) => format!("lowest level now {l}"),
+                        (None, None) => "unchanged".to_string(),
+                    };
+                    tracing::info!(channel = %c, "log channel {c} {what}");
+                }
+                let all = self
+                    .hub
+                    .channels()
+                    .into_iter()
+                    .filter(|c| channels.contains(&c.channel))
+                    .collect();
+                LoopReply::Response(Response::Channels { channels: all })
+            }
+            req @ (Request::LogShow { .. } | Request::LogFollow { .. }) => err(
+                ErrorKind::Unexpected,
+                format!("handled by the server: {req:?}"),
+            ),
             Request::Failures { unit } => match core.failures(&unit) {
                 Some(records) => LoopReply::Response(Response::Failures { records }),
                 None => err(ErrorKind::UnknownUnit, format!("unknown unit `{unit}`")),
@@ -594,6 +705,87 @@ impl Executor {
                 err(ErrorKind::Unexpected, "handled by the server".into())
             }
         }
+    }
+
+    /// tmidb.toml's effective values plus the runtime settings the supervisor owns.
+    fn config_values(&self) -> BTreeMap<String, String> {
+        let mut vars = self.cfg.vars();
+        vars.insert("units_dir".into(), self.units_dir.display().to_string());
+        vars.insert("logs.ring_lines".into(), self.hub.ring_lines().to_string());
+        for c in self.hub.channels() {
+            vars.insert(
+                format!("logs.channel.{}.enabled", c.channel),
+                c.enabled.to_string(),
+            );
+            vars.insert(
+                format!("logs.channel.{}.level", c.channel),
+                c.level.to_string(),
+            );
+        }
+        vars
+    }
+
+    /// Sets one runtime setting (persisted by the log hub).
+    fn config_set(&self, key: &str, value: &str) -> Result<(), (ErrorKind, String)> {
+        let save = |r: std::io::Result<()>| {
+            r.map_err(|e| {
+                (
+                    ErrorKind::Failed,
+                    format!("cannot save {}: {e}", self.cfg.state_path().display()),
+                )
+            })
+        };
+        let bad = |what: &str| {
+            (
+                ErrorKind::Failed,
+                format!("`{value}` is not {what} (for `{key}`)"),
+            )
+        };
+        if key == "logs.ring_lines" {
+            let n: usize = value
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("a positive number of lines"))?;
+            return save(self.hub.set_ring_lines(n));
+        }
+        if let Some(rest) = key.strip_prefix("logs.channel.") {
+            let (channel, field) = rest.rsplit_once('.').unwrap_or((rest, ""));
+            if !self.hub.has_channel(channel) {
+                return Err((
+                    ErrorKind::UnknownKey,
+                    format!("unknown channel `{channel}` in `{key}`"),
+                ));
+            }
+            return match field {
+                "enabled" => {
+                    let b: bool = value.parse().map_err(|_| bad("true or false"))?;
+                    save(self.hub.set_channel(channel, Some(b), None))
+                }
+                "level" => {
+                    let l: crate::logs::Level =
+                        value.parse().map_err(|e: String| (ErrorKind::Failed, e))?;
+                    save(self.hub.set_channel(channel, None, Some(l)))
+                }
+                _ => Err((
+                    ErrorKind::UnknownKey,
+                    format!("unknown key `{key}`; use logs.channel.NAME.enabled or .level"),
+                )),
+            };
+        }
+        if self.config_values().contains_key(key) {
+            return Err((
+                ErrorKind::Failed,
+                format!(
+                    "`{key}` comes from {}: edit it there (the file is re-read when it changes)",
+                    self.cfg.home.join("tmidb.toml").display()
+                ),
+            ));
+        }
+        Err((
+            ErrorKind::UnknownKey,
+            format!("unknown key `{key}`; `tmidb-cli config get` lists every key"),
+        ))
     }
 
     /// Validates the whole new set; applies the difference only if all of it is valid.
@@ -636,9 +828,7 @@ impl Executor {
         }
         tracing::info!(?counts, "reload ({source}) applied");
         self.cfg = cfg;
-        for u in &set.units {
-            self.hub.set_enabled(&u.name, u.log.enabled);
-        }
+        self.declare_channels(&set.units);
         self.rewatch(&set);
         self.feed(
             core,

@@ -184,10 +184,12 @@ pub struct RestartSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Plain text lines.
+    /// Lines that are JSON objects are merged as fields; others are text.
     #[default]
+    Auto,
+    /// Plain text lines, never parsed as JSON.
     Text,
-    /// JSON lines, merged as structured fields.
+    /// JSON lines, merged as structured fields (others fall back to text).
     Json,
 }
 
@@ -199,7 +201,7 @@ pub struct LogSection {
     pub channel: Option<String>,
     /// Whether the channel reaches the unified output.
     pub enabled: Option<bool>,
-    /// `text` | `json`.
+    /// `auto` | `text` | `json`.
     #[serde(default)]
     pub format: LogFormat,
 }

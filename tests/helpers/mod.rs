@@ -179,12 +179,19 @@ impl Sup {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// The supervisor's own events (not children's lines), as JSON objects.
-    pub fn events(&self) -> Vec<Value> {
+    /// Every record of the unified JSON stream.
+    pub fn records(&self) -> Vec<Value> {
         self.log_text()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v.get("message").is_some())
+            .collect()
+    }
+
+    /// The supervisor's own events (channel `supervisor`), as JSON records.
+    pub fn events(&self) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|v| v["unit"] == "supervisor")
             .collect()
     }
 

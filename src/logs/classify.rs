@@ -1,0 +1,272 @@
+//! Turning one output line into a level, a message and structured fields.
+//!
+//! JSON lines (our own services log JSON through `tracing`) are merged as fields, with the
+//! level and message taken from the usual keys. Plain lines get their level from the
+//! conventions of the services we run: PostgreSQL (`LOG:`, `WARNING:`, `ERROR:`,
+//! `FATAL:` …), NATS (`[INF]`, `[WRN]`, `[ERR]` …) and SeaweedFS's glog prefixes
+//! (`I1126 …`, `W…`, `E…`, `F…`); anything else is `info`. Byte scans, no regex: this
+//! runs for every line of every child.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Severity of a record, lowest first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Tracing detail.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something to look at.
+    Warn,
+    /// Something failed.
+    Error,
+    /// The process cannot go on.
+    Fatal,
+}
+
+impl Level {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Fatal => "fatal",
+        }
+    }
+
+    /// Parses the level names services commonly use (`WARNING`, `err`, `CRITICAL`, …).
+    pub fn parse_loose(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "trace" | "trc" => Level::Trace,
+            "debug" | "dbg" => Level::Debug,
+            "info" | "inf" | "information" | "notice" | "log" => Level::Info,
+            "warn" | "wrn" | "warning" => Level::Warn,
+            "error" | "err" => Level::Error,
+            "fatal" | "ftl" | "critical" | "crit" | "panic" | "emerg" | "alert" => Level::Fatal,
+            _ => return None,
+        })
+    }
+
+    /// syslog priority for journald.
+    pub fn syslog_priority(self) -> u8 {
+        match self {
+            Level::Trace | Level::Debug => 7,
+            Level::Info => 6,
+            Level::Warn => 4,
+            Level::Error => 3,
+            Level::Fatal => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Level, String> {
+        Level::parse_loose(s).ok_or_else(|| {
+            format!("unknown level `{s}`; use trace, debug, info, warn, error or fatal")
+        })
+    }
+}
+
+/// The result of classifying one line.
+pub struct Classified {
+    /// Severity.
+    pub level: Level,
+    /// Message (the line itself for plain text).
+    pub msg: String,
+    /// Structured fields (JSON lines only).
+    pub fields: Map<String, Value>,
+}
+
+/// Classifies a line; `json` enables merging of JSON-object lines.
+pub fn classify(line: String, json: bool) -> Classified {
+    if json && line.starts_with('{') {
+        if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&line) {
+            return from_json(obj, line);
+        }
+    }
+    Classified {
+        level: text_level(&line),
+        msg: line,
+        fields: Map::new(),
+    }
+}
+
+fn from_json(mut obj: Map<String, Value>, line: String) -> Classified {
+    // tracing's JSON puts the event's fields (message included) under "fields".
+    if let Some(Value::Object(inner)) = obj.remove("fields") {
+        for (k, v) in inner {
+            obj.entry(k).or_insert(v);
+        }
+    }
+    let level = ["level", "severity", "lvl"]
+        .iter()
+        .find_map(|k| obj.remove(*k))
+        .and_then(|v| v.as_str().and_then(Level::parse_loose))
+        .unwrap_or(Level::Info);
+    let msg = ["message", "msg"]
+        .iter()
+        .find_map(|k| obj.remove(*k))
+        .map(|v| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+        .unwrap_or(line);
+    for k in ["timestamp", "time", "ts"] {
+        obj.remove(k);
+    }
+    Classified {
+        level,
+        msg,
+        fields: obj,
+    }
+}
+
+/// Level of a plain line by the conventions of PostgreSQL, NATS and glog.
+pub fn text_level(line: &str) -> Level {
+    let b = line.as_bytes();
+    // glog (SeaweedFS): `I1126 10:38:45.123 …`: a severity letter then MMDD and a space.
+    if b.len() > 6 && b[1..5].iter().all(u8::is_ascii_digit) && b[5] == b' ' {
+        match b[0] {
+            b'I' => return Level::Info,
+            b'W' => return Level::Warn,
+            b'E' => return Level::Error,
+            b'F' => return Level::Fatal,
+            _ => {}
+        }
+    }
+    // NATS: `[pid] date time [INF] …`.
+    if let Some(i) = line.find("] [") {
+        if let Some(tag) = line.get(i + 3..i + 6) {
+            if line.as_bytes().get(i + 6) == Some(&b']') {
+                match tag {
+                    "INF" => return Level::Info,
+                    "WRN" => return Level::Warn,
+                    "ERR" => return Level::Error,
+                    "FTL" => return Level::Fatal,
+                    "DBG" => return Level::Debug,
+                    "TRC" => return Level::Trace,
+                    _ => {}
+                }
+            }
+        }
+    }
+    // PostgreSQL: `… [pid] SEVERITY:  message` (two spaces after the colon).
+    if let Some(i) = line.find(":  ") {
+        let head = &line[..i];
+        let word = head.rsplit(' ').next().unwrap_or(head);
+        let level = match word {
+            "LOG" | "INFO" | "NOTICE" | "DETAIL" | "HINT" | "STATEMENT" | "CONTEXT"
+            | "LOCATION" | "QUERY" => Some(Level::Info),
+            "WARNING" => Some(Level::Warn),
+            "ERROR" => Some(Level::Error),
+            "FATAL" | "PANIC" => Some(Level::Fatal),
+            w if w.starts_with("DEBUG") => Some(Level::Debug),
+            _ => None,
+        };
+        if let Some(l) = level {
+            return l;
+        }
+    }
+    Level::Info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgresql_nats_and_glog_levels() {
+        let cases = [
+            (
+                "2026-11-26 10:48:02.799 UTC [29084] FATAL:  lock file \"postmaster.pid\" already exists",
+                Level::Fatal,
+            ),
+            (
+                "2026-11-26 10:48:02.799 UTC [29084] HINT:  Is another postmaster running?",
+                Level::Info,
+            ),
+            (
+                "2026-11-26 10:39:06.884 UTC [6062] LOG:  database system is ready to accept connections",
+                Level::Info,
+            ),
+            (
+                "2026-11-26 10:39:06.884 UTC [6062] WARNING:  could not flush dirty data",
+                Level::Warn,
+            ),
+            (
+                "2026-11-26 10:39:06.884 UTC [6062] ERROR:  relation \"x\" does not exist",
+                Level::Error,
+            ),
+            (
+                "[5290] 2026/11/26 10:38:45.667042 [INF] Starting nats-server",
+                Level::Info,
+            ),
+            (
+                "[5290] 2026/11/26 10:38:45.669580 [WRN] Healthcheck failed",
+                Level::Warn,
+            ),
+            (
+                "[5290] 2026/11/26 10:38:45.669580 [ERR] 127.0.0.1:4222 - cid:5 - read error",
+                Level::Error,
+            ),
+            (
+                "I1126 10:39:06.123456 master.go:100 Start Seaweed Master",
+                Level::Info,
+            ),
+            ("W1126 10:39:06.123456 volume.go:1 slow", Level::Warn),
+            ("E1126 10:39:06.123456 filer.go:1 failed", Level::Error),
+            ("F1126 10:39:06.123456 s3.go:1 dead", Level::Fatal),
+            ("just a line: with a colon", Level::Info),
+            ("INFO1234 not glog", Level::Info),
+        ];
+        for (line, want) in cases {
+            assert_eq!(text_level(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn json_lines_merge_fields_including_tracing_nesting() {
+        let c = classify(
+            r#"{"timestamp":"2026-11-26T10:00:00Z","level":"WARN","fields":{"message":"slow query","ms":812},"target":"api"}"#.into(),
+            true,
+        );
+        assert_eq!(c.level, Level::Warn);
+        assert_eq!(c.msg, "slow query");
+        assert_eq!(c.fields["ms"], 812);
+        assert_eq!(c.fields["target"], "api");
+        assert!(!c.fields.contains_key("timestamp"));
+        let c = classify(r#"{"msg":"x","severity":"error"}"#.into(), true);
+        assert_eq!((c.level, c.msg.as_str()), (Level::Error, "x"));
+        let c = classify(r#"{"not":"a log"}"#.into(), false);
+        assert_eq!(c.msg, r#"{"not":"a log"}"#);
+        assert!(c.fields.is_empty());
+        let c = classify("{broken".into(), true);
+        assert_eq!(c.msg, "{broken");
+    }
+}

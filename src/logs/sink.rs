@@ -1,0 +1,353 @@
+//! The sinks, on one writer thread: the unified stdout stream, journald, and per-unit
+//! files with size-based rotation.
+//!
+//! journald gets one `SYSLOG_IDENTIFIER` per unit, a priority from the level, and every
+//! field; it is written over journald's native datagram protocol because
+//! `tracing-journald` has one identifier per layer and a fixed socket. (The
+//! supervisor's own events still reach journald through `tracing-journald`.)
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+
+use super::{Filter, Format, Level, LogRecord, Stream};
+
+/// What the sinks do.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Unified stdout format (resolved: Text or Json).
+    pub format: Format,
+    /// ANSI colours in text output (only on a TTY).
+    pub color: bool,
+    /// journald socket to write child records to, if present.
+    pub journald: Option<PathBuf>,
+    /// Per-unit files.
+    pub files: Option<FileSink>,
+}
+
+impl SinkConfig {
+    /// Stdout only, in `format` (Auto resolved against stdout).
+    pub fn stdout(format: Format) -> SinkConfig {
+        let format = format.resolve();
+        let color = format == Format::Text && std::io::IsTerminal::is_terminal(&std::io::stdout());
+        SinkConfig {
+            format,
+            color,
+            journald: None,
+            files: None,
+        }
+    }
+}
+
+/// Per-unit log files: `DIR/UNIT.log`, rotated to `.1`…`.keep` past `max_bytes`.
+#[derive(Debug, Clone)]
+pub struct FileSink {
+    /// Directory.
+    pub dir: PathBuf,
+    /// Size that triggers rotation.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+/// What the writer thread receives.
+pub enum SinkMsg {
+    /// Records to write.
+    Batch(Vec<Arc<LogRecord>>),
+    /// Flush everything written so far, then acknowledge.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Starts the writer thread.
+pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLock<Filter>>) {
+    std::thread::Builder::new()
+        .name("log-sink".into())
+        .spawn(move || {
+            let mut out = BufWriter::with_capacity(256 * 1024, std::io::stdout());
+            let journal = cfg.journald.as_ref().and_then(|p| Journal::connect(p));
+            let mut files = Files::new(cfg.files.clone());
+            let mut line = Vec::with_capacity(512);
+            while let Some(msg) = rx.blocking_recv() {
+                let mut next = Some(msg);
+                while let Some(msg) = next {
+                    let batch = match msg {
+                        SinkMsg::Batch(b) => b,
+                        SinkMsg::Flush(ack) => {
+                            let _ = out.flush();
+                            files.flush();
+                            let _ = ack.send(());
+                            next = rx.try_recv().ok();
+                            continue;
+                        }
+                    };
+                    let f = filter.read().expect("lock").clone();
+                    for r in &batch {
+                        line.clear();
+                        let unified = f.passes(&r.channel, r.level);
+                        if unified {
+                            match cfg.format {
+                                Format::Json => {
+                                    let _ = serde_json::to_writer(&mut line, &**r);
+                                    line.push(b'\n');
+                                }
+                                _ => render_text(&mut line, r, cfg.color),
+                            }
+                            let _ = out.write_all(&line);
+                            if let Some(j) = &journal
+                                && r.stream != Stream::Supervisor
+                            {
+                                j.send(r);
+                            }
+                        }
+                        files.write(r);
+                    }
+                    next = rx.try_recv().ok();
+                }
+                let _ = out.flush();
+                files.flush();
+            }
+            let _ = out.flush();
+        })
+        .expect("spawn log sink thread");
+}
+
+const COLOURS: [&str; 6] = ["36", "32", "35", "34", "33", "96"];
+
+/// `10:38:45.667 nats          | message key=value`, coloured by unit and level on a TTY.
+pub fn render_text(buf: &mut Vec<u8>, r: &LogRecord, color: bool) {
+    let time = r.ts.get(11..23).unwrap_or(&r.ts);
+    let name = r.instance_name();
+    if color {
+        let c = COLOURS[name
+            .bytes()
+            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize))
+            % COLOURS.len()];
+        let _ = write!(buf, "\x1b[2m{time}\x1b[0m \x1b[{c}m{name:<16}\x1b[0m| ");
+        match r.level {
+            Level::Warn => {
+                let _ = write!(buf, "\x1b[33m{}\x1b[0m", r.msg);
+            }
+            Level::Error | Level::Fatal => {
+                let _ = write!(buf, "\x1b[31m{}\x1b[0m", r.msg);
+            }
+            _ => buf.extend_from_slice(r.msg.as_bytes()),
+        }
+    } else {
+        let _ = write!(buf, "{time} {name:<16}| {}", r.msg);
+    }
+    if r.stream == Stream::Supervisor || !r.fields.is_empty() {
+        for (k, v) in &r.fields {
+            match v {
+                serde_json::Value::String(s) => {
+                    let _ = write!(buf, " {k}={s}");
+                }
+                other => {
+                    let _ = write!(buf, " {k}={other}");
+                }
+            }
+        }
+    }
+    buf.push(b'\n');
+}
+
+/// journald's native protocol: `KEY=value\n`, or `KEY\n<u64 le length>value\n` for
+/// values with newlines.
+struct Journal {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn connect(path: &Path) -> Option<Journal> {
+        let sock = UnixDatagram::unbound().ok()?;
+        path.exists().then(|| Journal {
+            sock,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn send(&self, r: &LogRecord) {
+        let mut buf = Vec::with_capacity(256);
+        let mut put = |k: &str, v: &str| {
+            if v.contains('\n') {
+                buf.extend_from_slice(k.as_bytes());
+                buf.push(b'\n');
+                buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                buf.extend_from_slice(v.as_bytes());
+                buf.push(b'\n');
+            } else {
+                buf.extend_from_slice(k.as_bytes());
+                buf.push(b'=');
+                buf.extend_from_slice(v.as_bytes());
+                buf.push(b'\n');
+            }
+        };
+        put("SYSLOG_IDENTIFIER", &r.instance_name());
+        put("PRIORITY", &r.level.syslog_priority().to_string());
+        put("MESSAGE", &r.msg);
+        put("TMIDB_SEQ", &r.seq.to_string());
+        put("TMIDB_CHANNEL", &r.channel);
+        put(
+            "TMIDB_STREAM",
+            if r.stream == Stream::Stderr {
+                "stderr"
+            } else {
+                "stdout"
+            },
+        );
+        for (k, v) in &r.fields {
+            // Journal field names: uppercase letters, digits, underscores; no leading _.
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let key = key.trim_start_matches('_');
+            if key.is_empty() || key.as_bytes()[0].is_ascii_digit() {
+                continue;
+            }
+            let value = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            put(key, &value);
+        }
+        let _ = self.sock.send_to(&buf, &self.path);
+    }
+}
+
+struct Files {
+    cfg: Option<FileSink>,
+    open: HashMap<String, (BufWriter<File>, u64)>,
+}
+
+impl Files {
+    fn new(cfg: Option<FileSink>) -> Files {
+        if let Some(c) = &cfg {
+            let _ = std::fs::create_dir_all(&c.dir);
+        }
+        Files {
+            cfg,
+            open: HashMap::new(),
+        }
+    }
+
+    fn write(&mut self, r: &LogRecord) {
+        let Some(cfg) = &self.cfg else { return };
+        let name = r.instance_name();
+        if !self.open.contains_key(&name) {
+            let path = cfg.dir.join(format!("{name}.log"));
+            let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            else {
+                return;
+            };
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            self.open.insert(name.clone(), (BufWriter::new(f), size));
+        }
+        let mut line = serde_json::to_vec(r).unwrap_or_default();
+        line.push(b'\n');
+        let (w, size) = self.open.get_mut(&name).expect("just opened");
+        if *size > 0 && *size + line.len() as u64 > cfg.max_bytes {
+            let _ = w.flush();
+            rotate(&cfg.dir, &name, cfg.keep);
+            self.open.remove(&name);
+            return self.write(r);
+        }
+        let _ = w.write_all(&line);
+        *size += line.len() as u64;
+    }
+
+    fn flush(&mut self) {
+        for (w, _) in self.open.values_mut() {
+            let _ = w.flush();
+        }
+    }
+}
+
+/// `NAME.log` → `NAME.log.1` → … → `NAME.log.KEEP` (the oldest is deleted).
+fn rotate(dir: &Path, name: &str, keep: usize) {
+    let p = |i: usize| {
+        if i == 0 {
+            dir.join(format!("{name}.log"))
+        } else {
+            dir.join(format!("{name}.log.{i}"))
+        }
+    };
+    let _ = std::fs::remove_file(p(keep));
+    for i in (0..keep).rev() {
+        let _ = std::fs::rename(p(i), p(i + 1));
+    }
+    if keep == 0 {
+        let _ = std::fs::remove_file(p(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, msg: &str) -> LogRecord {
+        LogRecord {
+            seq,
+            ts: "2026-11-26T10:38:45.667042Z".into(),
+            unit: "worker".into(),
+            instance: Some(2),
+            channel: "worker".into(),
+            stream: Stream::Stdout,
+            level: Level::Info,
+            msg: msg.into(),
+            fields: Default::default(),
+        }
+    }
+
+    #[test]
+    fn text_lines_name_the_instance() {
+        let mut b = vec![];
+        render_text(&mut b, &rec(1, "hello"), false);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "10:38:45.667 worker@2        | hello\n"
+        );
+    }
+
+    #[test]
+    fn files_rotate_by_size_and_keep_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Files::new(Some(FileSink {
+            dir: dir.path().into(),
+            max_bytes: 600,
+            keep: 2,
+        }));
+        for i in 0..20 {
+            f.write(&rec(i, &"x".repeat(100)));
+        }
+        f.flush();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["worker@2.log", "worker@2.log.1", "worker@2.log.2"]);
+        for n in &names {
+            let len = std::fs::metadata(dir.path().join(n)).unwrap().len();
+            assert!(len <= 600, "{n}: {len}");
+        }
+        // The newest records are in the live file, in order.
+        let live = std::fs::read_to_string(dir.path().join("worker@2.log")).unwrap();
+        let last: LogRecord = serde_json::from_str(live.lines().last().unwrap()).unwrap();
+        assert_eq!(last.seq, 19);
+    }
+}
