@@ -4,7 +4,7 @@ CARGO ?= cargo
 HOME_DIR ?= $(CURDIR)/tmidb-home
 PG_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: run test deps build release lint unit-test it-test bench check clean help
+.PHONY: run test test-deps deps build release lint man snapshots bench check clean help
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -22,6 +22,10 @@ deps: ## install missing services: PostgreSQL 15, nats-server (Debian), SeaweedF
 	fi
 	@echo ">> services present: postgres $$($(PG_BIN)/postgres --version | awk '{print $$3}'), $$(/usr/sbin/nats-server --version), weed"
 
+test-deps: deps ## what only the tests need: zsh and fish (completion scripts), man-db
+	@missing=""; for t in zsh:zsh fish:fish man:man-db; do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then echo ">> installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
 build: deps ## debug build
 	$(CARGO) build --bins
 
@@ -36,12 +40,18 @@ lint: ## formatting and clippy, as CI enforces them
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: deps lint ## install what is missing, then run every test
+test: test-deps lint ## install what is missing, then run every test
 	$(CARGO) build --bins --tests
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
 bench: release ## supervisor benchmarks (prints figures)
 	$(CARGO) bench --bench supervisor
+
+man: ## regenerate the man pages from the code (then commit them)
+	TMIDB_WRITE_MAN=1 $(CARGO) test --lib committed_man_pages
+
+snapshots: ## accept the current CLI output as the snapshots (then review the diff)
+	TMIDB_UPDATE_SNAPSHOTS=1 $(CARGO) test --test main cli::output_snapshots
 
 check: ## validate the default unit set
 	$(CARGO) run -q --bin tmidb-supervisor -- --check units

@@ -3,5 +3,7 @@
 
 mod helpers;
 
+mod cli;
+mod logs;
 mod stack;
 mod supervisor;

@@ -684,23 +684,23 @@ fn print_unit_list(units: &[UnitInfo], j: bool) {
     if j {
         return json(&units);
     }
-    out!(
-        "{:<22} {:<10} {:<8} {:<14} {:<40} DESCRIPTION",
-        "UNIT",
-        "STATE",
-        "TYPE",
-        "CHANNEL",
-        "FILE"
+    // The file goes last: its length depends on where the home is.
+    let head = format!(
+        "{:<22} {:<10} {:<8} {:<14} {:<30} FILE",
+        "UNIT", "STATE", "TYPE", "CHANNEL", "DESCRIPTION"
     );
+    out!("{head}");
     for u in units {
-        out!(
-            "{:<22} {:<10} {:<8} {:<14} {:<40} {}",
-            u.name,
+        let (name, state, kind, ch, d) = (
+            &u.name,
             u.state.as_str(),
-            u.kind,
-            u.channel,
-            u.file,
-            u.description
+            &u.kind,
+            &u.channel,
+            &u.description,
+        );
+        out!(
+            "{name:<22} {state:<10} {kind:<8} {ch:<14} {d:<30} {}",
+            u.file
         );
     }
 }

@@ -160,19 +160,17 @@ pub fn text_level(line: &str) -> Level {
             _ => {}
         }
     }
-    // NATS: `[pid] date time [INF] …`.
-    if let Some(i) = line.find("] [") {
-        if let Some(tag) = line.get(i + 3..i + 6) {
-            if line.as_bytes().get(i + 6) == Some(&b']') {
-                match tag {
-                    "INF" => return Level::Info,
-                    "WRN" => return Level::Warn,
-                    "ERR" => return Level::Error,
-                    "FTL" => return Level::Fatal,
-                    "DBG" => return Level::Debug,
-                    "TRC" => return Level::Trace,
-                    _ => {}
-                }
+    // NATS: `[pid] date time [INF] …`: a bracketed three-letter tag.
+    for (i, _) in line.match_indices('[') {
+        if b.get(i + 4) == Some(&b']') {
+            match &b[i + 1..i + 4] {
+                b"INF" => return Level::Info,
+                b"WRN" => return Level::Warn,
+                b"ERR" => return Level::Error,
+                b"FTL" => return Level::Fatal,
+                b"DBG" => return Level::Debug,
+                b"TRC" => return Level::Trace,
+                _ => {}
             }
         }
     }

@@ -151,7 +151,8 @@ impl LogHub {
         ring_lines: usize,
         state_path: Option<PathBuf>,
     ) -> Arc<LogHub> {
-        let (tx, rx) = mpsc::channel(256);
+        // Batches hold up to a pipe buffer of lines each: 16 bound memory to a few MB.
+        let (tx, rx) = mpsc::channel(16);
         let filter = Arc::new(RwLock::new(Filter::default()));
         sink::spawn(cfg, rx, filter.clone());
         let settings: RuntimeSettings = state_path
@@ -354,7 +355,7 @@ impl LogHub {
         }
     }
 
-    /// Waits (up to 2 s) until the sinks have written and flushed everything before.
+    /// Waits (up to 10 s) until the sinks have written and flushed everything before.
     pub async fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self
@@ -364,7 +365,7 @@ impl LogHub {
             .is_ok()
         {
             let _ =
-                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(2))).await;
+                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10))).await;
         }
     }
 

@@ -1,0 +1,221 @@
+//! tmidb-cli: output snapshots, completions, man pages, broken pipes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::helpers::{CLI, Home, Sup, secs};
+
+/// Compares `actual` with `tests/snapshots/NAME.txt` and shows a line diff on mismatch.
+/// `TMIDB_UPDATE_SNAPSHOTS=1` rewrites the file instead.
+fn snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("TMIDB_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        let mut diff = String::new();
+        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+        for i in 0..e.len().max(a.len()) {
+            match (e.get(i), a.get(i)) {
+                (Some(x), Some(y)) if x == y => diff.push_str(&format!("  {x}\n")),
+                (x, y) => {
+                    if let Some(x) = x {
+                        diff.push_str(&format!("- {x}\n"));
+                    }
+                    if let Some(y) = y {
+                        diff.push_str(&format!("+ {y}\n"));
+                    }
+                }
+            }
+        }
+        panic!(
+            "snapshot {name} differs (- expected, + actual; TMIDB_UPDATE_SNAPSHOTS=1 to accept):\n{diff}"
+        );
+    }
+}
+
+/// Replaces what changes from run to run: pids, ages, timings, times, the temp home.
+fn normalize(text: &str, sup: &Sup) -> String {
+    let home = sup.home.display().to_string();
+    let pid = regex::Regex::new(r"^(\S+\s+\S+\s+)(\d+|-)(\s+\d+\s+)(\d+[smhd][\dsmh]*)").unwrap();
+    let took = regex::Regex::new(r"after \d+ms").unwrap();
+    let clock = regex::Regex::new(r"^\d\d:\d\d:\d\d\.\d{3}").unwrap();
+    let spawned = regex::Regex::new(r"pid \d+").unwrap();
+    text.lines()
+        .map(|l| {
+            let l = l.replace(&home, "$HOME");
+            let l = pid.replace(&l, |c: &regex::Captures| {
+                let p = if &c[2] == "-" { "-" } else { "PID" };
+                format!(
+                    "{}{p:>w$}{}{:>a$}",
+                    &c[1],
+                    &c[3],
+                    "AGE",
+                    w = c[2].len(),
+                    a = c[4].len()
+                )
+            });
+            let l = took.replace_all(&l, "after Nms");
+            let l = spawned.replace_all(&l, "pid N");
+            clock.replace(&l, "HH:MM:SS.mmm").into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn output_snapshots_of_status_units_list_and_logs_show() {
+    let h = Home::new();
+    h.unit("db", "[unit]\ndescription = \"The database\"\n[service]\ncommand = [\"/bin/sh\", \"-c\", \"echo db up; echo db serves; exec sleep 1000\"]\n[readiness]\nprobe = \"log\"\npattern = \"^db up$\"\n");
+    h.unit("app", "[unit]\ndescription = \"The app\"\nrequires = [\"db\"]\n[service]\ncommand = [\"/bin/sh\", \"-c\", \"echo app 1; echo app 2; exec sleep 1000\"]\n");
+    h.unit(
+        "setup",
+        "[service]\ntype = \"oneshot\"\ncommand = [\"/bin/true\"]\n",
+    );
+    h.unit("off", "[unit]\ncondition_path_exists = [\"/nonexistent\"]\n[service]\ncommand = [\"/bin/true\"]\n");
+    let sup = h.start();
+    sup.wait_until("app says 2", secs(10), |s| {
+        s.cli_ok(&["logs", "show", "app"]).contains("app 2")
+    });
+    sup.wait_state("setup", "exited", secs(10));
+    snapshot("status", &normalize(&sup.cli_ok(&["status"]), &sup));
+    snapshot(
+        "units-list",
+        &normalize(&sup.cli_ok(&["units", "list"]), &sup),
+    );
+    snapshot(
+        "logs-show",
+        &normalize(&sup.cli_ok(&["logs", "show", "app", "db"]), &sup),
+    );
+    // Closing stdout early is not an error.
+    let mut c = Command::new(CLI)
+        .arg("--home")
+        .arg(&sup.home)
+        .args(["logs", "show", "-n", "10000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c.stdout.take());
+    assert!(c.wait().unwrap().success());
+}
+
+fn has(shell: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {shell}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn completion_scripts_parse_in_their_shells_and_complete_unit_names() {
+    let dir = tempfile::tempdir().unwrap();
+    // `make test` installs zsh and fish; bash is always there.
+    let shells: Vec<&str> = ["bash", "zsh", "fish"]
+        .into_iter()
+        .filter(|s| *s == "bash" || has(s))
+        .collect();
+    if std::env::var_os("CI").is_some() {
+        assert_eq!(
+            shells,
+            ["bash", "zsh", "fish"],
+            "make test installs every shell"
+        );
+    }
+    for shell in &shells {
+        let o = Command::new(CLI)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let script = dir.path().join(format!("tmidb.{shell}"));
+        std::fs::write(&script, &o.stdout).unwrap();
+        let check = Command::new(shell).arg("-n").arg(&script).output().unwrap();
+        assert!(
+            check.status.success(),
+            "{shell} -n: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("logs"),
+            "{shell} script knows the subcommands"
+        );
+    }
+    // Dynamic completion asks the running supervisor for unit and channel names.
+    let h = Home::new();
+    h.unit(
+        "alpha",
+        "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n[log]\nchannel = \"achan\"\n",
+    );
+    h.unit(
+        "beta",
+        "[unit]\ninstances = 2\n[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let _sup = h.start();
+    let complete = |args: &[&str]| {
+        let o = Command::new(CLI)
+            .env("COMPLETE", "fish")
+            .env("TMIDB_HOME", h.path())
+            .arg("--")
+            .arg("tmidb-cli")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let units = complete(&["restart", ""]);
+    for want in ["alpha", "beta", "beta@1", "beta@2"] {
+        assert!(units.contains(&want.to_string()), "{want} not in {units:?}");
+    }
+    let channels = complete(&["logs", "disable", ""]);
+    assert!(
+        channels.contains(&"achan".to_string()) && channels.contains(&"supervisor".to_string()),
+        "{channels:?}"
+    );
+}
+
+#[test]
+fn man_pages_render_cleanly() {
+    if !has("man") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "make test installs man-db"
+        );
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut pages: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 20, "{pages:?}");
+    for p in pages {
+        let o = Command::new("man")
+            .env("MANWIDTH", "80")
+            .env("MAN_KEEP_STDERR", "1")
+            .args(["--warnings", "-l"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && err.trim().is_empty(),
+            "{}: {err}",
+            p.display()
+        );
+        assert!(
+            o.stdout.len() > 200,
+            "{} renders to almost nothing",
+            p.display()
+        );
+    }
+}
