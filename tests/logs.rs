@@ -310,18 +310,16 @@ fn a_million_lines_reach_the_sink_in_order() {
         count(&s.log_text()) == 1_000_000
     });
     let text = sup.log_text();
-    let mut expect = 1u64;
-    for l in text
+    let lines = text
         .lines()
-        .filter(|l| l.contains("\"unit\":\"big\",\"instance\""))
-    {
+        .filter(|l| l.contains("\"unit\":\"big\",\"instance\""));
+    for (expect, l) in (1u64..).zip(lines) {
         let msg = l
             .split("\"msg\":\"")
             .nth(1)
             .and_then(|m| m.split('"').next())
             .unwrap();
         assert_eq!(msg.parse::<u64>().unwrap(), expect, "out of order or lost");
-        expect += 1;
     }
     assert_eq!(sup.unit("big").unwrap()["dropped"], 0);
 }
