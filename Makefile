@@ -44,8 +44,9 @@ test: test-deps lint ## install what is missing, then run every test
 	$(CARGO) build --bins --tests
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
-bench: release ## supervisor benchmarks (prints figures)
+bench: release ## supervisor and log benchmarks (prints figures)
 	$(CARGO) bench --bench supervisor
+	$(CARGO) bench --bench logs
 
 man: ## regenerate the man pages from the code (then commit them)
 	TMIDB_WRITE_MAN=1 $(CARGO) test --lib committed_man_pages

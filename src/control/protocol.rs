@@ -133,13 +133,13 @@ pub struct LogRecord {
     /// Global sequence number (increasing; `follow --since-seq` resumes after it).
     pub seq: u64,
     /// RFC 3339 time (UTC, microseconds) the line was read.
-    pub ts: String,
+    pub ts: std::sync::Arc<str>,
     /// Unit name (without the instance), or `supervisor`.
-    pub unit: String,
+    pub unit: std::sync::Arc<str>,
     /// Instance number of `unit@N`.
     pub instance: Option<u32>,
     /// Log channel.
-    pub channel: String,
+    pub channel: std::sync::Arc<str>,
     /// stdout, stderr, or supervisor.
     pub stream: Stream,
     /// Severity (recognised or from the JSON line).
@@ -155,7 +155,7 @@ impl LogRecord {
     pub fn instance_name(&self) -> String {
         match self.instance {
             Some(i) => format!("{}@{i}", self.unit),
-            None => self.unit.clone(),
+            None => self.unit.to_string(),
         }
     }
 }

@@ -105,13 +105,13 @@ impl Filter {
 #[derive(Debug, Clone)]
 pub struct Source {
     /// Unit name without the instance.
-    pub unit: String,
+    pub unit: Arc<str>,
     /// Instance number.
     pub instance: Option<u32>,
     /// Instance name (ring key).
     pub name: String,
     /// Log channel.
-    pub channel: String,
+    pub channel: Arc<str>,
     /// Merge JSON lines as fields.
     pub json: bool,
 }
@@ -292,18 +292,22 @@ impl LogHub {
         std::fs::rename(&tmp, path)
     }
 
-    /// Numbers records, keeps them in the rings, hands them to followers and log probes.
-    /// Returns them for the sinks.
-    pub fn commit(&self, batch: Vec<LogRecord>) -> Vec<Arc<LogRecord>> {
+    /// Numbers records of one unit instance (`name`), keeps them in its ring, hands
+    /// them to followers and log probes. Returns them for the sinks.
+    pub fn commit(&self, name: &str, batch: Vec<LogRecord>) -> Vec<Arc<LogRecord>> {
         let mut out = Vec::with_capacity(batch.len());
         {
-            let mut r = self.rings.lock().expect("lock");
+            let mut guard = self.rings.lock().expect("lock");
+            let r = &mut *guard;
             let lines = r.lines;
+            let ring = match r.by_unit.get_mut(name) {
+                Some(ring) => ring,
+                None => r.by_unit.entry(name.to_string()).or_default(),
+            };
             for mut rec in batch {
                 rec.seq = r.next_seq;
                 r.next_seq += 1;
                 let rec = Arc::new(rec);
-                let ring = r.by_unit.entry(rec.instance_name()).or_default();
                 if ring.len() >= lines {
                     ring.pop_front();
                 }
@@ -317,7 +321,6 @@ impl LogHub {
         let mut w = self.watchers.lock().expect("lock");
         if !w.is_empty() {
             for rec in &out {
-                let name = rec.instance_name();
                 let mut i = 0;
                 while i < w.len() {
                     if w[i].unit == name && w[i].pattern.is_match(&rec.msg) {
@@ -335,7 +338,7 @@ impl LogHub {
     /// Commits and hands to the sinks without waiting (the supervisor's own events).
     pub fn push_now(&self, rec: LogRecord) {
         let unit = rec.instance_name();
-        let recs = self.commit(vec![rec]);
+        let recs = self.commit(&unit, vec![rec]);
         if self.sink.try_send(sink::SinkMsg::Batch(recs)).is_err() {
             self.count_dropped(&unit, 1);
         }
@@ -344,7 +347,7 @@ impl LogHub {
     /// Commits and hands to the sinks, waiting up to [`SINK_WAIT`] for room.
     pub async fn push(&self, unit: &str, batch: Vec<LogRecord>) {
         let n = batch.len() as u64;
-        let recs = self.commit(batch);
+        let recs = self.commit(unit, batch);
         if self
             .sink
             .send_timeout(sink::SinkMsg::Batch(recs), SINK_WAIT)
@@ -505,7 +508,7 @@ impl LogHub {
                 if buf.is_empty() {
                     break;
                 }
-                let now = now_rfc3339();
+                let now: Arc<str> = now_rfc3339().into();
                 let mut start = 0;
                 while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
                     let end = start + i;
@@ -532,18 +535,22 @@ impl LogHub {
             }
         }
         if !partial.is_empty() {
-            let rec = self.record(&src, stream, &partial, &now_rfc3339());
+            let rec = self.record(&src, stream, &partial, &now_rfc3339().into());
             self.push(&src.name, vec![rec]).await;
         }
     }
 
-    fn record(&self, src: &Source, stream: Stream, line: &[u8], ts: &str) -> LogRecord {
+    fn record(&self, src: &Source, stream: Stream, line: &[u8], ts: &Arc<str>) -> LogRecord {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = String::from_utf8_lossy(line).into_owned();
+        // The fast validation first; lossy decoding only for lines that need it.
+        let text = match std::str::from_utf8(line) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(line).into_owned(),
+        };
         let c = classify(text, src.json);
         LogRecord {
             seq: 0,
-            ts: ts.to_string(),
+            ts: ts.clone(),
             unit: src.unit.clone(),
             instance: src.instance,
             channel: src.channel.clone(),
@@ -568,7 +575,7 @@ pub fn supervisor_record(
 ) -> LogRecord {
     LogRecord {
         seq: 0,
-        ts: now_rfc3339(),
+        ts: now_rfc3339().into(),
         unit: "supervisor".into(),
         instance: None,
         channel: "supervisor".into(),

@@ -229,6 +229,7 @@ impl Journal {
 struct Files {
     cfg: Option<FileSink>,
     open: HashMap<String, (BufWriter<File>, u64)>,
+    line: Vec<u8>,
 }
 
 impl Files {
@@ -239,13 +240,17 @@ impl Files {
         Files {
             cfg,
             open: HashMap::new(),
+            line: Vec::with_capacity(512),
         }
     }
 
     fn write(&mut self, r: &LogRecord) {
         let Some(cfg) = &self.cfg else { return };
-        let name = r.instance_name();
-        if !self.open.contains_key(&name) {
+        let name: std::borrow::Cow<str> = match r.instance {
+            None => std::borrow::Cow::Borrowed(&r.unit),
+            Some(_) => std::borrow::Cow::Owned(r.instance_name()),
+        };
+        if !self.open.contains_key(name.as_ref()) {
             let path = cfg.dir.join(format!("{name}.log"));
             let Ok(f) = std::fs::OpenOptions::new()
                 .create(true)
@@ -255,19 +260,23 @@ impl Files {
                 return;
             };
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            self.open.insert(name.clone(), (BufWriter::new(f), size));
+            self.open.insert(
+                name.to_string(),
+                (BufWriter::with_capacity(256 * 1024, f), size),
+            );
         }
-        let mut line = serde_json::to_vec(r).unwrap_or_default();
-        line.push(b'\n');
-        let (w, size) = self.open.get_mut(&name).expect("just opened");
-        if *size > 0 && *size + line.len() as u64 > cfg.max_bytes {
+        self.line.clear();
+        let _ = serde_json::to_writer(&mut self.line, r);
+        self.line.push(b'\n');
+        let (w, size) = self.open.get_mut(name.as_ref()).expect("just opened");
+        if *size > 0 && *size + self.line.len() as u64 > cfg.max_bytes {
             let _ = w.flush();
             rotate(&cfg.dir, &name, cfg.keep);
-            self.open.remove(&name);
+            self.open.remove(name.as_ref());
             return self.write(r);
         }
-        let _ = w.write_all(&line);
-        *size += line.len() as u64;
+        let _ = w.write_all(&self.line);
+        *size += self.line.len() as u64;
     }
 
     fn flush(&mut self) {

@@ -452,10 +452,10 @@ impl Executor {
         };
         let pid = sp.child.id() as i32;
         let src = Arc::new(crate::logs::Source {
-            unit: spec.base.clone(),
+            unit: spec.base.as_str().into(),
             instance: spec.instance,
             name: unit.clone(),
-            channel: spec.log.channel.clone(),
+            channel: spec.log.channel.as_str().into(),
             json: spec.log.format != crate::unit::LogFormat::Text,
         });
         let mut captures = vec![];

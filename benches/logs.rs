@@ -1,0 +1,181 @@
+//! Log throughput (`cargo bench --bench logs`): prints figures, asserts nothing.
+//!
+//! A child writes 1M × 100-byte lines as fast as it can (`yes … | head`). Measured in
+//! one run: the same child into `cat > file`; through the supervisor into the unified
+//! JSON sink (stdout to a file); through the supervisor into the per-unit file sink
+//! only. Reported: lines/s, the ratio to `cat`, supervisor CPU time and peak RSS, and
+//! lines lost (must be 0).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
+const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
+const LINES: u64 = 1_000_000;
+
+fn child_cmd() -> String {
+    // 99 characters + newline = 100 bytes a line.
+    format!("yes {} | head -n {LINES}", "x".repeat(99))
+}
+
+fn cat_baseline(dir: &Path) -> f64 {
+    let out = dir.join("cat.out");
+    let t0 = Instant::now();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} | cat > {}", child_cmd(), out.display()))
+        .status()
+        .unwrap();
+    let dt = t0.elapsed().as_secs_f64();
+    assert!(st.success());
+    let n = std::fs::read(&out)
+        .unwrap()
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count() as u64;
+    assert_eq!(n, LINES);
+    dt
+}
+
+struct Run {
+    secs: f64,
+    cpu_secs: f64,
+    peak_rss_mib: f64,
+    lines: u64,
+}
+
+fn proc_field(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Runs the supervisor with one oneshot unit writing the lines; `file_sink` sends them
+/// to per-unit files only (the channel is off for stdout); otherwise to stdout (JSON).
+fn supervised(dir: &Path, base: u16, file_sink: bool) -> Run {
+    let home = dir.join(if file_sink { "home-file" } else { "home-json" });
+    std::fs::create_dir_all(home.join("units")).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let logs = if file_sink {
+        "[logs]\nfile_dir = \"logs\"\nfile_max_bytes = 10000000000\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        home.join("tmidb.toml"),
+        format!("[ports]\nbase = {base}\n{logs}"),
+    )
+    .unwrap();
+    let enabled = if file_sink { "false" } else { "true" };
+    std::fs::write(
+        home.join("units/gen.unit.toml"),
+        format!(
+            "[unit]\ncondition_path_exists = [\"{go}\"]\n[service]\ntype = \"oneshot\"\ncommand = [\"/bin/sh\", \"-c\", {cmd:?}]\n[log]\nenabled = {enabled}\nformat = \"text\"\n",
+            go = home.join("go").display(),
+            cmd = child_cmd()
+        ),
+    )
+    .unwrap();
+    let stdout = std::fs::File::create(home.join("stdout.jsonl")).unwrap();
+    let mut sup = Command::new(SUPERVISOR)
+        .arg("--home")
+        .arg(&home)
+        .arg("--units")
+        .arg(home.join("units"))
+        .args(["--log-format", "json"])
+        .env("TMIDB_LOG", "warn")
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(CLI)
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    while !cli(&["status"]).status.success() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The unit was skipped (no `go` yet); start it now and time until the sink is done.
+    std::fs::write(home.join("go"), "").unwrap();
+    let t0 = Instant::now();
+    let o = cli(&["start", "gen"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let peak = proc_field(sup.id(), "VmHWM:") as f64 / 1024.0;
+    let cpu = cpu_secs(sup.id());
+    // Stopping flushes every sink before the supervisor exits.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    sup.wait().unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let text = if file_sink {
+        std::fs::read(home.join("logs/gen.log")).unwrap_or_default()
+    } else {
+        std::fs::read(home.join("stdout.jsonl")).unwrap()
+    };
+    let needle = b"\"unit\":\"gen\",\"instance\"";
+    let lines = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l.windows(needle.len()).any(|w| w == needle))
+        .count() as u64;
+    Run {
+        secs,
+        cpu_secs: cpu,
+        peak_rss_mib: peak,
+        lines,
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tmidb-logbench-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cat = cat_baseline(dir.path());
+    println!(
+        "child | cat > file: {LINES} lines in {cat:.3} s = {:.0} lines/s",
+        LINES as f64 / cat
+    );
+    for (name, file_sink, base) in [
+        ("unified JSON sink (stdout → file)", false, 42100),
+        ("file sink", true, 42200),
+    ] {
+        let r = supervised(dir.path(), base, file_sink);
+        println!(
+            "{name}: {} lines in {:.3} s = {:.0} lines/s ({:.2}× cat); supervisor CPU {:.2} s, peak RSS {:.1} MiB; lost {}",
+            r.lines,
+            r.secs,
+            r.lines as f64 / r.secs,
+            cat / r.secs,
+            r.cpu_secs,
+            r.peak_rss_mib,
+            LINES - r.lines.min(LINES)
+        );
+    }
+}
