@@ -118,37 +118,48 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
 
 const COLOURS: [&str; 6] = ["36", "32", "35", "34", "33", "96"];
 
-/// `10:38:45.667 nats          | message key=value`, coloured by unit and level on a TTY.
+/// `10:38:45.667 nats            | message key=value`, coloured by unit and level on a
+/// TTY. A supervisor event about a unit names it first: `supervisor | nats: ready …`.
 pub fn render_text(buf: &mut Vec<u8>, r: &LogRecord, color: bool) {
     let time = r.ts.get(11..23).unwrap_or(&r.ts);
     let name = r.instance_name();
+    let subject = match (r.stream, r.fields.get("unit")) {
+        (Stream::Supervisor, Some(serde_json::Value::String(u))) => Some(u.as_str()),
+        _ => None,
+    };
+    let msg = match subject {
+        Some(u) => format!("{u}: {}", r.msg),
+        None => r.msg.clone(),
+    };
     if color {
-        let c = COLOURS[name
+        let hash = name
             .bytes()
-            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize))
-            % COLOURS.len()];
+            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
+        let c = COLOURS[hash % COLOURS.len()];
         let _ = write!(buf, "\x1b[2m{time}\x1b[0m \x1b[{c}m{name:<16}\x1b[0m| ");
         match r.level {
             Level::Warn => {
-                let _ = write!(buf, "\x1b[33m{}\x1b[0m", r.msg);
+                let _ = write!(buf, "\x1b[33m{msg}\x1b[0m");
             }
             Level::Error | Level::Fatal => {
-                let _ = write!(buf, "\x1b[31m{}\x1b[0m", r.msg);
+                let _ = write!(buf, "\x1b[31m{msg}\x1b[0m");
             }
-            _ => buf.extend_from_slice(r.msg.as_bytes()),
+            _ => buf.extend_from_slice(msg.as_bytes()),
         }
     } else {
-        let _ = write!(buf, "{time} {name:<16}| {}", r.msg);
+        let _ = write!(buf, "{time} {name:<16}| {msg}");
     }
-    if r.stream == Stream::Supervisor || !r.fields.is_empty() {
-        for (k, v) in &r.fields {
-            match v {
-                serde_json::Value::String(s) => {
-                    let _ = write!(buf, " {k}={s}");
-                }
-                other => {
-                    let _ = write!(buf, " {k}={other}");
-                }
+    for (k, v) in r
+        .fields
+        .iter()
+        .filter(|(k, _)| subject.is_none() || k.as_str() != "unit")
+    {
+        match v {
+            serde_json::Value::String(s) => {
+                let _ = write!(buf, " {k}={s}");
+            }
+            other => {
+                let _ = write!(buf, " {k}={other}");
             }
         }
     }
@@ -329,6 +340,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(b).unwrap(),
             "10:38:45.667 worker@2        | hello\n"
+        );
+    }
+
+    #[test]
+    fn supervisor_events_name_their_unit_first() {
+        let mut r = rec(3, "ready → stopping: stop requested");
+        r.unit = "supervisor".into();
+        r.instance = None;
+        r.stream = Stream::Supervisor;
+        r.fields.insert("unit".into(), "nats".into());
+        r.fields.insert("pgid".into(), 7.into());
+        let mut b = vec![];
+        render_text(&mut b, &r, false);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "10:38:45.667 supervisor      | nats: ready → stopping: stop requested pgid=7\n"
         );
     }
 
