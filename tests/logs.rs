@@ -378,3 +378,70 @@ fn a_blocked_follower_does_not_slow_a_child() {
     );
     eprintln!("300k lines with a stalled follower: {took:?}");
 }
+
+#[test]
+fn journald_gets_one_identifier_per_unit_and_files_rotate() {
+    let h = Home::new();
+    let sock = h.path().join("journal.sock");
+    let journal = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    journal.set_read_timeout(Some(secs(10))).unwrap();
+    let toml = std::fs::read_to_string(h.path().join("tmidb.toml")).unwrap();
+    std::fs::write(
+        h.path().join("tmidb.toml"),
+        format!(
+            "{toml}[logs]\njournald = \"on\"\njournald_socket = \"{}\"\nfile_dir = \"logs\"\nfile_max_bytes = 4096\nfile_keep = 2\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let script = r#"echo '{"level":"error","msg":"disk full","free_mb":0}'; i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo "filler line $i"; done; exec sleep 1000"#;
+    h.unit(
+        "disk",
+        &format!(
+            "[service]\ncommand = [\"/bin/sh\", \"-c\", {}]\n",
+            toml_str(script)
+        ),
+    );
+    let sup = h.start();
+    // journald: the error line arrives with the unit's identifier, priority 3, and its field.
+    let mut buf = vec![0u8; 65536];
+    let mut found = None;
+    let deadline = Instant::now() + secs(10);
+    while found.is_none() && Instant::now() < deadline {
+        let n = journal.recv(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.contains("MESSAGE=disk full") {
+            found = Some(text);
+        }
+    }
+    let entry = found.expect("the error line reached journald");
+    for want in [
+        "SYSLOG_IDENTIFIER=disk\n",
+        "PRIORITY=3\n",
+        "FREE_MB=0\n",
+        "TMIDB_STREAM=stdout\n",
+    ] {
+        assert!(entry.contains(want), "{want:?} not in {entry:?}");
+    }
+    // Files: rotated at 4 KiB, two kept, the newest line in the live file.
+    sup.wait_until("filler written", secs(10), |s| {
+        show(s, &["disk"])
+            .iter()
+            .any(|r| r["msg"] == "filler line 200")
+    });
+    let logs = h.path().join("logs");
+    sup.wait_until("rotated files", secs(10), |_| {
+        logs.join("disk.log.2").exists()
+    });
+    assert!(
+        !logs.join("disk.log.3").exists(),
+        "only file_keep = 2 rotated files"
+    );
+    let live = std::fs::read_to_string(logs.join("disk.log")).unwrap();
+    assert!(live.len() <= 4096, "{}", live.len());
+    sup.wait_until("last line in the live file", secs(5), |_| {
+        std::fs::read_to_string(logs.join("disk.log"))
+            .unwrap_or_default()
+            .contains("filler line 200")
+    });
+}

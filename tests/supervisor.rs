@@ -53,6 +53,11 @@ fn oneshot_dependency_order_and_instances() {
             .len(),
         3
     );
+    let deps_json: Vec<serde_json::Value> =
+        serde_json::from_str(&sup.cli_ok(&["units", "deps", "worker", "--json"])).unwrap();
+    assert_eq!(deps_json.len(), 3);
+    assert_eq!(deps_json[0]["after"], serde_json::json!(["app"]));
+    assert_eq!(deps_json[0]["requires"], serde_json::json!([]));
     let deps = sup.cli_ok(&["units", "deps", "app"]);
     assert_eq!(deps, "app\n└── init (requires)\n");
     // Every unit's JSON status has the documented fields.
@@ -415,6 +420,25 @@ fn invalid_unit_files_are_rejected_with_positions() {
             "{what}"
         );
     }
+    // `units verify --json` reports the same positions for scripts.
+    let h = Home::new();
+    h.unit("a", "[service]\ncommand = [\"x\"]\nbogus = 1\n");
+    let o = Command::new(CLI)
+        .arg("--home")
+        .arg(h.path())
+        .args(["units", "verify", "--json"])
+        .arg(h.units())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["errors"][0]["at"]
+            .as_str()
+            .unwrap()
+            .ends_with("a.unit.toml:3:1"),
+        "{v}"
+    );
     // The default set is valid.
     let h = Home::new();
     let o = Command::new(SUPERVISOR)

@@ -213,12 +213,18 @@ pub enum UnitsCommand {
     Verify {
         /// Directory of *.unit.toml files.
         dir: Option<PathBuf>,
+        /// Print JSON (`{"dir", "units", "errors": [{"at", "message", "hint"}]}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Dependency tree of a unit, or the start levels of all units.
     Deps {
         /// Unit name.
         #[arg(add = ArgValueCandidates::new(complete::units))]
         unit: Option<String>,
+        /// Print JSON: each instance with what it requires, wants and starts after.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -296,7 +302,7 @@ pub fn command() -> clap::Command {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let home = crate::config::absolute(&cli.home);
     match cli.command {
-        Command::Units(UnitsCommand::Verify { dir }) => verify(&home, dir),
+        Command::Units(UnitsCommand::Verify { dir, json }) => verify(&home, dir, json),
         Command::Completions { shell } => {
             let mut buf = vec![];
             clap_complete::generate(shell, &mut command(), "tmidb-cli", &mut buf);
@@ -320,11 +326,21 @@ pub async fn connect(cfg: &Config) -> Result<Client, ClientError> {
     .await
 }
 
-fn verify(home: &std::path::Path, dir: Option<PathBuf>) -> Result<(), CliError> {
+fn verify(home: &std::path::Path, dir: Option<PathBuf>, j: bool) -> Result<(), CliError> {
     let cfg = Config::load(home)?;
     let dir = dir.unwrap_or_else(|| crate::supervisor::default_units_dir(&cfg.home));
-    let set = crate::unit::load_dir(&dir, &cfg.vars())?;
-    out!("{}: {} unit instances OK", dir.display(), set.units.len());
+    let result = crate::unit::load_dir(&dir, &cfg.vars());
+    if j {
+        let (units, errors) = match &result {
+            Ok(set) => (set.units.len(), vec![]),
+            Err(e) => (0, e.0.iter().map(|e| serde_json::json!({"at": e.at.to_string(), "message": e.message, "hint": e.hint})).collect()),
+        };
+        json(&serde_json::json!({ "dir": dir, "units": units, "errors": errors }));
+    }
+    let set = result?;
+    if !j {
+        out!("{}: {} unit instances OK", dir.display(), set.units.len());
+    }
     Ok(())
 }
 
@@ -417,7 +433,32 @@ async fn remote(client: &mut Client, command: Command) -> Result<(), CliError> {
                 r => return Err(unexpected(r)),
             }
         }
-        Command::Units(UnitsCommand::Deps { unit }) => {
+        Command::Units(UnitsCommand::Deps { unit, json: true }) => {
+            match ask(client, Request::UnitsList).await? {
+                Response::Units { units } => {
+                    let keep = |u: &&UnitInfo| {
+                        unit.as_ref().is_none_or(|n| {
+                            u.name == *n || u.name.split('@').next() == Some(n.as_str())
+                        })
+                    };
+                    let deps: Vec<serde_json::Value> = units
+                    .iter()
+                    .filter(keep)
+                    .map(|u| serde_json::json!({"unit": u.name, "requires": u.requires, "wants": u.wants, "after": u.after}))
+                    .collect();
+                    if deps.is_empty() {
+                        let message = format!("unknown unit `{}`", unit.unwrap_or_default());
+                        return Err(CliError::Remote {
+                            kind: ErrorKind::UnknownUnit,
+                            message,
+                        });
+                    }
+                    json(&deps);
+                }
+                r => return Err(unexpected(r)),
+            }
+        }
+        Command::Units(UnitsCommand::Deps { unit, json: false }) => {
             match ask(client, Request::Deps { unit }).await? {
                 Response::Text { text } => out!("{}", text.trim_end()),
                 r => return Err(unexpected(r)),

@@ -188,6 +188,15 @@ pub struct UnitInfo {
     pub file: String,
     /// Description.
     pub description: String,
+    /// Instances it requires.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Instances it wants.
+    #[serde(default)]
+    pub wants: Vec<String>,
+    /// Instances it starts after (requires, wants and after together).
+    #[serde(default)]
+    pub after: Vec<String>,
 }
 
 /// One ended incarnation of a unit.

@@ -168,17 +168,23 @@ pub fn render_text(buf: &mut Vec<u8>, r: &LogRecord, color: bool) {
 
 /// journald's native protocol: `KEY=value\n`, or `KEY\n<u64 le length>value\n` for
 /// values with newlines.
+///
+/// Sends never block: a journald that stops reading must not stall every unit's output.
+/// Entries it cannot take are counted and reported on stderr once per thousand.
 struct Journal {
     sock: UnixDatagram,
     path: PathBuf,
+    dropped: std::cell::Cell<u64>,
 }
 
 impl Journal {
     fn connect(path: &Path) -> Option<Journal> {
         let sock = UnixDatagram::unbound().ok()?;
+        sock.set_nonblocking(true).ok()?;
         path.exists().then(|| Journal {
             sock,
             path: path.to_path_buf(),
+            dropped: 0.into(),
         })
     }
 
@@ -233,7 +239,16 @@ impl Journal {
             };
             put(key, &value);
         }
-        let _ = self.sock.send_to(&buf, &self.path);
+        if self.sock.send_to(&buf, &self.path).is_err() {
+            let n = self.dropped.get() + 1;
+            self.dropped.set(n);
+            if n % 1000 == 1 {
+                eprintln!(
+                    "tmidb-supervisor: journald at {} is not taking entries ({n} dropped so far)",
+                    self.path.display()
+                );
+            }
+        }
     }
 }
 

@@ -624,6 +624,19 @@ impl Executor {
                         channel: u.spec.log.channel.clone(),
                         file: u.spec.source.display().to_string(),
                         description: u.spec.description.clone(),
+                        requires: core
+                            .graph()
+                            .requires
+                            .get(&u.spec.name)
+                            .cloned()
+                            .unwrap_or_default(),
+                        wants: core
+                            .graph()
+                            .wants
+                            .get(&u.spec.name)
+                            .cloned()
+                            .unwrap_or_default(),
+                        after: core.graph().order_of(&u.spec.name).to_vec(),
                     })
                     .collect();
                 LoopReply::Response(Response::Units { units })
