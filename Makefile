@@ -4,7 +4,7 @@ CARGO ?= cargo
 HOME_DIR ?= $(CURDIR)/tmidb-home
 PG_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: run test test-deps deps build release lint man snapshots bench check clean help
+.PHONY: run test test-deps deps build release lint man openapi snapshots bench check clean help
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -50,6 +50,9 @@ bench: release ## supervisor and log benchmarks (prints figures)
 
 man: ## regenerate the man pages from the code (then commit them)
 	TMIDB_WRITE_MAN=1 $(CARGO) test --lib committed_man_pages
+
+openapi: ## regenerate openapi/tmidb.json from the code (then commit it)
+	TMIDB_WRITE_OPENAPI=1 $(CARGO) test --lib committed_openapi
 
 snapshots: ## accept the current CLI output as the snapshots (then review the diff)
 	TMIDB_UPDATE_SNAPSHOTS=1 $(CARGO) test --test main cli::output_snapshots

@@ -134,6 +134,7 @@ struct RawBin {
     nats_server: Option<String>,
     weed: Option<String>,
     tmidb_supervisor: Option<String>,
+    tmidb_api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,7 +156,8 @@ pub struct Config {
     pub secrets_dir: PathBuf,
     /// Every port by key (see [`PORT_KEYS`]).
     pub ports: BTreeMap<String, u16>,
-    /// Service binaries by key (`pg_dir`, `nats_server`, `weed`, `tmidb_supervisor`).
+    /// Service binaries by key (`pg_dir`, `nats_server`, `weed`, `tmidb_supervisor`,
+    /// `tmidb_api`).
     pub bin: BTreeMap<String, String>,
     /// Group that may use the control socket (socket mode 0660 instead of 0600).
     pub control_group: Option<String>,
@@ -210,12 +212,26 @@ impl Config {
         bin.insert("nats_server".into(), resolve_program(&nats));
         let weed = pick(&user.bin.weed, &defaults.bin.weed);
         bin.insert("weed".into(), resolve_program(&weed));
-        let own = user.bin.tmidb_supervisor.clone().unwrap_or_else(|| {
+        // Our own programs default to the ones installed beside the running executable.
+        let sibling = |name: &str| {
             std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join(name)))
                 .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| "tmidb-supervisor".into())
-        });
+                .unwrap_or_else(|| name.to_string())
+        };
+        let own = user
+            .bin
+            .tmidb_supervisor
+            .clone()
+            .unwrap_or_else(|| sibling("tmidb-supervisor"));
         bin.insert("tmidb_supervisor".into(), own);
+        let api = user
+            .bin
+            .tmidb_api
+            .clone()
+            .unwrap_or_else(|| sibling("tmidb-api"));
+        bin.insert("tmidb_api".into(), api);
 
         let (ul, dl) = (&user.logs, &defaults.logs);
         let file_dir = user

@@ -11,10 +11,14 @@
 //! - [`control`]: the control-socket protocol, server and client.
 //! - [`cli`]: the `tmidb-cli` commands.
 //! - [`setup`]: first-run set-up of PostgreSQL and SeaweedFS (secrets, initdb).
+//! - [`db`]: the database: connection, migrations (`sql/`), TimescaleDB detection.
+//! - [`api`]: the REST API service and its OpenAPI document.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod db;
 pub mod graph;
 pub mod logs;
 pub mod probe;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{Home, alive, secs};
+use crate::helpers::{Home, alive, http, secs};
 
 const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
 
@@ -13,12 +13,31 @@ const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
 fn default_stack_ready_restarts_after_kill_and_dies_with_the_supervisor() {
     let h = Home::new();
     let mut sup = h.start_with(Some(std::path::Path::new(UNITS)), &[]);
-    for u in ["postgresql", "nats", "seaweedfs"] {
+    for u in ["postgresql", "nats", "seaweedfs", "api"] {
         sup.wait_state(u, "ready", secs(120));
     }
-    for u in ["postgresql-init", "seaweedfs-init"] {
+    for u in ["postgresql-init", "seaweedfs-init", "migrate"] {
         assert_eq!(sup.state(u), "exited", "first run initialises");
     }
+    // The api is up on its port: health, readiness, the spec as committed, Swagger UI.
+    let api: u16 = sup
+        .cli_ok(&["config", "get", "ports.api"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(http(api, "GET", "/healthz", &[], b"").0, 200);
+    let (status, _, body) = http(api, "GET", "/readyz", &[], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"storage\":\"partitioned\""));
+    let (_, _, spec) = http(api, "GET", "/api/openapi.json", &[], b"");
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/tmidb.json")).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&spec).unwrap(),
+        serde_json::from_slice::<serde_json::Value>(&committed).unwrap()
+    );
+    let (status, head, _) = http(api, "GET", "/api/docs", &[], b"");
+    assert!(status == 200 && head.contains("text/html"), "{head}");
     // Ports come from the home's base, and scripts can read them back.
     let pg_port = sup
         .cli_ok(&["config", "get", "ports.postgresql"])
@@ -85,7 +104,7 @@ fn default_stack_ready_restarts_after_kill_and_dies_with_the_supervisor() {
 
     // A second start on the same home skips the init units and comes back.
     let sup = h.start_with(Some(std::path::Path::new(UNITS)), &[]);
-    for u in ["postgresql", "nats", "seaweedfs"] {
+    for u in ["postgresql", "nats", "seaweedfs", "api"] {
         sup.wait_state(u, "ready", secs(120));
     }
     assert_eq!(sup.state("postgresql-init"), "skipped");

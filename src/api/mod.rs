@@ -1,0 +1,140 @@
+//! The `api` service: REST API (poem-openapi, spec at `/api/openapi.json`, Swagger UI at
+//! `/api/docs`), sessions and Bearer tokens, categories, records and files.
+//!
+//! [`build_app`] assembles routes over an [`AppState`]; [`serve`] binds, tells the
+//! supervisor it is ready (sd_notify) and runs until SIGTERM. The OpenAPI document is
+//! generated from the route definitions; `openapi/tmidb.json` is its committed copy.
+
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::TcpListener;
+use poem::{EndpointExt, Route};
+use poem_openapi::OpenApiService;
+
+use crate::config::Config;
+use crate::db::{DbError, Storage};
+
+/// Shared state of every request.
+pub struct AppState {
+    /// Database pool.
+    pub pool: sqlx::PgPool,
+    /// Effective settings.
+    pub cfg: Config,
+    /// Time-series storage in use.
+    pub storage: Storage,
+}
+
+/// Title and version of the OpenAPI document.
+pub const TITLE: &str = "tmiDB API";
+
+/// The OpenAPI service (routes + document), without state: the spec does not need one.
+pub fn service() -> OpenApiService<routes::Api, ()> {
+    OpenApiService::new(routes::api(), TITLE, env!("CARGO_PKG_VERSION"))
+        .description(
+            "REST API of tmiDB-Core: auth, users, categories, records, files and system control.",
+        )
+        .server("/")
+}
+
+/// The OpenAPI document as committed in `openapi/tmidb.json`.
+pub fn spec_json() -> String {
+    service().spec()
+}
+
+/// The whole HTTP application over `state`.
+pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
+    let api = service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/api/docs", docs)
+        .at("/api/openapi.json", spec)
+        .data(state)
+}
+
+/// Why the api could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// tmidb.toml is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The database is unreachable.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The port could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Listen {
+        /// Port.
+        port: u16,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the api of `home` until SIGTERM or SIGINT.
+pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
+    let cfg = Config::load(home)?;
+    let pool = crate::db::connect(&cfg, 16).await?;
+    let storage =
+        match sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = 'storage'")
+            .fetch_optional(&pool)
+            .await
+        {
+            Ok(Some(s)) if s == "timescaledb" => Storage::Timescale,
+            _ => Storage::Partitioned,
+        };
+    let port = cfg.ports["api"];
+    let state = Arc::new(AppState { pool, cfg, storage });
+    let app = build_app(state);
+    let acceptor = poem::listener::Listener::into_acceptor(TcpListener::bind(("127.0.0.1", port)))
+        .await
+        .map_err(|source| ServeError::Listen { port, source })?;
+    tracing::info!(
+        port,
+        "api listening on http://127.0.0.1:{port} (docs: /api/docs)"
+    );
+    let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=serving");
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(5)))
+        .await
+        .map_err(|source| ServeError::Listen { port, source })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = crate::supervisor::notify::notify_parent("STOPPING=1");
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed spec is what the code generates; `TMIDB_WRITE_OPENAPI=1` (what
+    /// `make openapi` sets) rewrites it.
+    #[test]
+    fn committed_openapi_spec_matches_the_code() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/tmidb.json");
+        let spec = super::spec_json();
+        if std::env::var_os("TMIDB_WRITE_OPENAPI").is_some() {
+            std::fs::write(&path, &spec).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == spec,
+            "openapi/tmidb.json differs from the code; run `make openapi` and commit it"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! `tmidb-api`: thin main over [`tmidb::api`] and [`tmidb::db::migrate`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The tmiDB REST API service.
+#[derive(Debug, Parser)]
+#[command(name = "tmidb-api", version, about)]
+struct Args {
+    /// The tmiDB home (tmidb.toml, secrets/).
+    #[arg(long, env = "TMIDB_HOME", default_value = tmidb::cli::DEFAULT_HOME, global = true)]
+    home: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the API (a notify unit: READY=1 once listening).
+    Serve,
+    /// Create the database and apply sql/ migrations (the migrate oneshot unit).
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let home = tmidb::config::absolute(&args.home);
+    if let Cmd::Openapi = args.command {
+        println!("{}", tmidb::api::spec_json());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TMIDB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result: Result<(), String> = rt.block_on(async {
+        match args.command {
+            Cmd::Serve => tmidb::api::serve(&home).await.map_err(|e| e.to_string()),
+            Cmd::Migrate => {
+                let cfg = tmidb::config::Config::load(&home).map_err(|e| e.to_string())?;
+                let storage = tmidb::db::migrate(&cfg).await.map_err(|e| e.to_string())?;
+                tracing::info!(
+                    storage = storage.as_str(),
+                    "database {} migrated",
+                    tmidb::db::DATABASE
+                );
+                Ok(())
+            }
+            Cmd::Openapi => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tmidb-api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
