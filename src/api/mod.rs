@@ -5,7 +5,10 @@
 //! supervisor it is ready (sd_notify) and runs until SIGTERM. The OpenAPI document is
 //! generated from the route definitions; `openapi/tmidb.json` is its committed copy.
 
+pub mod auth;
+pub mod error;
 pub mod routes;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,10 @@ pub struct AppState {
     pub cfg: Config,
     /// Time-series storage in use.
     pub storage: Storage,
+    /// Failed logins per user name (5 per 5 minutes).
+    pub throttle_user: auth::Throttle,
+    /// Failed logins per client address (50 per 5 minutes: many users share one).
+    pub throttle_addr: auth::Throttle,
 }
 
 /// Title and version of the OpenAPI document.
@@ -54,6 +61,7 @@ pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
         .nest("/api/docs", docs)
         .at("/api/openapi.json", spec)
         .data(state)
+        .with(poem::middleware::CatchPanic::new())
 }
 
 /// Why the api could not start.
@@ -88,7 +96,16 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
             _ => Storage::Partitioned,
         };
     let port = cfg.ports["api"];
-    let state = Arc::new(AppState { pool, cfg, storage });
+    let state = Arc::new(AppState {
+        pool,
+        cfg,
+        storage,
+        throttle_user: auth::Throttle::new(5, Duration::from_secs(300)),
+        throttle_addr: auth::Throttle::new(50, Duration::from_secs(300)),
+    });
+    if let Err(e) = auth::bootstrap_admin(&state).await {
+        tracing::error!("cannot create the first admin: {e:?}");
+    }
     let app = build_app(state);
     let acceptor = poem::listener::Listener::into_acceptor(TcpListener::bind(("127.0.0.1", port)))
         .await

@@ -1,7 +1,9 @@
 //! Route definitions, one module per resource; every operation has an operationId, tags
 //! and documented error responses.
 
+pub mod auth;
 mod system;
+pub mod users;
 
 use poem_openapi::Tags;
 
@@ -10,12 +12,18 @@ use poem_openapi::Tags;
 pub enum ApiTags {
     /// Health, readiness and supervisor control.
     System,
+    /// Login, logout, the calling user.
+    Auth,
+    /// API tokens.
+    Tokens,
+    /// Users (admin).
+    Users,
 }
 
-/// Every route group (a tuple once there are several).
-pub type Api = system::SystemApi;
+/// Every route group.
+pub type Api = (system::SystemApi, auth::AuthApi, users::UsersApi);
 
 /// The route groups as one value for the OpenAPI service.
 pub fn api() -> Api {
-    system::SystemApi
+    (system::SystemApi, auth::AuthApi, users::UsersApi)
 }

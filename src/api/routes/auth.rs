@@ -1,0 +1,365 @@
+//! `/api/v1/auth/*` and `/api/v1/tokens`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::ApiTags;
+use super::users::User;
+use crate::api::AppState;
+use crate::api::auth::{self, Auth, Scope};
+use crate::api::error::{ApiError, ApiResult};
+
+/// Auth and token routes.
+pub struct AuthApi;
+
+/// Credentials.
+#[derive(Debug, Object)]
+pub struct LoginRequest {
+    /// User name.
+    pub username: String,
+    /// Password.
+    #[oai(write_only)]
+    pub password: String,
+}
+
+/// A new session.
+#[derive(Debug, Object)]
+pub struct Session {
+    /// Session token: also usable as `Authorization: Bearer …`.
+    pub token: String,
+    /// Send this as `X-CSRF-Token` on writes authenticated by the cookie.
+    pub csrf_token: String,
+    /// When the session ends.
+    pub expires_at: DateTime<Utc>,
+    /// Who logged in.
+    pub user: User,
+}
+
+/// Login answers.
+#[derive(ApiResponse)]
+pub enum LoginResponse {
+    /// Logged in; the session cookie is set (HttpOnly, SameSite=Strict).
+    #[oai(status = 200)]
+    Ok(Json<Session>, #[oai(header = "Set-Cookie")] String),
+}
+
+/// Logout answers.
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// Logged out; the cookie is cleared.
+    #[oai(status = 204)]
+    Done(#[oai(header = "Set-Cookie")] String),
+}
+
+/// A new API token.
+#[derive(Debug, Object)]
+pub struct NewToken {
+    /// A name to recognise it by.
+    pub name: String,
+    /// `admin`, `read:CATEGORY`, `write:CATEGORY` (`*` for every category).
+    pub scopes: Vec<String>,
+    /// Days until it expires (none: never).
+    pub expires_in_days: Option<u32>,
+}
+
+/// An API token (the secret is shown only when created).
+#[derive(Debug, Object)]
+pub struct Token {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Last use.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The secret: only in the answer to its creation.
+    #[oai(skip_serializing_if_is_none)]
+    pub token: Option<String>,
+}
+
+/// Token creation answers.
+#[derive(ApiResponse)]
+pub enum TokenCreated {
+    /// Created; `token` is shown this once.
+    #[oai(status = 201)]
+    Created(Json<Token>),
+}
+
+/// No content.
+#[derive(ApiResponse)]
+pub enum NoContent {
+    /// Done.
+    #[oai(status = 204)]
+    Done,
+}
+
+/// A user row with its password hash.
+type LoginRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>, String);
+
+type TokenRow = (
+    Uuid,
+    String,
+    Vec<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+fn token_from(r: TokenRow) -> Token {
+    Token {
+        id: r.0,
+        name: r.1,
+        scopes: r.2,
+        created_at: r.3,
+        expires_at: r.4,
+        last_used_at: r.5,
+        revoked_at: r.6,
+        token: None,
+    }
+}
+
+/// The session token of the request, from the cookie or a `tmss_` Bearer header.
+fn session_token(req: &poem::Request) -> Option<String> {
+    if let Some(c) = req.cookie().get(auth::SESSION_COOKIE) {
+        return Some(c.value_str().to_string());
+    }
+    let h = req.header("Authorization")?;
+    let t = h.strip_prefix("Bearer ")?.trim();
+    t.starts_with(auth::SESSION_PREFIX).then(|| t.to_string())
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Log in: returns a session token and sets the session cookie.
+    ///
+    /// Repeated failures for one user or from one address are throttled (429 with
+    /// Retry-After).
+    #[oai(path = "/auth/login", method = "post", operation_id = "login")]
+    async fn login(
+        &self,
+        state: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        body: Json<LoginRequest>,
+    ) -> ApiResult<LoginResponse> {
+        let addr = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let user_key = [format!("user:{}", body.username)];
+        let addr_key = [format!("addr:{addr}")];
+        let wait = state
+            .throttle_user
+            .locked(&user_key)
+            .max(state.throttle_addr.locked(&addr_key));
+        if let Some(wait) = wait {
+            return Err(ApiError::too_many(
+                format!("too many failed logins; try again in {wait} s"),
+                wait,
+            ));
+        }
+        let row: Option<LoginRow> =
+            sqlx::query_as("SELECT id, username, role, created_at, updated_at, password_hash FROM users WHERE username = $1")
+                .bind(&body.username)
+                .fetch_optional(&state.pool)
+                .await?;
+        let ok = match &row {
+            Some(r) => auth::verify_password(body.password.clone(), r.5.clone()).await,
+            None => {
+                // Spend the same time as a real check, so timing does not reveal names.
+                let _ =
+                    auth::verify_password(body.password.clone(), auth::dummy_hash().await).await;
+                false
+            }
+        };
+        let Some(r) = row.filter(|_| ok) else {
+            state.throttle_user.fail(&user_key);
+            state.throttle_addr.fail(&addr_key);
+            return Err(ApiError::unauthorized("wrong user name or password"));
+        };
+        state.throttle_user.succeed(&user_key[0]);
+        let token = auth::new_token(auth::SESSION_PREFIX);
+        let csrf = crate::setup::random_token(32);
+        let expires_at = Utc::now() + auth::SESSION_TTL;
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(auth::token_hash(&token))
+            .bind(r.0)
+            .bind(&csrf)
+            .bind(expires_at)
+            .execute(&state.pool)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at < now()")
+            .execute(&state.pool)
+            .await?;
+        let cookie = format!(
+            "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            auth::SESSION_COOKIE,
+            auth::SESSION_TTL.as_secs()
+        );
+        let user = User {
+            id: r.0,
+            username: r.1,
+            role: auth::Role::parse(&r.2),
+            created_at: r.3,
+            updated_at: r.4,
+        };
+        Ok(LoginResponse::Ok(
+            Json(Session {
+                token,
+                csrf_token: csrf,
+                expires_at,
+                user,
+            }),
+            cookie,
+        ))
+    }
+
+    /// Log out: ends the session and clears the cookie.
+    #[oai(path = "/auth/logout", method = "post", operation_id = "logout")]
+    async fn logout(
+        &self,
+        state: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        _auth: Auth,
+    ) -> ApiResult<LogoutResponse> {
+        if let Some(t) = session_token(req) {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(auth::token_hash(&t))
+                .execute(&state.pool)
+                .await?;
+        }
+        Ok(LogoutResponse::Done(format!(
+            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+            auth::SESSION_COOKIE
+        )))
+    }
+
+    /// The calling user.
+    #[oai(path = "/auth/me", method = "get", operation_id = "whoami")]
+    async fn me(&self, state: Data<&Arc<AppState>>, auth: Auth) -> ApiResult<Json<User>> {
+        super::users::fetch(&state, auth.principal().user_id)
+            .await
+            .map(Json)
+    }
+
+    /// Create an API token for the calling user; the secret is returned once.
+    #[oai(
+        path = "/tokens",
+        method = "post",
+        operation_id = "createToken",
+        tag = "ApiTags::Tokens"
+    )]
+    async fn create_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        body: Json<NewToken>,
+    ) -> ApiResult<TokenCreated> {
+        let p = auth.principal();
+        if body.name.trim().is_empty() || body.name.len() > 100 {
+            return Err(ApiError::bad_request("name must be 1..100 characters"));
+        }
+        if body.scopes.is_empty() {
+            return Err(ApiError::bad_request(
+                "give at least one scope: admin, read:CATEGORY, write:CATEGORY",
+            ));
+        }
+        for s in &body.scopes {
+            if let Err(e) = Scope::parse(s) {
+                return Err(ApiError::bad_request(e));
+            }
+        }
+        if p.scopes.is_some() {
+            return Err(ApiError::forbidden(
+                "tokens cannot create tokens; log in with a password",
+            ));
+        }
+        let token = auth::new_token(auth::TOKEN_PREFIX);
+        let expires = body
+            .expires_in_days
+            .map(|d| Utc::now() + chrono::Duration::days(d.into()));
+        let row: TokenRow = sqlx::query_as(
+            "INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
+             RETURNING id, name, scopes, created_at, expires_at, last_used_at, revoked_at",
+        )
+        .bind(Uuid::new_v4())
+        .bind(p.user_id)
+        .bind(body.name.trim())
+        .bind(auth::token_hash(&token))
+        .bind(&body.scopes)
+        .bind(expires)
+        .fetch_one(&state.pool)
+        .await?;
+        Ok(TokenCreated::Created(Json(Token {
+            token: Some(token),
+            ..token_from(row)
+        })))
+    }
+
+    /// The calling user's tokens (admins: everyone's).
+    #[oai(
+        path = "/tokens",
+        method = "get",
+        operation_id = "listTokens",
+        tag = "ApiTags::Tokens"
+    )]
+    async fn list_tokens(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+    ) -> ApiResult<Json<Vec<Token>>> {
+        let p = auth.principal();
+        let all = p.require_admin().is_ok();
+        let rows: Vec<TokenRow> = sqlx::query_as(
+            "SELECT id, name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_tokens
+             WHERE $1 OR user_id = $2 ORDER BY created_at",
+        )
+        .bind(all)
+        .bind(p.user_id)
+        .fetch_all(&state.pool)
+        .await?;
+        Ok(Json(rows.into_iter().map(token_from).collect()))
+    }
+
+    /// Revoke a token (your own; admins: any).
+    #[oai(
+        path = "/tokens/:id",
+        method = "delete",
+        operation_id = "revokeToken",
+        tag = "ApiTags::Tokens"
+    )]
+    async fn revoke_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<NoContent> {
+        let p = auth.principal();
+        let all = p.require_admin().is_ok();
+        let n = sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND ($2 OR user_id = $3)")
+            .bind(id.0)
+            .bind(all)
+            .bind(p.user_id)
+            .execute(&state.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(ApiError::not_found(format!("no token {} of yours", id.0)));
+        }
+        Ok(NoContent::Done)
+    }
+}
