@@ -42,10 +42,11 @@ pub struct Home {
 
 impl Home {
     pub fn new() -> Home {
-        let dir = tempfile::Builder::new()
-            .prefix("tmidb-it-")
-            .tempdir()
-            .unwrap();
+        Home::with_prefix("tmidb-it-")
+    }
+
+    pub fn with_prefix(prefix: &str) -> Home {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         // Units may run as another user (postgres): it must reach the home.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let base = free_port_block();
