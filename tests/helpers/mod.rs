@@ -448,11 +448,11 @@ pub fn api_stack() -> &'static ApiStack {
                         .map_err(std::io::Error::from)
                 });
             }
-            let child = cmd.spawn().unwrap();
+            let mut child = cmd.spawn().unwrap();
             tx.send(child.id()).unwrap();
-            loop {
-                std::thread::park();
-            }
+            // Living (and reaping) for as long as the supervisor runs keeps its
+            // PDEATHSIG armed until the test process exits.
+            let _ = child.wait();
         });
         let pid = rx.recv().unwrap() as i32;
         let sup = Sup {
