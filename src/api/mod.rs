@@ -32,6 +32,8 @@ pub struct AppState {
     pub throttle_user: auth::Throttle,
     /// Failed logins per client address (50 per 5 minutes: many users share one).
     pub throttle_addr: auth::Throttle,
+    /// Record-table partitions known to exist.
+    pub partitions: crate::db::categories::PartitionCache,
 }
 
 /// Title and version of the OpenAPI document.
@@ -102,6 +104,7 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         storage,
         throttle_user: auth::Throttle::new(5, Duration::from_secs(300)),
         throttle_addr: auth::Throttle::new(50, Duration::from_secs(300)),
+        partitions: Default::default(),
     });
     if let Err(e) = auth::bootstrap_admin(&state).await {
         tracing::error!("cannot create the first admin: {e:?}");

@@ -1,5 +1,18 @@
-//! Category schemas: field types, constraints, validation of records, and the strict
-//! identifier rule every name that reaches SQL text must pass.
+//! Category schemas: field types and constraints, schema evolution rules, record
+//! validation, and the strict identifier rule every name that reaches SQL text passes.
+//!
+//! One validator for every way records arrive (the api now, the ingestion pipeline
+//! later): [`Schema::validate`] turns a JSON object into a checked [`Record`] or says,
+//! per field, what is wrong.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde_json::{Map, Value};
+
+/// Keys every record has besides its category's fields.
+pub const RESERVED: &[&str] = &["target", "ts", "id", "schema_version", "received_at"];
 
 /// Whether `s` may be used as a category or field name (and so, quoted, in SQL):
 /// a lowercase letter, then lowercase letters, digits or `_`, at most 48 characters.
@@ -10,12 +23,411 @@ pub fn valid_identifier(s: &str) -> bool {
         && s.len() <= 48
 }
 
+/// A double-quoted SQL identifier; only for names that passed [`valid_identifier`].
+pub fn quote(ident: &str) -> String {
+    debug_assert!(
+        valid_identifier(ident) || ident.starts_with("rec_"),
+        "{ident}"
+    );
+    format!("\"{ident}\"")
+}
+
+/// Field types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize, serde::Deserialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// 64-bit integer.
+    Int,
+    /// 64-bit float.
+    Float,
+    /// true / false.
+    Bool,
+    /// UTF-8 text.
+    Text,
+    /// RFC 3339 time.
+    Timestamp,
+    /// Any JSON value.
+    Json,
+}
+
+impl FieldType {
+    /// The PostgreSQL column type.
+    pub fn sql(self) -> &'static str {
+        match self {
+            FieldType::Int => "bigint",
+            FieldType::Float => "double precision",
+            FieldType::Bool => "boolean",
+            FieldType::Text => "text",
+            FieldType::Timestamp => "timestamptz",
+            FieldType::Json => "jsonb",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FieldType::Int => "int",
+            FieldType::Float => "float",
+            FieldType::Bool => "bool",
+            FieldType::Text => "text",
+            FieldType::Timestamp => "timestamp",
+            FieldType::Json => "json",
+        }
+    }
+}
+
+/// One field of a category.
+#[derive(Debug, Clone, PartialEq, Object, serde::Serialize, serde::Deserialize)]
+pub struct Field {
+    /// Name (lowercase letters, digits, `_`; not a reserved key).
+    pub name: String,
+    /// Type.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    /// Every new record must have it.
+    #[oai(default)]
+    #[serde(default)]
+    pub required: bool,
+    /// Lowest allowed value (int, float).
+    pub min: Option<f64>,
+    /// Highest allowed value (int, float).
+    pub max: Option<f64>,
+    /// Allowed values (text).
+    #[oai(rename = "enum")]
+    #[serde(rename = "enum")]
+    pub enum_values: Option<Vec<String>>,
+    /// Longest allowed text, in characters.
+    pub max_length: Option<u32>,
+    /// Unit of measurement (documentation only).
+    pub unit: Option<String>,
+    /// What the field means.
+    pub description: Option<String>,
+}
+
+/// A validated category schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    /// Category name.
+    pub category: String,
+    /// Version.
+    pub version: i32,
+    /// Fields in declaration order.
+    pub fields: Vec<Field>,
+}
+
+/// A problem with a schema or a record: which field and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Field (or key) concerned.
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+fn problem(field: &str, reason: impl Into<String>) -> Problem {
+    Problem {
+        field: Some(field.to_string()),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a category name and its fields; every problem is reported.
+pub fn check_definition(category: &str, fields: &[Field]) -> Vec<Problem> {
+    let mut out = vec![];
+    if !valid_identifier(category) {
+        out.push(Problem {
+            field: None,
+            reason: format!("category name `{category}` must be a lowercase letter then lowercase letters, digits or _ (at most 48)"),
+        });
+    }
+    if fields.is_empty() {
+        out.push(Problem {
+            field: None,
+            reason: "a category needs at least one field".into(),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in fields {
+        if !valid_identifier(&f.name) {
+            out.push(problem(&f.name, "field names are a lowercase letter then lowercase letters, digits or _ (at most 48)"));
+            continue;
+        }
+        if RESERVED.contains(&f.name.as_str()) {
+            out.push(problem(
+                &f.name,
+                format!(
+                    "`{}` is reserved (records have {} already)",
+                    f.name,
+                    RESERVED.join(", ")
+                ),
+            ));
+        }
+        if !seen.insert(&f.name) {
+            out.push(problem(&f.name, "declared twice"));
+        }
+        let numeric = matches!(f.kind, FieldType::Int | FieldType::Float);
+        if (f.min.is_some() || f.max.is_some()) && !numeric {
+            out.push(problem(
+                &f.name,
+                format!(
+                    "min/max apply to int and float fields, not {}",
+                    f.kind.name()
+                ),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (f.min, f.max)
+            && lo > hi
+        {
+            out.push(problem(&f.name, format!("min {lo} is above max {hi}")));
+        }
+        if f.enum_values.is_some() && f.kind != FieldType::Text {
+            out.push(problem(&f.name, "enum applies to text fields"));
+        }
+        if f.enum_values.as_ref().is_some_and(|e| e.is_empty()) {
+            out.push(problem(&f.name, "enum needs at least one value"));
+        }
+        if f.max_length.is_some() && f.kind != FieldType::Text {
+            out.push(problem(&f.name, "max_length applies to text fields"));
+        }
+    }
+    if fields.len() > 200 {
+        out.push(Problem {
+            field: None,
+            reason: "at most 200 fields".into(),
+        });
+    }
+    out
+}
+
+/// Checks that `new` can follow `old`: fields may be added, removed from the schema
+/// (their data stays) or get new constraints; a type never changes.
+pub fn check_evolution(old: &[Field], new: &[Field]) -> Vec<Problem> {
+    new.iter()
+        .filter_map(|n| {
+            let o = old.iter().find(|o| o.name == n.name)?;
+            (o.kind != n.kind).then(|| {
+                problem(
+                    &n.name,
+                    format!(
+                        "changing the type from {} to {} would rewrite stored records; add a new field instead",
+                        o.kind.name(),
+                        n.kind.name()
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A record that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The target.
+    pub target: String,
+    /// The time (server time when absent).
+    pub ts: DateTime<Utc>,
+    /// Field values by name (only declared fields).
+    pub values: BTreeMap<String, Value>,
+}
+
+impl Schema {
+    /// Validates one record against this schema: `target` (string), `ts` (RFC 3339,
+    /// optional), the declared fields with their types and constraints; unknown keys are
+    /// errors. Returns every problem.
+    pub fn validate(&self, rec: &Value, now: DateTime<Utc>) -> Result<Record, Vec<Problem>> {
+        let Some(obj) = rec.as_object() else {
+            return Err(vec![Problem {
+                field: None,
+                reason: "a record is a JSON object".into(),
+            }]);
+        };
+        let mut problems = vec![];
+        let target = match obj.get("target") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s.clone(),
+            Some(Value::String(_)) => {
+                problems.push(problem("target", "must be 1..200 characters"));
+                String::new()
+            }
+            Some(_) => {
+                problems.push(problem("target", "must be a string"));
+                String::new()
+            }
+            None => {
+                problems.push(problem("target", "is required"));
+                String::new()
+            }
+        };
+        let ts = match obj.get("ts") {
+            None | Some(Value::Null) => now,
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|e| {
+                    problems.push(problem(
+                        "ts",
+                        format!("`{s}` is not an RFC 3339 time ({e})"),
+                    ));
+                    now
+                }),
+            Some(_) => {
+                problems.push(problem("ts", "must be an RFC 3339 string"));
+                now
+            }
+        };
+        let mut values = BTreeMap::new();
+        for (k, v) in obj {
+            if k == "target" || k == "ts" {
+                continue;
+            }
+            match self.fields.iter().find(|f| f.name == *k) {
+                None => problems.push(problem(
+                    k,
+                    format!("not a field of {} v{}", self.category, self.version),
+                )),
+                Some(_) if v.is_null() => {}
+                Some(f) => match check_value(f, v) {
+                    Ok(v) => {
+                        values.insert(k.clone(), v);
+                    }
+                    Err(reason) => problems.push(problem(k, reason)),
+                },
+            }
+        }
+        for f in self.fields.iter().filter(|f| f.required) {
+            if !values.contains_key(&f.name)
+                && !problems.iter().any(|p| p.field.as_deref() == Some(&f.name))
+            {
+                problems.push(problem(&f.name, "is required"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Record { target, ts, values })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Checks one value; returns it normalised (timestamps as RFC 3339 UTC).
+fn check_value(f: &Field, v: &Value) -> Result<Value, String> {
+    let range = |x: f64| -> Result<(), String> {
+        if let Some(lo) = f.min
+            && x < lo
+        {
+            return Err(format!("{x} is below the minimum {lo}"));
+        }
+        if let Some(hi) = f.max
+            && x > hi
+        {
+            return Err(format!("{x} is above the maximum {hi}"));
+        }
+        Ok(())
+    };
+    match f.kind {
+        FieldType::Int => {
+            let i = v
+                .as_i64()
+                .ok_or_else(|| format!("expected an integer, got {v}"))?;
+            range(i as f64)?;
+            Ok(v.clone())
+        }
+        FieldType::Float => {
+            let x = v
+                .as_f64()
+                .ok_or_else(|| format!("expected a number, got {v}"))?;
+            range(x)?;
+            Ok(v.clone())
+        }
+        FieldType::Bool => v
+            .is_boolean()
+            .then(|| v.clone())
+            .ok_or_else(|| format!("expected true or false, got {v}")),
+        FieldType::Text => {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("expected a string, got {v}"))?;
+            if let Some(max) = f.max_length
+                && s.chars().count() > max as usize
+            {
+                return Err(format!("longer than {max} characters"));
+            }
+            if let Some(allowed) = &f.enum_values
+                && !allowed.iter().any(|a| a == s)
+            {
+                return Err(format!("`{s}` is not one of {}", allowed.join(", ")));
+            }
+            Ok(v.clone())
+        }
+        FieldType::Timestamp => {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("expected an RFC 3339 string, got {v}"))?;
+            let t = DateTime::parse_from_rfc3339(s)
+                .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))?;
+            Ok(Value::String(t.with_timezone(&Utc).to_rfc3339()))
+        }
+        FieldType::Json => Ok(v.clone()),
+    }
+}
+
+/// The SQL table of a category.
+pub fn table(category: &str) -> String {
+    format!("rec_{category}")
+}
+
+/// Record JSON for an API answer: `target`, `ts`, then the fields.
+pub fn record_json(target: &str, ts: DateTime<Utc>, values: Map<String, Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("target".into(), target.into());
+    m.insert("ts".into(), ts.to_rfc3339().into());
+    m.extend(values);
+    Value::Object(m)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn f(name: &str, kind: FieldType) -> Field {
+        Field {
+            name: name.into(),
+            kind,
+            required: false,
+            min: None,
+            max: None,
+            enum_values: None,
+            max_length: None,
+            unit: None,
+            description: None,
+        }
+    }
+
+    fn weather() -> Schema {
+        let mut temp = f("temp", FieldType::Float);
+        temp.required = true;
+        let mut hum = f("humidity", FieldType::Float);
+        hum.min = Some(0.0);
+        hum.max = Some(100.0);
+        let mut sky = f("sky", FieldType::Text);
+        sky.enum_values = Some(vec!["clear".into(), "cloudy".into()]);
+        Schema {
+            category: "weather".into(),
+            version: 1,
+            fields: vec![
+                temp,
+                hum,
+                sky,
+                f("n", FieldType::Int),
+                f("at", FieldType::Timestamp),
+            ],
+        }
+    }
+
     #[test]
     fn identifiers_are_strict() {
         for ok in ["weather", "temp_c", "a1"] {
-            assert!(super::valid_identifier(ok), "{ok}");
+            assert!(valid_identifier(ok), "{ok}");
         }
         for bad in [
             "",
@@ -27,7 +439,59 @@ mod tests {
             "é",
             &"a".repeat(49),
         ] {
-            assert!(!super::valid_identifier(bad), "{bad}");
+            assert!(!valid_identifier(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn records_are_checked_field_by_field() {
+        let now = Utc::now();
+        let ok = weather()
+            .validate(
+                &json!({"target": "st1", "ts": "2026-11-26T10:00:00+01:00", "temp": 3.5, "n": 2}),
+                now,
+            )
+            .unwrap();
+        assert_eq!(ok.ts.to_rfc3339(), "2026-11-26T09:00:00+00:00");
+        assert_eq!(ok.values["temp"], 3.5);
+        let no_ts = weather()
+            .validate(&json!({"target": "st1", "temp": 1}), now)
+            .unwrap();
+        assert_eq!(no_ts.ts, now);
+        let bad = weather()
+            .validate(&json!({"temp": "warm", "humidity": 120, "sky": "purple", "n": 1.5, "wind": 3, "at": "noon"}), now)
+            .unwrap_err();
+        let fields: Vec<&str> = bad.iter().filter_map(|p| p.field.as_deref()).collect();
+        for want in ["target", "temp", "humidity", "sky", "n", "wind", "at"] {
+            assert!(fields.contains(&want), "{want} missing from {bad:?}");
+        }
+        assert!(
+            bad.iter()
+                .any(|p| p.reason.contains("above the maximum 100"))
+        );
+        let missing = weather()
+            .validate(&json!({"target": "x"}), now)
+            .unwrap_err();
+        assert_eq!(missing, vec![problem("temp", "is required")]);
+    }
+
+    #[test]
+    fn definitions_and_evolution_are_checked() {
+        let mut bad = vec![
+            f("ts", FieldType::Int),
+            f("x", FieldType::Text),
+            f("x", FieldType::Int),
+            f("Bad", FieldType::Int),
+        ];
+        bad[1].min = Some(1.0);
+        let p = check_definition("weather", &bad);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(!check_definition("drop table", &[f("a", FieldType::Int)]).is_empty());
+        let changed = check_evolution(
+            &[f("a", FieldType::Int)],
+            &[f("a", FieldType::Text), f("b", FieldType::Int)],
+        );
+        assert_eq!(changed.len(), 1);
+        assert!(changed[0].reason.contains("from int to text"));
     }
 }

@@ -5,6 +5,8 @@
 //! input are validated against a strict pattern before they reach SQL text; values only
 //! ever travel as bind parameters.
 
+pub mod categories;
+
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -2,6 +2,7 @@
 //! and documented error responses.
 
 pub mod auth;
+pub mod categories;
 mod system;
 pub mod users;
 
@@ -18,12 +19,26 @@ pub enum ApiTags {
     Tokens,
     /// Users (admin).
     Users,
+    /// Category schemas (versioned).
+    Categories,
+    /// Records of a category.
+    Records,
 }
 
 /// Every route group.
-pub type Api = (system::SystemApi, auth::AuthApi, users::UsersApi);
+pub type Api = (
+    system::SystemApi,
+    auth::AuthApi,
+    users::UsersApi,
+    categories::CategoriesApi,
+);
 
 /// The route groups as one value for the OpenAPI service.
 pub fn api() -> Api {
-    (system::SystemApi, auth::AuthApi, users::UsersApi)
+    (
+        system::SystemApi,
+        auth::AuthApi,
+        users::UsersApi,
+        categories::CategoriesApi,
+    )
 }

@@ -1,0 +1,499 @@
+//! `/api/v1/categories`: versioned schemas; `/api/v1/categories/{name}/records`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+
+use super::ApiTags;
+use super::auth::NoContent;
+use crate::api::AppState;
+use crate::api::auth::Auth;
+use crate::api::error::{ApiError, ApiResult, Issue};
+use crate::api::schema::{Field, quote, table};
+use crate::db::categories::{self as store, CategoryError, CategoryRow};
+
+/// Category routes.
+pub struct CategoriesApi;
+
+/// A new category.
+#[derive(Debug, Object)]
+pub struct NewCategory {
+    /// Name: a lowercase letter, then lowercase letters, digits or `_` (at most 48).
+    pub name: String,
+    /// What its records are.
+    #[oai(default)]
+    pub description: String,
+    /// The fields of version 1.
+    pub fields: Vec<Field>,
+}
+
+/// A new version of a category's schema.
+#[derive(Debug, Object)]
+pub struct CategoryChange {
+    /// New description (unchanged when absent).
+    pub description: Option<String>,
+    /// The complete field list of the new version.
+    pub fields: Vec<Field>,
+}
+
+/// A category at one version.
+#[derive(Debug, Object)]
+pub struct Category {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The version shown.
+    pub version: i32,
+    /// The current version.
+    pub current_version: i32,
+    /// Fields of this version.
+    pub fields: Vec<Field>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<CategoryRow> for Category {
+    fn from(c: CategoryRow) -> Category {
+        Category {
+            name: c.name,
+            description: c.description,
+            version: c.version,
+            current_version: c.current_version,
+            fields: c.fields,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// Category creation answers.
+#[derive(ApiResponse)]
+pub enum CategoryCreated {
+    /// Created at version 1.
+    #[oai(status = 201)]
+    Created(Json<Category>),
+}
+
+impl From<CategoryError> for ApiError {
+    fn from(e: CategoryError) -> ApiError {
+        match e {
+            CategoryError::NotFound(m) => ApiError::not_found(m),
+            CategoryError::Conflict(m) => ApiError::conflict(m),
+            CategoryError::Invalid(p) => ApiError::invalid(
+                "the category definition is invalid",
+                p.into_iter()
+                    .map(|p| Issue {
+                        index: None,
+                        field: p.field,
+                        reason: p.reason,
+                    })
+                    .collect(),
+            ),
+            CategoryError::Sql(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// What an insert did.
+#[derive(Debug, Object)]
+pub struct InsertResult {
+    /// Records stored.
+    pub accepted: u64,
+    /// Records rejected (see `errors`).
+    pub rejected: u64,
+    /// Schema version the records were validated against.
+    pub schema_version: i32,
+    /// Why each rejected record was rejected, by its index in the request.
+    pub errors: Vec<Issue>,
+}
+
+/// Insert answers.
+#[derive(ApiResponse)]
+pub enum InsertResponse {
+    /// Every record stored.
+    #[oai(status = 201)]
+    Created(Json<InsertResult>),
+    /// Some records stored, some rejected (listed by index).
+    #[oai(status = 200)]
+    Partial(Json<InsertResult>),
+}
+
+/// A page of records.
+#[derive(Debug, Object)]
+pub struct RecordPage {
+    /// Records: `target`, `ts`, `schema_version` and the fields that have values.
+    pub records: Vec<Value>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Most records one request inserts or returns.
+pub const MAX_BATCH: usize = 10_000;
+
+const OPS: &[(&str, &str)] = &[
+    ("eq", "="),
+    ("ne", "<>"),
+    ("gt", ">"),
+    ("gte", ">="),
+    ("lt", "<"),
+    ("lte", "<="),
+];
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Categories")]
+impl CategoriesApi {
+    /// Create a category (editor): its schema version 1 and its record table.
+    #[oai(path = "/categories", method = "post", operation_id = "createCategory")]
+    async fn create(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        body: Json<NewCategory>,
+    ) -> ApiResult<CategoryCreated> {
+        auth.principal().require_editor()?;
+        let c = store::create(
+            &state.pool,
+            state.storage,
+            &body.name,
+            &body.description,
+            &body.fields,
+        )
+        .await?;
+        tracing::info!(category = %c.name, by = %auth.principal().username, "category created");
+        Ok(CategoryCreated::Created(Json(c.into())))
+    }
+
+    /// Every category at its current version.
+    #[oai(path = "/categories", method = "get", operation_id = "listCategories")]
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        _auth: Auth,
+    ) -> ApiResult<Json<Vec<Category>>> {
+        Ok(Json(
+            store::list(&state.pool)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ))
+    }
+
+    /// One category, at its current version or the `version` asked for.
+    #[oai(
+        path = "/categories/:name",
+        method = "get",
+        operation_id = "getCategory"
+    )]
+    async fn get(
+        &self,
+        state: Data<&Arc<AppState>>,
+        _auth: Auth,
+        name: Path<String>,
+        version: Query<Option<i32>>,
+    ) -> ApiResult<Json<Category>> {
+        Ok(Json(
+            store::get(&state.pool, &name.0, version.0).await?.into(),
+        ))
+    }
+
+    /// Change a category's schema (editor): stores version N+1. Fields may be added,
+    /// removed or re-constrained; a field's type cannot change (409 names the field).
+    #[oai(
+        path = "/categories/:name",
+        method = "put",
+        operation_id = "updateCategory"
+    )]
+    async fn update(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        body: Json<CategoryChange>,
+    ) -> ApiResult<Json<Category>> {
+        auth.principal().require_editor()?;
+        let c = store::update(
+            &state.pool,
+            &name.0,
+            body.description.as_deref(),
+            &body.fields,
+        )
+        .await
+        .map_err(|e| match e {
+            CategoryError::Invalid(p) if p.iter().any(|x| x.reason.contains("cannot change")) => {
+                ApiError::Conflict(Json(crate::api::error::ErrorBody {
+                    code: "incompatible_change".into(),
+                    message: "the new schema is incompatible with stored records".into(),
+                    errors: p
+                        .into_iter()
+                        .map(|p| Issue {
+                            index: None,
+                            field: p.field,
+                            reason: p.reason,
+                        })
+                        .collect(),
+                }))
+            }
+            other => other.into(),
+        })?;
+        tracing::info!(category = %c.name, version = c.version, "category schema changed");
+        Ok(Json(c.into()))
+    }
+
+    /// Delete a category (editor); refused while it has records unless `force=true`.
+    #[oai(
+        path = "/categories/:name",
+        method = "delete",
+        operation_id = "deleteCategory"
+    )]
+    async fn delete(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        force: Query<Option<bool>>,
+    ) -> ApiResult<NoContent> {
+        auth.principal().require_editor()?;
+        let n = store::delete(&state.pool, &name.0, force.0.unwrap_or(false)).await?;
+        tracing::warn!(category = %name.0, records = n, "category deleted");
+        Ok(NoContent::Done)
+    }
+
+    /// Insert records (a JSON array, at most 10 000): each is validated against the
+    /// current schema; valid ones are stored, invalid ones reported by index.
+    #[oai(
+        path = "/categories/:name/records",
+        method = "post",
+        operation_id = "insertRecords",
+        tag = "ApiTags::Records"
+    )]
+    async fn insert(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        body: Json<Vec<Value>>,
+    ) -> ApiResult<InsertResponse> {
+        auth.principal().require_write(&name.0)?;
+        if body.len() > MAX_BATCH {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_BATCH} records per request; split the batch"
+            )));
+        }
+        let schema = store::schema(&state.pool, &name.0).await?;
+        let now = Utc::now();
+        let mut ok = vec![];
+        let mut errors = vec![];
+        for (i, rec) in body.0.iter().enumerate() {
+            match schema.validate(rec, now) {
+                Ok(r) => ok.push(r),
+                Err(problems) => errors.extend(problems.into_iter().map(|p| Issue {
+                    index: Some(i as u64),
+                    field: p.field,
+                    reason: p.reason,
+                })),
+            }
+        }
+        let rejected = body.len() - ok.len();
+        if ok.is_empty() && rejected > 0 {
+            return Err(ApiError::invalid(
+                format!("all {rejected} records were rejected"),
+                errors,
+            ));
+        }
+        store::ensure_partitions(
+            &state.pool,
+            state.storage,
+            &state.partitions,
+            &schema.category,
+            ok.iter().map(|r| r.ts),
+        )
+        .await?;
+        let accepted = store::insert(&state.pool, &schema, &ok).await?;
+        let result = InsertResult {
+            accepted,
+            rejected: rejected as u64,
+            schema_version: schema.version,
+            errors,
+        };
+        Ok(if rejected == 0 {
+            InsertResponse::Created(Json(result))
+        } else {
+            InsertResponse::Partial(Json(result))
+        })
+    }
+
+    /// Query records by target and time range, oldest first, with field filters
+    /// (`filter=FIELD:OP:VALUE`, OP one of eq ne gt gte lt lte) and keyset pagination.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(
+        path = "/categories/:name/records",
+        method = "get",
+        operation_id = "queryRecords",
+        tag = "ApiTags::Records"
+    )]
+    async fn query(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        /// Only this target.
+        target: Query<Option<String>>,
+        /// From this time (inclusive).
+        from: Query<Option<DateTime<Utc>>>,
+        /// Until this time (exclusive).
+        to: Query<Option<DateTime<Utc>>>,
+        /// Field filters, `FIELD:OP:VALUE`.
+        filter: Query<Vec<String>>,
+        /// Page size (default 1000, at most 10 000).
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        auth.principal().require_read(&name.0)?;
+        let schema = store::schema(&state.pool, &name.0).await?;
+        let limit = limit.0.unwrap_or(1000).clamp(1, MAX_BATCH as u32) as i64;
+        let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
+        let mut sql = format!(
+            "SELECT jsonb_strip_nulls(to_jsonb(x) - 'id') AS rec, x.ts, x.id FROM (SELECT id, target, ts, schema_version{}{} FROM {} WHERE true",
+            if cols.is_empty() { "" } else { ", " },
+            cols.join(", "),
+            quote(&table(&schema.category))
+        );
+        let mut binds: Vec<(String, &'static str)> = vec![];
+        if let Some(t) = &target.0 {
+            binds.push((t.clone(), "text"));
+            sql.push_str(&format!(" AND target = ${}::text", binds.len()));
+        }
+        if let Some(f) = from.0 {
+            binds.push((f.to_rfc3339(), "timestamptz"));
+            sql.push_str(&format!(" AND ts >= ${}::timestamptz", binds.len()));
+        }
+        if let Some(t) = to.0 {
+            binds.push((t.to_rfc3339(), "timestamptz"));
+            sql.push_str(&format!(" AND ts < ${}::timestamptz", binds.len()));
+        }
+        for f in &filter.0 {
+            let mut parts = f.splitn(3, ':');
+            let (Some(field), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ApiError::bad_request(format!(
+                    "filter `{f}` must be FIELD:OP:VALUE"
+                )));
+            };
+            let Some(def) = schema.fields.iter().find(|x| x.name == field) else {
+                return Err(ApiError::bad_request(format!(
+                    "filter `{f}`: `{field}` is not a field of {}",
+                    schema.category
+                )));
+            };
+            let Some((_, sql_op)) = OPS.iter().find(|(o, _)| *o == op) else {
+                return Err(ApiError::bad_request(format!(
+                    "filter `{f}`: unknown operator `{op}` (eq ne gt gte lt lte)"
+                )));
+            };
+            binds.push((value.to_string(), def.kind.sql()));
+            sql.push_str(&format!(
+                " AND {} {sql_op} ${}::{}",
+                quote(&def.name),
+                binds.len(),
+                def.kind.sql()
+            ));
+        }
+        if let Some(c) = &cursor.0 {
+            let (ts, id) = c
+                .split_once('~')
+                .and_then(|(t, i)| {
+                    Some((
+                        DateTime::parse_from_rfc3339(t).ok()?,
+                        uuid::Uuid::parse_str(i).ok()?,
+                    ))
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid cursor; pass next_cursor from the previous page unchanged",
+                    )
+                })?;
+            binds.push((ts.to_rfc3339(), "timestamptz"));
+            binds.push((id.to_string(), "uuid"));
+            sql.push_str(&format!(
+                " AND (ts, id) > (${}::timestamptz, ${}::uuid)",
+                binds.len() - 1,
+                binds.len()
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY ts, id LIMIT {}) x ORDER BY x.ts, x.id",
+            limit + 1
+        ));
+        let mut q =
+            sqlx::query_as::<_, (Value, DateTime<Utc>, uuid::Uuid)>(sqlx::AssertSqlSafe(sql));
+        for (v, _) in &binds {
+            q = q.bind(v);
+        }
+        let mut rows = q.fetch_all(&state.pool).await.map_err(|e| match &e {
+            sqlx::Error::Database(d)
+                if d.code().as_deref() == Some("22P02") || d.code().as_deref() == Some("22007") =>
+            {
+                ApiError::bad_request(format!(
+                    "a filter value does not fit its field's type: {}",
+                    d.message()
+                ))
+            }
+            _ => ApiError::from(e),
+        })?;
+        let next_cursor = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|(_, ts, id)| {
+                format!(
+                    "{}~{id}",
+                    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                )
+            })
+        } else {
+            None
+        };
+        Ok(Json(RecordPage {
+            records: rows.into_iter().map(|r| r.0).collect(),
+            next_cursor,
+        }))
+    }
+
+    /// The latest record of every target (or of one).
+    #[oai(
+        path = "/categories/:name/records/latest",
+        method = "get",
+        operation_id = "latestRecords",
+        tag = "ApiTags::Records"
+    )]
+    async fn latest(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        target: Query<Option<String>>,
+    ) -> ApiResult<Json<Vec<Value>>> {
+        auth.principal().require_read(&name.0)?;
+        let schema = store::schema(&state.pool, &name.0).await?;
+        let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
+        let sql = format!(
+            "SELECT jsonb_strip_nulls(to_jsonb(x)) FROM (SELECT DISTINCT ON (target) target, ts, schema_version{}{} FROM {} \
+             WHERE $1::text IS NULL OR target = $1 ORDER BY target, ts DESC) x",
+            if cols.is_empty() { "" } else { ", " },
+            cols.join(", "),
+            quote(&table(&schema.category))
+        );
+        let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(target.0)
+            .fetch_all(&state.pool)
+            .await?;
+        Ok(Json(rows))
+    }
+}

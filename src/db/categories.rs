@@ -1,0 +1,417 @@
+//! Categories and their record tables.
+//!
+//! Each category has a table `rec_NAME` with `id, target, ts, schema_version,
+//! received_at` and one typed column per field ever declared (schema versions add
+//! columns, never rewrite them), indexed on `(target, ts)`. With TimescaleDB it is a
+//! hypertable; otherwise it is range-partitioned by month, partitions being created
+//! ahead of the data (and a default partition catches anything else).
+//!
+//! SQL text only ever contains identifiers that passed `valid_identifier` (quoted);
+//! values are bind parameters: a batch of records travels as one JSON parameter
+//! unpacked by `jsonb_to_recordset`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+
+use super::Storage;
+use crate::api::schema::{Field, Record, Schema, quote, table, valid_identifier};
+
+/// Why a category operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CategoryError {
+    /// No such category (or version).
+    #[error("{0}")]
+    NotFound(String),
+    /// Already exists, or records still present.
+    #[error("{0}")]
+    Conflict(String),
+    /// The definition or change is invalid (per field).
+    #[error("invalid category definition")]
+    Invalid(Vec<crate::api::schema::Problem>),
+    /// Database error.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A category as stored.
+#[derive(Debug, Clone)]
+pub struct CategoryRow {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The version returned.
+    pub version: i32,
+    /// The current version.
+    pub current_version: i32,
+    /// Fields of that version.
+    pub fields: Vec<Field>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+fn sql(s: String) -> AssertSqlSafe<String> {
+    AssertSqlSafe(s)
+}
+
+fn ident(name: &str) -> Result<String, CategoryError> {
+    if valid_identifier(name) {
+        Ok(quote(name))
+    } else {
+        Err(CategoryError::NotFound(format!(
+            "`{name}` is not a valid category or field name"
+        )))
+    }
+}
+
+/// Months with partitions known to exist: (category, first day of month).
+#[derive(Default)]
+pub struct PartitionCache(Mutex<HashSet<(String, i32, u32)>>);
+
+fn month_start(y: i32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .expect("valid month")
+}
+
+fn next_month(y: i32, m: u32) -> (i32, u32) {
+    if m == 12 { (y + 1, 1) } else { (y, m + 1) }
+}
+
+/// Creates the monthly partition holding `(y, m)` unless it exists.
+async fn ensure_month(
+    tx: &mut Transaction<'_, Postgres>,
+    category: &str,
+    y: i32,
+    m: u32,
+) -> Result<(), sqlx::Error> {
+    let t = table(category);
+    let (ny, nm) = next_month(y, m);
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{}') TO ('{}')",
+        quote(&format!("{t}_p{y:04}{m:02}")),
+        quote(&t),
+        month_start(y, m).to_rfc3339(),
+        month_start(ny, nm).to_rfc3339()
+    );
+    sqlx::query(sql(ddl)).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Makes sure partitions exist for every month in `times` (no-op with TimescaleDB).
+pub async fn ensure_partitions(
+    pool: &PgPool,
+    storage: Storage,
+    cache: &PartitionCache,
+    category: &str,
+    times: impl Iterator<Item = DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    if storage == Storage::Timescale {
+        return Ok(());
+    }
+    let months: HashSet<(i32, u32)> = times.map(|t| (t.year(), t.month())).collect();
+    let missing: Vec<(i32, u32)> = {
+        let c = cache.0.lock().expect("lock");
+        months
+            .into_iter()
+            .filter(|(y, m)| !c.contains(&(category.to_string(), *y, *m)))
+            .collect()
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for (y, m) in &missing {
+        ensure_month(&mut tx, category, *y, *m).await?;
+    }
+    tx.commit().await?;
+    let mut c = cache.0.lock().expect("lock");
+    for (y, m) in missing {
+        c.insert((category.to_string(), y, m));
+    }
+    Ok(())
+}
+
+fn column(f: &Field) -> String {
+    format!("{} {}", quote(&f.name), f.kind.sql())
+}
+
+/// Creates a category (version 1) and its table.
+pub async fn create(
+    pool: &PgPool,
+    storage: Storage,
+    name: &str,
+    description: &str,
+    fields: &[Field],
+) -> Result<CategoryRow, CategoryError> {
+    let problems = crate::api::schema::check_definition(name, fields);
+    if !problems.is_empty() {
+        return Err(CategoryError::Invalid(problems));
+    }
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query("INSERT INTO categories (name, description, current_version) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .bind(description)
+        .execute(&mut *tx)
+        .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(CategoryError::Conflict(format!(
+            "category `{name}` already exists; PUT it to make a new version"
+        )));
+    }
+    sqlx::query("INSERT INTO category_versions (category, version, fields) VALUES ($1, 1, $2)")
+        .bind(name)
+        .bind(serde_json::to_value(fields).expect("json"))
+        .execute(&mut *tx)
+        .await?;
+    let t = table(name);
+    let cols: Vec<String> = fields.iter().map(column).collect();
+    let partition = if storage == Storage::Partitioned {
+        " PARTITION BY RANGE (ts)"
+    } else {
+        ""
+    };
+    let ddl = format!(
+        "CREATE TABLE {} (id uuid NOT NULL DEFAULT gen_random_uuid(), target text NOT NULL, ts timestamptz NOT NULL, \
+         schema_version integer NOT NULL, received_at timestamptz NOT NULL DEFAULT now(), {}, PRIMARY KEY (id, ts)){partition}",
+        quote(&t),
+        cols.join(", ")
+    );
+    sqlx::query(sql(ddl)).execute(&mut *tx).await?;
+    sqlx::query(sql(format!(
+        "CREATE INDEX {} ON {} (target, ts)",
+        quote(&format!("{t}_target_ts")),
+        quote(&t)
+    )))
+    .execute(&mut *tx)
+    .await?;
+    match storage {
+        Storage::Timescale => {
+            sqlx::query("SELECT create_hypertable($1::regclass, 'ts')")
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Storage::Partitioned => {
+            sqlx::query(sql(format!(
+                "CREATE TABLE {} PARTITION OF {} DEFAULT",
+                quote(&format!("{t}_default")),
+                quote(&t)
+            )))
+            .execute(&mut *tx)
+            .await?;
+            // This month and the next two, ahead of the data.
+            let now = Utc::now();
+            let (mut y, mut m) = (now.year(), now.month());
+            for _ in 0..3 {
+                ensure_month(&mut tx, name, y, m).await?;
+                (y, m) = next_month(y, m);
+            }
+        }
+    }
+    tx.commit().await?;
+    get(pool, name, None).await
+}
+
+type VersionRow = (
+    String,
+    String,
+    i32,
+    i32,
+    serde_json::Value,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+/// A category at `version` (None: the current one).
+pub async fn get(
+    pool: &PgPool,
+    name: &str,
+    version: Option<i32>,
+) -> Result<CategoryRow, CategoryError> {
+    let row: Option<VersionRow> = sqlx::query_as(
+        "SELECT c.name, c.description, v.version, c.current_version, v.fields, c.created_at, c.updated_at
+         FROM categories c JOIN category_versions v ON v.category = c.name
+         WHERE c.name = $1 AND v.version = coalesce($2, c.current_version)",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(pool)
+    .await?;
+    let r = row.ok_or_else(|| match version {
+        Some(v) => CategoryError::NotFound(format!("category `{name}` has no version {v}")),
+        None => CategoryError::NotFound(format!("no category `{name}`")),
+    })?;
+    Ok(CategoryRow {
+        name: r.0,
+        description: r.1,
+        version: r.2,
+        current_version: r.3,
+        fields: serde_json::from_value(r.4).unwrap_or_default(),
+        created_at: r.5,
+        updated_at: r.6,
+    })
+}
+
+/// Every category at its current version.
+pub async fn list(pool: &PgPool) -> Result<Vec<CategoryRow>, CategoryError> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM categories ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    let mut out = vec![];
+    for n in names {
+        out.push(get(pool, &n, None).await?);
+    }
+    Ok(out)
+}
+
+/// The current schema of a category.
+pub async fn schema(pool: &PgPool, name: &str) -> Result<Schema, CategoryError> {
+    let c = get(pool, name, None).await?;
+    Ok(Schema {
+        category: c.name,
+        version: c.version,
+        fields: c.fields,
+    })
+}
+
+/// Stores a new version; adds columns for new fields. A field's type never changes,
+/// including fields dropped from the schema earlier (their columns keep the data).
+pub async fn update(
+    pool: &PgPool,
+    name: &str,
+    description: Option<&str>,
+    fields: &[Field],
+) -> Result<CategoryRow, CategoryError> {
+    let problems = crate::api::schema::check_definition(name, fields);
+    if !problems.is_empty() {
+        return Err(CategoryError::Invalid(problems));
+    }
+    let mut tx = pool.begin().await?;
+    let current: Option<i32> =
+        sqlx::query_scalar("SELECT current_version FROM categories WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let current =
+        current.ok_or_else(|| CategoryError::NotFound(format!("no category `{name}`")))?;
+    // The columns as they exist: every field any version ever had.
+    let t = table(name);
+    let existing: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+         WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(&t)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut problems = vec![];
+    for f in fields {
+        if let Some((_, ty)) = existing.iter().find(|(c, _)| *c == f.name)
+            && ty != f.kind.sql()
+        {
+            problems.push(crate::api::schema::Problem {
+                field: Some(f.name.clone()),
+                reason: format!("stored records hold {} in `{}`; a field's type cannot change (add a new field instead)", ty, f.name),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CategoryError::Invalid(problems));
+    }
+    for f in fields
+        .iter()
+        .filter(|f| !existing.iter().any(|(c, _)| *c == f.name))
+    {
+        sqlx::query(sql(format!(
+            "ALTER TABLE {} ADD COLUMN {}",
+            quote(&t),
+            column(f)
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let next = current + 1;
+    sqlx::query("INSERT INTO category_versions (category, version, fields) VALUES ($1, $2, $3)")
+        .bind(name)
+        .bind(next)
+        .bind(serde_json::to_value(fields).expect("json"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE categories SET current_version = $2, description = coalesce($3, description), updated_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(next)
+        .bind(description)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    get(pool, name, None).await
+}
+
+/// Deletes a category and its records; refused while records exist unless `force`.
+pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<u64, CategoryError> {
+    let t = ident(&table(name)[4..]).map(|_| table(name))?;
+    get(pool, name, None).await?;
+    let n: i64 = sqlx::query_scalar(sql(format!("SELECT count(*) FROM {}", quote(&t))))
+        .fetch_one(pool)
+        .await?;
+    if n > 0 && !force {
+        return Err(CategoryError::Conflict(format!(
+            "category `{name}` still has {n} records; delete with ?force=true to drop them"
+        )));
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query(sql(format!("DROP TABLE {} CASCADE", quote(&t))))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM categories WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n as u64)
+}
+
+/// Inserts validated records of `schema` in one statement; returns how many.
+pub async fn insert(
+    pool: &PgPool,
+    schema: &Schema,
+    records: &[Record],
+) -> Result<u64, sqlx::Error> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let t = table(&schema.category);
+    let names: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
+    let defs: Vec<String> = schema.fields.iter().map(column).collect();
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let mut m = serde_json::Map::new();
+            m.insert("target".into(), r.target.clone().into());
+            m.insert("ts".into(), r.ts.to_rfc3339().into());
+            for (k, v) in &r.values {
+                m.insert(k.clone(), v.clone());
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    let q = format!(
+        "INSERT INTO {} (target, ts, schema_version{comma}{cols}) SELECT target, ts, $2{comma}{cols} \
+         FROM jsonb_to_recordset($1) AS x(target text, ts timestamptz{comma}{defs})",
+        quote(&t),
+        comma = if names.is_empty() { "" } else { ", " },
+        cols = names.join(", "),
+        defs = defs.join(", ")
+    );
+    let done = sqlx::query(sql(q))
+        .bind(serde_json::Value::Array(rows))
+        .bind(schema.version)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
