@@ -802,3 +802,133 @@ fn queries_filter_paginate_and_give_the_latest_per_target() {
         403
     );
 }
+
+#[test]
+fn aggregation_matches_hand_computed_values_and_export_streams() {
+    let api = api_stack();
+    let a = bearer(&api.admin());
+    let auth = [("Authorization", a.as_str())];
+    api.call("POST", "/api/v1/categories", &auth, Some(&json!({"name": "agg", "fields": [{"name": "v", "type": "float"}, {"name": "note", "type": "text"}]})));
+    // Minute 10:00: 1, 2, 6 (target a) and 10 (b); minute 10:01: 4 (a); 10:03: none.
+    let recs = json!([
+        {"target": "a", "ts": "2026-02-01T10:00:05Z", "v": 1.0, "note": "x,y"},
+        {"target": "a", "ts": "2026-02-01T10:00:30Z", "v": 2.0},
+        {"target": "a", "ts": "2026-02-01T10:00:59Z", "v": 6.0, "note": "say \"hi\""},
+        {"target": "b", "ts": "2026-02-01T10:00:10Z", "v": 10.0},
+        {"target": "a", "ts": "2026-02-01T10:01:00Z", "v": 4.0},
+        {"target": "a", "ts": "2026-02-01T10:02:00Z", "note": "no value"}
+    ]);
+    assert_eq!(
+        api.call("POST", "/api/v1/categories/agg/records", &auth, Some(&recs))
+            .0,
+        201
+    );
+    let (status, _, b) = api.call(
+        "GET",
+        "/api/v1/categories/agg/aggregate?field=v&interval=1m",
+        &auth,
+        None,
+    );
+    assert_eq!(status, 200, "{b}");
+    let rows: Vec<(String, String, i64, f64, f64, f64, f64)> = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["count"].as_i64().unwrap() > 0)
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap().to_string(),
+                r["bucket"].as_str().unwrap()[11..16].to_string(),
+                r["count"].as_i64().unwrap(),
+                r["min"].as_f64().unwrap(),
+                r["max"].as_f64().unwrap(),
+                r["avg"].as_f64().unwrap(),
+                r["sum"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a".to_string(), "10:00".to_string(), 3, 1.0, 6.0, 3.0, 9.0),
+            ("a".to_string(), "10:01".to_string(), 1, 4.0, 4.0, 4.0, 4.0),
+            (
+                "b".to_string(),
+                "10:00".to_string(),
+                1,
+                10.0,
+                10.0,
+                10.0,
+                10.0
+            ),
+        ]
+    );
+    // Hourly, one target, a time window.
+    let (_, _, h) = api.call(
+        "GET",
+        "/api/v1/categories/agg/aggregate?field=v&interval=1h&target=a&from=2026-02-01T10:00:30Z",
+        &auth,
+        None,
+    );
+    assert_eq!(
+        (h[0]["count"].as_i64(), h[0]["sum"].as_f64()),
+        (Some(3), Some(12.0)),
+        "{h}"
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/api/v1/categories/agg/aggregate?field=note&interval=1m",
+            &auth,
+            None
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/api/v1/categories/agg/aggregate?field=v&interval=soon",
+            &auth,
+            None
+        )
+        .0,
+        400
+    );
+    // NDJSON: one record per line, in time order.
+    let (status, head, body) = crate::helpers::http(
+        api.port,
+        "GET",
+        "/api/v1/categories/agg/export",
+        &[("Authorization", &a)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("application/x-ndjson"),
+        "{head}"
+    );
+    let lines: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["note"], "x,y");
+    // CSV: header, quoting.
+    let (status, head, body) = crate::helpers::http(
+        api.port,
+        "GET",
+        "/api/v1/categories/agg/export?format=csv&target=a",
+        &[("Authorization", &a)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("text/csv"));
+    let text = String::from_utf8(body).unwrap();
+    let csv: Vec<&str> = text.lines().collect();
+    assert_eq!(csv[0], "target,ts,schema_version,v,note");
+    assert_eq!(csv.len(), 6, "{text}");
+    assert!(csv[1].ends_with(",1,1,\"x,y\""), "{}", csv[1]);
+    assert!(csv[3].ends_with(",\"say \"\"hi\"\"\""), "{}", csv[3]);
+}

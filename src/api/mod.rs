@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod routes;
 pub mod schema;
 

@@ -135,6 +135,49 @@ pub struct RecordPage {
     pub next_cursor: Option<String>,
 }
 
+/// One time bucket of one target.
+#[derive(Debug, Object)]
+pub struct Bucket {
+    /// Target.
+    pub target: String,
+    /// Start of the bucket.
+    pub bucket: DateTime<Utc>,
+    /// Records with a value.
+    pub count: i64,
+    /// Lowest value.
+    pub min: Option<f64>,
+    /// Highest value.
+    pub max: Option<f64>,
+    /// Mean value.
+    pub avg: Option<f64>,
+    /// Sum of values.
+    pub sum: Option<f64>,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// One JSON record per line.
+    Ndjson,
+    /// A header line, then one line per record.
+    Csv,
+}
+
+/// Export answers (streamed).
+#[derive(ApiResponse)]
+pub enum ExportResponse {
+    /// NDJSON.
+    #[oai(status = 200, content_type = "application/x-ndjson")]
+    Ndjson(poem_openapi::payload::Binary<poem::Body>),
+    /// CSV.
+    #[oai(status = 200, content_type = "text/csv")]
+    Csv(poem_openapi::payload::Binary<poem::Body>),
+}
+
+/// Most buckets one aggregation returns.
+pub const MAX_BUCKETS: i64 = 100_000;
+
 /// Most records one request inserts or returns.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -464,6 +507,142 @@ impl CategoriesApi {
             records: rows.into_iter().map(|r| r.0).collect(),
             next_cursor,
         }))
+    }
+
+    /// Time-bucket aggregation of a numeric field per target: count, min, max, avg and
+    /// sum per `interval` (e.g. `1m`, `1h`); buckets start at multiples of the interval
+    /// from 2000-01-01T00:00:00Z.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(
+        path = "/categories/:name/aggregate",
+        method = "get",
+        operation_id = "aggregateRecords",
+        tag = "ApiTags::Records"
+    )]
+    async fn aggregate(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        /// A numeric field.
+        field: Query<String>,
+        /// Bucket width: `30s`, `1m`, `1h`, `1d`.
+        interval: Query<String>,
+        /// Only this target.
+        target: Query<Option<String>>,
+        /// From this time (inclusive).
+        from: Query<Option<DateTime<Utc>>>,
+        /// Until this time (exclusive).
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> ApiResult<Json<Vec<Bucket>>> {
+        auth.principal().require_read(&name.0)?;
+        let schema = store::schema(&state.pool, &name.0).await?;
+        let f = schema
+            .fields
+            .iter()
+            .find(|f| f.name == field.0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`{}` is not a field of {}",
+                    field.0, schema.category
+                ))
+            })?;
+        if !matches!(
+            f.kind,
+            crate::api::schema::FieldType::Int | crate::api::schema::FieldType::Float
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "`{}` is not numeric; aggregate an int or float field",
+                f.name
+            )));
+        }
+        let width = humantime::parse_duration(&interval.0)
+            .ok()
+            .filter(|d| d.as_secs() >= 1)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "interval `{}` must be a duration of at least 1s, e.g. 1m",
+                    interval.0
+                ))
+            })?;
+        let col = quote(&f.name);
+        let sql = format!(
+            "SELECT target, date_bin(make_interval(secs => $1), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,              count({col}), min({col})::float8, max({col})::float8, avg({col})::float8, sum({col})::float8 FROM {}              WHERE ($2::text IS NULL OR target = $2) AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4)              GROUP BY target, bucket ORDER BY target, bucket LIMIT {}",
+            quote(&table(&schema.category)),
+            MAX_BUCKETS + 1
+        );
+        type Row = (
+            String,
+            DateTime<Utc>,
+            i64,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(width.as_secs_f64())
+            .bind(target.0)
+            .bind(from.0)
+            .bind(to.0)
+            .fetch_all(&state.pool)
+            .await?;
+        if rows.len() as i64 > MAX_BUCKETS {
+            return Err(ApiError::bad_request(format!(
+                "more than {MAX_BUCKETS} buckets; narrow the time range or widen the interval"
+            )));
+        }
+        Ok(Json(
+            rows.into_iter()
+                .map(|r| Bucket {
+                    target: r.0,
+                    bucket: r.1,
+                    count: r.2,
+                    min: r.3,
+                    max: r.4,
+                    avg: r.5,
+                    sum: r.6,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Export records (streamed, oldest first) as NDJSON or CSV.
+    #[oai(
+        path = "/categories/:name/export",
+        method = "get",
+        operation_id = "exportRecords",
+        tag = "ApiTags::Records"
+    )]
+    async fn export(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        /// `ndjson` (default) or `csv`.
+        format: Query<Option<ExportFormat>>,
+        /// Only this target.
+        target: Query<Option<String>>,
+        /// From this time (inclusive).
+        from: Query<Option<DateTime<Utc>>>,
+        /// Until this time (exclusive).
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> ApiResult<ExportResponse> {
+        auth.principal().require_read(&name.0)?;
+        let schema = store::schema(&state.pool, &name.0).await?;
+        let format = format.0.unwrap_or(ExportFormat::Ndjson);
+        let body = crate::api::export::stream(
+            state.pool.clone(),
+            schema,
+            format == ExportFormat::Csv,
+            target.0,
+            from.0,
+            to.0,
+        );
+        Ok(match format {
+            ExportFormat::Ndjson => ExportResponse::Ndjson(poem_openapi::payload::Binary(body)),
+            ExportFormat::Csv => ExportResponse::Csv(poem_openapi::payload::Binary(body)),
+        })
     }
 
     /// The latest record of every target (or of one).
