@@ -608,6 +608,7 @@ impl CategoriesApi {
     }
 
     /// Export records (streamed, oldest first) as NDJSON or CSV.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/categories/:name/export",
         method = "get",
