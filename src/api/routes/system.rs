@@ -1,13 +1,18 @@
-//! `/healthz`, `/readyz`.
+//! `/healthz`, `/readyz`, and `/api/v1/system/units` (the supervisor, through its
+//! control socket and the shared protocol module).
 
 use std::sync::Arc;
 
 use poem::web::Data;
+use poem_openapi::param::Path;
 use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::ApiTags;
 use crate::api::AppState;
+use crate::api::auth::Auth;
+use crate::api::error::{ApiError, ApiResult};
+use crate::control::protocol::{Request, Response, UnitStatus};
 
 /// System routes.
 pub struct SystemApi;
@@ -32,8 +37,116 @@ pub enum ReadyResponse {
     NotReady(Json<Readiness>),
 }
 
+/// A unit as the supervisor reports it.
+#[derive(Debug, Object)]
+pub struct Unit {
+    /// Instance name.
+    pub name: String,
+    /// inactive, starting, ready, stopping, exited, restarting, failed or skipped.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Main process id while running.
+    pub pid: Option<i32>,
+    /// Automatic restarts.
+    pub restarts: u32,
+    /// When the state began (RFC 3339).
+    pub since: String,
+    /// How the last process ended (`exit 1`, `signal SIGKILL`).
+    pub last_exit: Option<String>,
+    /// Description.
+    pub description: String,
+}
+
+impl From<UnitStatus> for Unit {
+    fn from(u: UnitStatus) -> Unit {
+        Unit {
+            name: u.name,
+            state: u.state.as_str().into(),
+            reason: u.reason,
+            pid: u.pid,
+            restarts: u.restarts,
+            since: u.since,
+            last_exit: u.last_exit.map(|e| e.to_string()),
+            description: u.description,
+        }
+    }
+}
+
+/// What to do to a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum UnitAction {
+    /// Start it (and what it requires); clears `failed`.
+    Start,
+    /// Stop it (and what requires it).
+    Stop,
+    /// Restart it (and what requires it).
+    Restart,
+}
+
+/// Asks the supervisor; 503 when it cannot be reached, 404 for unknown units.
+async fn supervisor(state: &AppState, req: Request) -> ApiResult<Response> {
+    let mut c = crate::cli::connect(&state.cfg)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the supervisor cannot be reached: {e}")))?;
+    match c.request(&req).await {
+        Ok(Response::Error {
+            kind: crate::control::protocol::ErrorKind::UnknownUnit,
+            message,
+        }) => Err(ApiError::not_found(message)),
+        Ok(Response::Error { message, .. }) => Err(ApiError::conflict(message)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(ApiError::unavailable(format!(
+            "the supervisor did not answer: {e}"
+        ))),
+    }
+}
+
 #[OpenApi(tag = "ApiTags::System")]
 impl SystemApi {
+    /// Every unit of the supervisor (admin).
+    #[oai(
+        path = "/api/v1/system/units",
+        method = "get",
+        operation_id = "listUnits"
+    )]
+    async fn units(&self, state: Data<&Arc<AppState>>, auth: Auth) -> ApiResult<Json<Vec<Unit>>> {
+        auth.principal().require_admin()?;
+        match supervisor(&state, Request::Status { units: vec![] }).await? {
+            Response::Status { units } => Ok(Json(units.into_iter().map(Into::into).collect())),
+            other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Start, stop or restart a unit (admin); answers once it has settled.
+    #[oai(
+        path = "/api/v1/system/units/:name/:action",
+        method = "post",
+        operation_id = "controlUnit"
+    )]
+    async fn control(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        action: Path<UnitAction>,
+    ) -> ApiResult<Json<Vec<Unit>>> {
+        let p = auth.principal();
+        p.require_admin()?;
+        let units = vec![name.0.clone()];
+        let req = match action.0 {
+            UnitAction::Start => Request::Start { units, wait: true },
+            UnitAction::Stop => Request::Stop { units, wait: true },
+            UnitAction::Restart => Request::Restart { units, wait: true },
+        };
+        tracing::warn!(unit = %name.0, action = ?action.0, by = %p.username, "unit control through the api");
+        match supervisor(&state, req).await? {
+            Response::Done { units } => Ok(Json(units.into_iter().map(Into::into).collect())),
+            other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// Liveness: the process answers.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> PlainText<&'static str> {
