@@ -77,6 +77,14 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     logs: RawLogs,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    max_upload_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +171,8 @@ pub struct Config {
     pub control_group: Option<String>,
     /// Log ring, journald and file settings.
     pub logs: LogsConfig,
+    /// Largest file the api accepts.
+    pub max_upload_bytes: u64,
 }
 
 impl Config {
@@ -192,6 +202,7 @@ impl Config {
                 bin: RawBin::default(),
                 control: RawControl::default(),
                 logs: RawLogs::default(),
+                api: RawApi::default(),
             },
         };
         let home = absolute(home);
@@ -252,7 +263,13 @@ impl Config {
                 .max(1024),
             file_keep: ul.file_keep.or(dl.file_keep).unwrap_or(5),
         };
+        let max_upload_bytes = user
+            .api
+            .max_upload_bytes
+            .or(defaults.api.max_upload_bytes)
+            .unwrap_or(256 << 20);
         Ok(Config {
+            max_upload_bytes,
             logs,
             home,
             data_dir,
@@ -309,7 +326,15 @@ impl Config {
         for (k, b) in &self.bin {
             v.insert(format!("bin.{k}"), b.clone());
         }
+        v.insert(
+            "api.max_upload_bytes".into(),
+            self.max_upload_bytes.to_string(),
+        );
         let l = &self.logs;
+        v.insert(
+            "api.max_upload_bytes".into(),
+            self.max_upload_bytes.to_string(),
+        );
         v.insert("logs.ring_lines".into(), l.ring_lines.to_string());
         let j = match l.journald {
             Journald::Auto => "auto",
@@ -549,7 +574,7 @@ mod man_page {
             })
         };
         let mut missing = vec![];
-        for section in ["paths", "bin", "control", "logs"] {
+        for section in ["paths", "bin", "control", "logs", "api"] {
             let text = format!("[{section}]\nzzz_unknown = 1\n");
             let err = toml::from_str::<super::RawConfig>(&text)
                 .unwrap_err()

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod routes;
 pub mod schema;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::TcpListener;
-use poem::{EndpointExt, Route};
+use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
 use crate::config::Config;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub throttle_addr: auth::Throttle,
     /// Record-table partitions known to exist.
     pub partitions: crate::db::categories::PartitionCache,
+    /// SeaweedFS file storage (None: not configured).
+    pub files: Option<files::FileStore>,
 }
 
 /// Title and version of the OpenAPI document.
@@ -99,6 +102,8 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
             _ => Storage::Partitioned,
         };
     let port = cfg.ports["api"];
+    let max_body = cfg.max_upload_bytes + (1 << 20);
+    let files = files::FileStore::new(&cfg);
     let state = Arc::new(AppState {
         pool,
         cfg,
@@ -106,11 +111,23 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         throttle_user: auth::Throttle::new(5, Duration::from_secs(300)),
         throttle_addr: auth::Throttle::new(50, Duration::from_secs(300)),
         partitions: Default::default(),
+        files,
     });
     if let Err(e) = auth::bootstrap_admin(&state).await {
         tracing::error!("cannot create the first admin: {e:?}");
     }
-    let app = build_app(state);
+    let app = build_app(state).around(move |ep, req| async move {
+        // Refuse oversized uploads from their Content-Length, before a byte is spooled.
+        let len = req.header("content-length").and_then(|v| v.parse::<u64>().ok());
+        if req.method() == poem::http::Method::POST && req.uri().path() == "/api/v1/files" && len.is_some_and(|l| l > max_body) {
+            let msg = format!("{{\"code\":\"too_large\",\"message\":\"the upload is larger than api.max_upload_bytes ({} bytes)\"}}", max_body - (1 << 20));
+            return Ok(poem::Response::builder()
+                .status(poem::http::StatusCode::PAYLOAD_TOO_LARGE)
+                .content_type("application/json")
+                .body(msg));
+        }
+        ep.call(req).await.map(poem::IntoResponse::into_response)
+    });
     let acceptor = poem::listener::Listener::into_acceptor(TcpListener::bind(("127.0.0.1", port)))
         .await
         .map_err(|source| ServeError::Listen { port, source })?;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod categories;
+pub mod files;
 mod system;
 pub mod users;
 
@@ -23,6 +24,8 @@ pub enum ApiTags {
     Categories,
     /// Records of a category.
     Records,
+    /// Files (bytes in SeaweedFS).
+    Files,
 }
 
 /// Every route group.
@@ -31,6 +34,7 @@ pub type Api = (
     auth::AuthApi,
     users::UsersApi,
     categories::CategoriesApi,
+    files::FilesApi,
 );
 
 /// The route groups as one value for the OpenAPI service.
@@ -40,5 +44,6 @@ pub fn api() -> Api {
         auth::AuthApi,
         users::UsersApi,
         categories::CategoriesApi,
+        files::FilesApi,
     )
 }
