@@ -1202,3 +1202,43 @@ fn files_round_trip_20mb_with_ranges_and_503_without_seaweedfs() {
         404
     );
 }
+
+#[test]
+fn a_client_generated_from_the_committed_spec_works() {
+    let api = api_stack();
+    let out = tempfile::tempdir().unwrap();
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/tmidb.json");
+    let gen_dir = out.path().join("tmidb_client");
+    let g = std::process::Command::new("openapi-python-client")
+        .args([
+            "generate",
+            "--path",
+            spec,
+            "--meta",
+            "none",
+            "--output-path",
+        ])
+        .arg(&gen_dir)
+        .output()
+        .expect("openapi-python-client (make test installs it from PyPI)");
+    let log = String::from_utf8_lossy(&g.stdout).to_string() + &String::from_utf8_lossy(&g.stderr);
+    assert!(g.status.success(), "{log}");
+    assert!(
+        !log.contains("Unable to process") && !log.contains("Warning"),
+        "the spec must generate cleanly:\n{log}"
+    );
+    let run = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/client/scenario.py"
+        ))
+        .arg(out.path())
+        .arg(format!("http://127.0.0.1:{}", api.port))
+        .arg(&api.admin_password)
+        .arg("pyclient")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && text.contains("OK"), "{text}");
+}

@@ -81,7 +81,7 @@ impl FieldType {
 pub struct Field {
     /// Name (lowercase letters, digits, `_`; not a reserved key).
     pub name: String,
-    /// Type.
+    // The type (a plain $ref in the spec: generators reject allOf around enums).
     #[oai(rename = "type")]
     #[serde(rename = "type")]
     pub kind: FieldType,

@@ -37,7 +37,7 @@ pub struct Session {
     pub csrf_token: String,
     /// When the session ends.
     pub expires_at: DateTime<Utc>,
-    /// Who logged in.
+    // Who logged in (a plain $ref in the spec).
     pub user: User,
 }
 

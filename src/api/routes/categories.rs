@@ -393,7 +393,8 @@ impl CategoriesApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
         to: Query<Option<DateTime<Utc>>>,
-        /// Field filters, `FIELD:OP:VALUE`.
+        /// Field filters, `FIELD:OP:VALUE` (repeat for several).
+        #[oai(default)]
         filter: Query<Vec<String>>,
         /// Page size (default 1000, at most 10 000).
         limit: Query<Option<u32>>,

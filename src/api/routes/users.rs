@@ -25,7 +25,7 @@ pub struct User {
     pub id: Uuid,
     /// Name: lowercase letters, digits, `_`, `.`, `-`.
     pub username: String,
-    /// Role.
+    // The role (a plain $ref in the spec: generators reject allOf around enums).
     pub role: Role,
     /// Created.
     pub created_at: DateTime<Utc>,
@@ -41,14 +41,14 @@ pub struct NewUser {
     /// Password (at least 10 characters).
     #[oai(write_only)]
     pub password: String,
-    /// Role.
+    // The role.
     pub role: Role,
 }
 
 /// Changes to a user.
 #[derive(Debug, Object)]
 pub struct UserChange {
-    /// New role.
+    // New role.
     pub role: Option<Role>,
     /// New password.
     #[oai(write_only)]
