@@ -25,7 +25,7 @@ deps: ## install missing services: PostgreSQL 15, nats-server (Debian), SeaweedF
 test-deps: deps ## what only the tests need: zsh and fish (completion scripts), man-db, openapi-python-client
 	@missing=""; for t in zsh:zsh fish:fish man:man-db psql:postgresql-client-15; do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then echo ">> installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
-	@command -v openapi-python-client >/dev/null 2>&1 || { echo ">> installing openapi-python-client (PyPI)"; \
+	@python3 -c 'import openapi_python_client' 2>/dev/null || { echo ">> installing openapi-python-client (PyPI)"; \
 	  python3 -m pip install -q openapi-python-client 2>/dev/null || python3 -m pip install -q --break-system-packages openapi-python-client; }
 
 build: deps ## debug build
