@@ -517,7 +517,17 @@ impl Executor {
             let Some(u) = core.unit(&name) else { continue };
             if u.state == crate::control::protocol::State::Ready && !u.spec.listen.is_empty() {
                 let addrs: Vec<String> = u.spec.listen.iter().map(|a| a.to_string()).collect();
-                tracing::info!(unit = %name, "{name} listens on {}", addrs.join(", "));
+                tracing::info!(unit = %name, "listens on {}", addrs.join(", "));
+            }
+        }
+        for name in core.names() {
+            if let Some(u) = core
+                .unit(&name)
+                .filter(|u| u.state == crate::control::protocol::State::Ready)
+            {
+                for line in &u.spec.announce {
+                    tracing::info!(unit = %name, "{line}");
+                }
             }
         }
         tracing::info!(

@@ -55,6 +55,9 @@ pub struct UnitSection {
     pub condition_path_exists: Vec<Str>,
     /// N copies `NAME@1..NAME@N`.
     pub instances: Option<Spanned<u32>>,
+    /// Lines the supervisor prints once every unit is ready (where to find the service).
+    #[serde(default)]
+    pub announce: Vec<Str>,
 }
 
 /// Service kinds.

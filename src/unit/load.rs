@@ -564,6 +564,7 @@ fn resolve_one(
         wants,
         after,
         conditions,
+        announce: f.unit.announce.iter().map(|a| x.expand(a)).collect(),
         kind: svc.kind,
         command,
         user: svc.user.as_ref().map(|u| x.expand(u)),

@@ -196,6 +196,8 @@ pub struct UnitSpec {
     pub after: Vec<Dep>,
     /// Start conditions.
     pub conditions: Vec<Condition>,
+    /// Lines printed once every unit is ready.
+    pub announce: Vec<String>,
     /// Service kind.
     pub kind: ServiceType,
     /// Program and arguments.
