@@ -49,6 +49,7 @@ test: test-deps lint ## install what is missing, then run every test
 bench: release ## supervisor and log benchmarks (prints figures)
 	$(CARGO) bench --bench supervisor
 	$(CARGO) bench --bench logs
+	$(CARGO) bench --bench api
 
 man: ## regenerate the man pages from the code (then commit them)
 	TMIDB_WRITE_MAN=1 $(CARGO) test --lib committed_man_pages

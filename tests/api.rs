@@ -308,11 +308,8 @@ fn api_tokens_scopes_expiry_and_revocation() {
         ])
         .arg("-p")
         .arg(
-            std::fs::read_to_string(api.home.join("tmidb.toml"))
-                .unwrap()
-                .split("base = ")
-                .nth(1)
-                .unwrap()
+            crate::helpers::Sup::attach(&api.home)
+                .cli_ok(&["config", "get", "ports.postgresql"])
                 .trim(),
         )
         .env(
@@ -332,11 +329,8 @@ fn api_tokens_scopes_expiry_and_revocation() {
 
 /// psql against the shared stack's database; returns trimmed stdout.
 fn psql(api: &crate::helpers::ApiStack, sql: &str) -> String {
-    let port = std::fs::read_to_string(api.home.join("tmidb.toml"))
-        .unwrap()
-        .split("base = ")
-        .nth(1)
-        .unwrap()
+    let port = crate::helpers::Sup::attach(&api.home)
+        .cli_ok(&["config", "get", "ports.postgresql"])
         .trim()
         .to_string();
     let o = std::process::Command::new("psql")

@@ -36,6 +36,8 @@ pub struct AppState {
     pub throttle_addr: auth::Throttle,
     /// Record-table partitions known to exist.
     pub partitions: crate::db::categories::PartitionCache,
+    /// Current category schemas.
+    pub schemas: crate::db::categories::SchemaCache,
     /// SeaweedFS file storage (None: not configured).
     pub files: Option<files::FileStore>,
 }
@@ -111,6 +113,7 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         throttle_user: auth::Throttle::new(5, Duration::from_secs(300)),
         throttle_addr: auth::Throttle::new(50, Duration::from_secs(300)),
         partitions: Default::default(),
+        schemas: Default::default(),
         files,
     });
     if let Err(e) = auth::bootstrap_admin(&state).await {

@@ -270,6 +270,36 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CategoryRow>, CategoryError> {
     Ok(out)
 }
 
+/// Current schemas by category, so a records request costs no schema query. Every
+/// change of a category goes through this process's api, which calls
+/// [`SchemaCache::forget`].
+#[derive(Default)]
+pub struct SchemaCache(Mutex<std::collections::HashMap<String, std::sync::Arc<Schema>>>);
+
+impl SchemaCache {
+    /// The current schema, from the cache or the database.
+    pub async fn get(
+        &self,
+        pool: &PgPool,
+        name: &str,
+    ) -> Result<std::sync::Arc<Schema>, CategoryError> {
+        if let Some(s) = self.0.lock().expect("lock").get(name) {
+            return Ok(s.clone());
+        }
+        let s = std::sync::Arc::new(schema(pool, name).await?);
+        self.0
+            .lock()
+            .expect("lock")
+            .insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Drops a category's cached schema (after it changed or was deleted).
+    pub fn forget(&self, name: &str) {
+        self.0.lock().expect("lock").remove(name);
+    }
+}
+
 /// The current schema of a category.
 pub async fn schema(pool: &PgPool, name: &str) -> Result<Schema, CategoryError> {
     let c = get(pool, name, None).await?;

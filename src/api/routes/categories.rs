@@ -209,6 +209,7 @@ impl CategoriesApi {
             &body.fields,
         )
         .await?;
+        state.schemas.forget(&c.name);
         tracing::info!(category = %c.name, by = %auth.principal().username, "category created");
         Ok(CategoryCreated::Created(Json(c.into())))
     }
@@ -262,6 +263,7 @@ impl CategoriesApi {
         body: Json<CategoryChange>,
     ) -> ApiResult<Json<Category>> {
         auth.principal().require_editor()?;
+        state.schemas.forget(&name.0);
         let c = store::update(
             &state.pool,
             &name.0,
@@ -286,6 +288,7 @@ impl CategoriesApi {
             }
             other => other.into(),
         })?;
+        state.schemas.forget(&c.name);
         tracing::info!(category = %c.name, version = c.version, "category schema changed");
         Ok(Json(c.into()))
     }
@@ -304,7 +307,9 @@ impl CategoriesApi {
         force: Query<Option<bool>>,
     ) -> ApiResult<NoContent> {
         auth.principal().require_editor()?;
-        let n = store::delete(&state.pool, &name.0, force.0.unwrap_or(false)).await?;
+        let n = store::delete(&state.pool, &name.0, force.0.unwrap_or(false)).await;
+        state.schemas.forget(&name.0);
+        let n = n?;
         tracing::warn!(category = %name.0, records = n, "category deleted");
         Ok(NoContent::Done)
     }
@@ -330,7 +335,7 @@ impl CategoriesApi {
                 "at most {MAX_BATCH} records per request; split the batch"
             )));
         }
-        let schema = store::schema(&state.pool, &name.0).await?;
+        let schema = state.schemas.get(&state.pool, &name.0).await?;
         let now = Utc::now();
         let mut ok = vec![];
         let mut errors = vec![];
@@ -402,7 +407,7 @@ impl CategoriesApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<RecordPage>> {
         auth.principal().require_read(&name.0)?;
-        let schema = store::schema(&state.pool, &name.0).await?;
+        let schema = state.schemas.get(&state.pool, &name.0).await?;
         let limit = limit.0.unwrap_or(1000).clamp(1, MAX_BATCH as u32) as i64;
         let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
         let mut sql = format!(
@@ -537,7 +542,7 @@ impl CategoriesApi {
         to: Query<Option<DateTime<Utc>>>,
     ) -> ApiResult<Json<Vec<Bucket>>> {
         auth.principal().require_read(&name.0)?;
-        let schema = store::schema(&state.pool, &name.0).await?;
+        let schema = state.schemas.get(&state.pool, &name.0).await?;
         let f = schema
             .fields
             .iter()
@@ -631,11 +636,11 @@ impl CategoriesApi {
         to: Query<Option<DateTime<Utc>>>,
     ) -> ApiResult<ExportResponse> {
         auth.principal().require_read(&name.0)?;
-        let schema = store::schema(&state.pool, &name.0).await?;
+        let schema = state.schemas.get(&state.pool, &name.0).await?;
         let format = format.0.unwrap_or(ExportFormat::Ndjson);
         let body = crate::api::export::stream(
             state.pool.clone(),
-            schema,
+            (*schema).clone(),
             format == ExportFormat::Csv,
             target.0,
             from.0,
@@ -662,7 +667,7 @@ impl CategoriesApi {
         target: Query<Option<String>>,
     ) -> ApiResult<Json<Vec<Value>>> {
         auth.principal().require_read(&name.0)?;
-        let schema = store::schema(&state.pool, &name.0).await?;
+        let schema = state.schemas.get(&state.pool, &name.0).await?;
         let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
         let sql = format!(
             "SELECT jsonb_strip_nulls(to_jsonb(x)) FROM (SELECT DISTINCT ON (target) target, ts, schema_version{}{} FROM {} \
