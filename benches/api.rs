@@ -131,7 +131,7 @@ fn main() {
     let query_path =
         format!("/api/v1/categories/bench/records?target=t7&from={from}&to={to}&limit=10000");
     // The SQL the records route runs for that request.
-    let query_sql = "SELECT jsonb_strip_nulls(to_jsonb(x) - 'id') AS rec, x.ts, x.id FROM (SELECT id, target, ts, schema_version, \"v\", \"n\" \
+    let query_sql = "SELECT jsonb_strip_nulls(to_jsonb(x) - 'id')::text AS rec, x.ts, x.id FROM (SELECT id, target, ts, schema_version, \"v\", \"n\" \
                      FROM \"rec_bench\" WHERE true AND target = $1::text AND ts >= $2::timestamptz AND ts < $3::timestamptz \
                      ORDER BY ts, id LIMIT 10001) x ORDER BY x.ts, x.id";
     let agg_path = format!(
@@ -160,7 +160,7 @@ fn main() {
             .unwrap()
             .len();
         let s = Instant::now();
-        let r: Vec<(serde_json::Value, chrono::DateTime<chrono::Utc>, uuid::Uuid)> = rt
+        let r: Vec<(String, chrono::DateTime<chrono::Utc>, uuid::Uuid)> = rt
             .block_on(
                 sqlx::query_as(query_sql)
                     .bind("t7")

@@ -178,6 +178,14 @@ pub enum ExportResponse {
 /// Most buckets one aggregation returns.
 pub const MAX_BUCKETS: i64 = 100_000;
 
+/// A page of records, built as JSON text (documented as [`RecordPage`]).
+#[derive(ApiResponse)]
+pub enum RecordPageResponse {
+    /// The records of this page, oldest first.
+    #[oai(status = 200, actual_type = "Json<RecordPage>")]
+    Page(poem_openapi::payload::Binary<Vec<u8>>),
+}
+
 /// Most records one request inserts or returns.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -405,13 +413,13 @@ impl CategoriesApi {
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<RecordPageResponse> {
         auth.principal().require_read(&name.0)?;
         let schema = state.schemas.get(&state.pool, &name.0).await?;
         let limit = limit.0.unwrap_or(1000).clamp(1, MAX_BATCH as u32) as i64;
         let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
         let mut sql = format!(
-            "SELECT jsonb_strip_nulls(to_jsonb(x) - 'id') AS rec, x.ts, x.id FROM (SELECT id, target, ts, schema_version{}{} FROM {} WHERE true",
+            "SELECT jsonb_strip_nulls(to_jsonb(x) - 'id')::text AS rec, x.ts, x.id FROM (SELECT id, target, ts, schema_version{}{} FROM {} WHERE true",
             if cols.is_empty() { "" } else { ", " },
             cols.join(", "),
             quote(&table(&schema.category))
@@ -482,8 +490,10 @@ impl CategoriesApi {
             " ORDER BY ts, id LIMIT {}) x ORDER BY x.ts, x.id",
             limit + 1
         ));
+        // PostgreSQL renders each record as JSON text, spliced into the body as is:
+        // no parse into values and serialise again on this side.
         let mut q =
-            sqlx::query_as::<_, (Value, DateTime<Utc>, uuid::Uuid)>(sqlx::AssertSqlSafe(sql));
+            sqlx::query_as::<_, (String, DateTime<Utc>, uuid::Uuid)>(sqlx::AssertSqlSafe(sql));
         for (v, _) in &binds {
             q = q.bind(v);
         }
@@ -509,10 +519,24 @@ impl CategoriesApi {
         } else {
             None
         };
-        Ok(Json(RecordPage {
-            records: rows.into_iter().map(|r| r.0).collect(),
-            next_cursor,
-        }))
+        let mut body = Vec::with_capacity(rows.iter().map(|r| r.0.len() + 1).sum::<usize>() + 64);
+        body.extend_from_slice(b"{\"records\":[");
+        for (i, (rec, _, _)) in rows.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(rec.as_bytes());
+        }
+        body.extend_from_slice(b"],\"next_cursor\":");
+        body.extend_from_slice(
+            serde_json::to_string(&next_cursor)
+                .expect("json")
+                .as_bytes(),
+        );
+        body.push(b'}');
+        Ok(RecordPageResponse::Page(poem_openapi::payload::Binary(
+            body,
+        )))
     }
 
     /// Time-bucket aggregation of a numeric field per target: count, min, max, avg and
