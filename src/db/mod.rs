@@ -82,7 +82,11 @@ pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
     let port = cfg.ports["postgresql"];
     PgPoolOptions::new()
         .max_connections(max)
+        .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before every acquire: on loopback a broken connection shows up on use
+        // (and is discarded), and the ping doubled the round trips of small requests.
+        .test_before_acquire(false)
         .connect_with(options(cfg, DATABASE)?)
         .await
         .map_err(|source| DbError::Sql { port, source })

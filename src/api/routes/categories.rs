@@ -178,6 +178,14 @@ pub enum ExportResponse {
 /// Most buckets one aggregation returns.
 pub const MAX_BUCKETS: i64 = 100_000;
 
+/// Aggregation buckets, built as JSON text by PostgreSQL (documented as [`Bucket`]s).
+#[derive(ApiResponse)]
+pub enum BucketsResponse {
+    /// One entry per target and bucket, ordered by target then time.
+    #[oai(status = 200, actual_type = "Json<Vec<Bucket>>")]
+    Buckets(poem_openapi::payload::Binary<Vec<u8>>),
+}
+
 /// A page of records, built as JSON text (documented as [`RecordPage`]).
 #[derive(ApiResponse)]
 pub enum RecordPageResponse {
@@ -564,7 +572,7 @@ impl CategoriesApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
         to: Query<Option<DateTime<Utc>>>,
-    ) -> ApiResult<Json<Vec<Bucket>>> {
+    ) -> ApiResult<BucketsResponse> {
         auth.principal().require_read(&name.0)?;
         let schema = state.schemas.get(&state.pool, &name.0).await?;
         let f = schema
@@ -596,45 +604,32 @@ impl CategoriesApi {
                 ))
             })?;
         let col = quote(&f.name);
+        // PostgreSQL renders the buckets as one JSON array, sent as the body.
         let sql = format!(
-            "SELECT target, date_bin(make_interval(secs => $1), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,              count({col}), min({col})::float8, max({col})::float8, avg({col})::float8, sum({col})::float8 FROM {}              WHERE ($2::text IS NULL OR target = $2) AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4)              GROUP BY target, bucket ORDER BY target, bucket LIMIT {}",
+            "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', n, \
+             'min', lo, 'max', hi, 'avg', mean, 'sum', total) ORDER BY target, bucket), '[]')::text FROM (\
+             SELECT target, date_bin(make_interval(secs => $1), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
+             count({col}) AS n, min({col})::float8 AS lo, max({col})::float8 AS hi, avg({col})::float8 AS mean, sum({col})::float8 AS total \
+             FROM {} WHERE ($2::text IS NULL OR target = $2) AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4) \
+             GROUP BY target, bucket LIMIT {}) b",
             quote(&table(&schema.category)),
             MAX_BUCKETS + 1
         );
-        type Row = (
-            String,
-            DateTime<Utc>,
-            i64,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let (n, body): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(width.as_secs_f64())
             .bind(target.0)
             .bind(from.0)
             .bind(to.0)
-            .fetch_all(&state.pool)
+            .fetch_one(&state.pool)
             .await?;
-        if rows.len() as i64 > MAX_BUCKETS {
+        if n > MAX_BUCKETS {
             return Err(ApiError::bad_request(format!(
                 "more than {MAX_BUCKETS} buckets; narrow the time range or widen the interval"
             )));
         }
-        Ok(Json(
-            rows.into_iter()
-                .map(|r| Bucket {
-                    target: r.0,
-                    bucket: r.1,
-                    count: r.2,
-                    min: r.3,
-                    max: r.4,
-                    avg: r.5,
-                    sum: r.6,
-                })
-                .collect(),
-        ))
+        Ok(BucketsResponse::Buckets(poem_openapi::payload::Binary(
+            body.into_bytes(),
+        )))
     }
 
     /// Export records (streamed, oldest first) as NDJSON or CSV.
