@@ -1164,7 +1164,16 @@ fn files_round_trip_20mb_with_ranges_and_503_without_seaweedfs() {
             .0,
         200
     );
-    assert_eq!(api.call("GET", "/readyz", &[], None).0, 200);
+    let (status, _, ready) = api.call("GET", "/readyz", &[], None);
+    assert_eq!(
+        (
+            status,
+            ready["postgresql"].as_bool(),
+            ready["seaweedfs"].as_bool()
+        ),
+        (503, Some(true), Some(false)),
+        "{ready}"
+    );
     sup.cli_ok(&["start", "seaweedfs"]);
     // Back: download works again; delete removes bytes and metadata.
     // SeaweedFS reports ready when its S3 port answers; reads may fail (503) for a

@@ -77,6 +77,15 @@ impl FileStore {
         Ok(&self.bucket)
     }
 
+    /// Whether SeaweedFS answers right now (readiness).
+    pub async fn check(&self) -> Result<(), ApiError> {
+        self.bucket
+            .exists()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.down(e))
+    }
+
     /// Maps a storage error: a missing object is 404, anything else 503.
     pub fn error(&self, e: s3::error::S3Error) -> ApiError {
         match &e {

@@ -22,6 +22,8 @@ pub struct SystemApi;
 pub struct Readiness {
     /// PostgreSQL answers.
     pub postgresql: bool,
+    /// SeaweedFS (S3) answers; absent when file storage is not configured.
+    pub seaweedfs: Option<bool>,
     /// Time-series storage: `timescaledb` or `partitioned`.
     pub storage: String,
 }
@@ -153,15 +155,25 @@ impl SystemApi {
         PlainText("ok")
     }
 
-    /// Readiness: PostgreSQL answers.
+    /// Readiness: PostgreSQL answers, and SeaweedFS when file storage is configured
+    /// (503 otherwise, saying what is down).
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
         let pg = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+        let s3 = match &state.files {
+            Some(f) => Some(
+                tokio::time::timeout(std::time::Duration::from_secs(3), f.check())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+            ),
+            None => None,
+        };
         let r = Readiness {
             postgresql: pg,
+            seaweedfs: s3,
             storage: state.storage.as_str().into(),
         };
-        if pg {
+        if pg && s3 != Some(false) {
             ReadyResponse::Ready(Json(r))
         } else {
             ReadyResponse::NotReady(Json(r))
