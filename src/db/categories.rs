@@ -36,18 +36,18 @@ pub enum CategoryError {
     Sql(#[from] sqlx::Error),
 }
 
-/// A category as stored.
-#[derive(Debug, Clone)]
-pub struct CategoryRow {
+/// A category at one version (as stored, and as the API shows it).
+#[derive(Debug, Clone, poem_openapi::Object)]
+pub struct Category {
     /// Name.
     pub name: String,
     /// Description.
     pub description: String,
-    /// The version returned.
+    /// The version shown.
     pub version: i32,
     /// The current version.
     pub current_version: i32,
-    /// Fields of that version.
+    /// Fields of this version.
     pub fields: Vec<Field>,
     /// Created.
     pub created_at: DateTime<Utc>,
@@ -148,7 +148,7 @@ pub async fn create(
     name: &str,
     description: &str,
     fields: &[Field],
-) -> Result<CategoryRow, CategoryError> {
+) -> Result<Category, CategoryError> {
     let problems = crate::api::schema::check_definition(name, fields);
     if !problems.is_empty() {
         return Err(CategoryError::Invalid(problems));
@@ -233,7 +233,7 @@ pub async fn get(
     pool: &PgPool,
     name: &str,
     version: Option<i32>,
-) -> Result<CategoryRow, CategoryError> {
+) -> Result<Category, CategoryError> {
     let row: Option<VersionRow> = sqlx::query_as(
         "SELECT c.name, c.description, v.version, c.current_version, v.fields, c.created_at, c.updated_at
          FROM categories c JOIN category_versions v ON v.category = c.name
@@ -247,7 +247,7 @@ pub async fn get(
         Some(v) => CategoryError::NotFound(format!("category `{name}` has no version {v}")),
         None => CategoryError::NotFound(format!("no category `{name}`")),
     })?;
-    Ok(CategoryRow {
+    Ok(Category {
         name: r.0,
         description: r.1,
         version: r.2,
@@ -259,7 +259,7 @@ pub async fn get(
 }
 
 /// Every category at its current version.
-pub async fn list(pool: &PgPool) -> Result<Vec<CategoryRow>, CategoryError> {
+pub async fn list(pool: &PgPool) -> Result<Vec<Category>, CategoryError> {
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM categories ORDER BY name")
         .fetch_all(pool)
         .await?;
@@ -317,7 +317,7 @@ pub async fn update(
     name: &str,
     description: Option<&str>,
     fields: &[Field],
-) -> Result<CategoryRow, CategoryError> {
+) -> Result<Category, CategoryError> {
     let problems = crate::api::schema::check_definition(name, fields);
     if !problems.is_empty() {
         return Err(CategoryError::Invalid(problems));

@@ -15,7 +15,7 @@ use crate::api::AppState;
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, Issue};
 use crate::api::schema::{Field, quote, table};
-use crate::db::categories::{self as store, CategoryError, CategoryRow};
+use crate::db::categories::{self as store, Category, CategoryError};
 
 /// Category routes.
 pub struct CategoriesApi;
@@ -39,39 +39,6 @@ pub struct CategoryChange {
     pub description: Option<String>,
     /// The complete field list of the new version.
     pub fields: Vec<Field>,
-}
-
-/// A category at one version.
-#[derive(Debug, Object)]
-pub struct Category {
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// The version shown.
-    pub version: i32,
-    /// The current version.
-    pub current_version: i32,
-    /// Fields of this version.
-    pub fields: Vec<Field>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<CategoryRow> for Category {
-    fn from(c: CategoryRow) -> Category {
-        Category {
-            name: c.name,
-            description: c.description,
-            version: c.version,
-            current_version: c.current_version,
-            fields: c.fields,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-        }
-    }
 }
 
 /// Category creation answers.
@@ -227,7 +194,7 @@ impl CategoriesApi {
         .await?;
         state.schemas.forget(&c.name);
         tracing::info!(category = %c.name, by = %auth.principal().username, "category created");
-        Ok(CategoryCreated::Created(Json(c.into())))
+        Ok(CategoryCreated::Created(Json(c)))
     }
 
     /// Every category at its current version.
@@ -237,13 +204,7 @@ impl CategoriesApi {
         state: Data<&Arc<AppState>>,
         _auth: Auth,
     ) -> ApiResult<Json<Vec<Category>>> {
-        Ok(Json(
-            store::list(&state.pool)
-                .await?
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-        ))
+        Ok(Json(store::list(&state.pool).await?))
     }
 
     /// One category, at its current version or the `version` asked for.
@@ -259,9 +220,7 @@ impl CategoriesApi {
         name: Path<String>,
         version: Query<Option<i32>>,
     ) -> ApiResult<Json<Category>> {
-        Ok(Json(
-            store::get(&state.pool, &name.0, version.0).await?.into(),
-        ))
+        Ok(Json(store::get(&state.pool, &name.0, version.0).await?))
     }
 
     /// Change a category's schema (editor): stores version N+1. Fields may be added,
@@ -306,7 +265,7 @@ impl CategoriesApi {
         })?;
         state.schemas.forget(&c.name);
         tracing::info!(category = %c.name, version = c.version, "category schema changed");
-        Ok(Json(c.into()))
+        Ok(Json(c))
     }
 
     /// Delete a category (editor); refused while it has records unless `force=true`.
