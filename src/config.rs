@@ -143,6 +143,8 @@ struct RawBin {
     weed: Option<String>,
     tmidb_supervisor: Option<String>,
     tmidb_api: Option<String>,
+    tmidb_data_manager: Option<String>,
+    tmidb_data_consumer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +245,18 @@ impl Config {
             .clone()
             .unwrap_or_else(|| sibling("tmidb-api"));
         bin.insert("tmidb_api".into(), api);
+        let dm = user
+            .bin
+            .tmidb_data_manager
+            .clone()
+            .unwrap_or_else(|| sibling("tmidb-data-manager"));
+        bin.insert("tmidb_data_manager".into(), dm);
+        let dc = user
+            .bin
+            .tmidb_data_consumer
+            .clone()
+            .unwrap_or_else(|| sibling("tmidb-data-consumer"));
+        bin.insert("tmidb_data_consumer".into(), dc);
 
         let (ul, dl) = (&user.logs, &defaults.logs);
         let file_dir = user

@@ -13,14 +13,19 @@
 //! - [`setup`]: first-run set-up of PostgreSQL and SeaweedFS (secrets, initdb).
 //! - [`db`]: the database: connection, migrations (`sql/`), TimescaleDB detection.
 //! - [`api`]: the REST API service and its OpenAPI document.
+//! - [`pipeline`], [`ingest`] (data-manager), [`consume`] (data-consumer): external
+//!   records → validation → JetStream → PostgreSQL, effectively once.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod control;
 pub mod db;
 pub mod graph;
+pub mod ingest;
 pub mod logs;
+pub mod pipeline;
 pub mod probe;
 pub mod setup;
 pub mod supervisor;

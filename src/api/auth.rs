@@ -215,15 +215,20 @@ fn state(req: &Request) -> poem::Result<&Arc<AppState>> {
 }
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
-    let st = state(req)?;
-    let t = bearer.token.trim();
+    Ok(bearer_principal(state(req)?, &bearer.token).await?)
+}
+
+/// The caller behind a Bearer token (an API token or a session token); also used by
+/// the ingest endpoint of the data-manager.
+pub async fn bearer_principal(st: &AppState, token: &str) -> ApiResult<Principal> {
+    let t = token.trim();
     if t.starts_with(SESSION_PREFIX) {
         return Ok(session(st, t).await?.0);
     }
     if !t.starts_with(TOKEN_PREFIX) {
-        return Err(
-            ApiError::unauthorized("not a tmiDB token (they start with tmid_ or tmss_)").into(),
-        );
+        return Err(ApiError::unauthorized(
+            "not a tmiDB token (they start with tmid_ or tmss_)",
+        ));
     }
     let row: Option<(Uuid, Uuid, String, String, Vec<String>)> = sqlx::query_as(
         "SELECT t.id, u.id, u.username, u.role, t.scopes FROM api_tokens t JOIN users u ON u.id = t.user_id
@@ -231,10 +236,9 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     )
     .bind(token_hash(t))
     .fetch_optional(&st.pool)
-    .await
-    .map_err(ApiError::from)?;
+    .await?;
     let Some((token_id, user_id, username, role, scopes)) = row else {
-        return Err(ApiError::unauthorized("unknown, revoked or expired token").into());
+        return Err(ApiError::unauthorized("unknown, revoked or expired token"));
     };
     let pool = st.pool.clone();
     tokio::spawn(async move {

@@ -145,7 +145,8 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Listen { port, source })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (then tells the supervisor STOPPING=1).
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

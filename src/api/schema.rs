@@ -370,6 +370,31 @@ fn check_value(f: &Field, v: &Value) -> Result<Value, String> {
     }
 }
 
+impl Record {
+    /// A stable id from the record's content: the same record always gets the same id,
+    /// so a redelivered or re-sent record is stored once (`ON CONFLICT DO NOTHING`).
+    pub fn content_id(&self, category: &str) -> uuid::Uuid {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(category.as_bytes());
+        h.update([0]);
+        h.update(self.target.as_bytes());
+        h.update([0]);
+        h.update(
+            self.ts
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .as_bytes(),
+        );
+        h.update([0]);
+        // BTreeMap: keys in order, so the same values always hash alike.
+        h.update(serde_json::to_vec(&self.values).expect("json"));
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
 /// The SQL table of a category.
 pub fn table(category: &str) -> String {
     format!("rec_{category}")

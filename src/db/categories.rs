@@ -406,6 +406,47 @@ pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<u64, Categ
     Ok(n as u64)
 }
 
+/// The statement inserting a JSON array of records (one bind parameter) into the
+/// table of `schema`; `with_ids`: the records carry their `id` and duplicates are skipped.
+fn insert_sql(schema: &Schema, with_ids: bool) -> String {
+    let names: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
+    let defs: Vec<String> = schema.fields.iter().map(column).collect();
+    let comma = if names.is_empty() { "" } else { ", " };
+    let (id_col, id_def, conflict) = if with_ids {
+        ("id, ", "id uuid, ", " ON CONFLICT DO NOTHING")
+    } else {
+        ("", "", "")
+    };
+    format!(
+        "INSERT INTO {} ({id_col}target, ts, schema_version{comma}{cols}) SELECT {id_col}target, ts, $2{comma}{cols} \
+         FROM jsonb_to_recordset($1) AS x({id_def}target text, ts timestamptz{comma}{defs}){conflict}",
+        quote(&table(&schema.category)),
+        cols = names.join(", "),
+        defs = defs.join(", ")
+    )
+}
+
+fn rows_json<'a>(
+    records: impl Iterator<Item = (Option<uuid::Uuid>, &'a Record)>,
+) -> serde_json::Value {
+    serde_json::Value::Array(
+        records
+            .map(|(id, r)| {
+                let mut m = serde_json::Map::new();
+                if let Some(id) = id {
+                    m.insert("id".into(), id.to_string().into());
+                }
+                m.insert("target".into(), r.target.clone().into());
+                m.insert("ts".into(), r.ts.to_rfc3339().into());
+                for (k, v) in &r.values {
+                    m.insert(k.clone(), v.clone());
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect(),
+    )
+}
+
 /// Inserts validated records of `schema` in one statement; returns how many.
 pub async fn insert(
     pool: &PgPool,
@@ -415,33 +456,28 @@ pub async fn insert(
     if records.is_empty() {
         return Ok(0);
     }
-    let t = table(&schema.category);
-    let names: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
-    let defs: Vec<String> = schema.fields.iter().map(column).collect();
-    let rows: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            let mut m = serde_json::Map::new();
-            m.insert("target".into(), r.target.clone().into());
-            m.insert("ts".into(), r.ts.to_rfc3339().into());
-            for (k, v) in &r.values {
-                m.insert(k.clone(), v.clone());
-            }
-            serde_json::Value::Object(m)
-        })
-        .collect();
-    let q = format!(
-        "INSERT INTO {} (target, ts, schema_version{comma}{cols}) SELECT target, ts, $2{comma}{cols} \
-         FROM jsonb_to_recordset($1) AS x(target text, ts timestamptz{comma}{defs})",
-        quote(&t),
-        comma = if names.is_empty() { "" } else { ", " },
-        cols = names.join(", "),
-        defs = defs.join(", ")
-    );
-    let done = sqlx::query(sql(q))
-        .bind(serde_json::Value::Array(rows))
+    let done = sqlx::query(sql(insert_sql(schema, false)))
+        .bind(rows_json(records.iter().map(|r| (None, r))))
         .bind(schema.version)
         .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts records with their content ids, skipping ids already stored; returns how many
+/// were new. Part of the caller's transaction.
+pub async fn insert_idempotent(
+    tx: &mut Transaction<'_, Postgres>,
+    schema: &Schema,
+    records: &[(uuid::Uuid, Record)],
+) -> Result<u64, sqlx::Error> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(sql(insert_sql(schema, true)))
+        .bind(rows_json(records.iter().map(|(id, r)| (Some(*id), r))))
+        .bind(schema.version)
+        .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected())
 }

@@ -1,0 +1,197 @@
+//! The data-manager: takes records from external sources, validates them against the
+//! category's current schema (the api's validator), gives each a content id and
+//! publishes valid batches to JetStream (`tmidb.data.{category}`).
+//!
+//! Sources so far: `http_push`, `POST /ingest/{category}` on the `ingest` port with a
+//! Bearer token allowed to write the category; the body is a JSON array of records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
+use poem_openapi::payload::Json;
+
+use crate::api::AppState;
+use crate::api::error::{ApiError, Issue};
+use crate::api::routes::categories::InsertResult;
+use crate::config::Config;
+use crate::pipeline::{Batch, SUBJECT_PREFIX, WireRecord};
+
+/// The data-manager's state.
+pub struct Manager {
+    /// Database, schemas and token checks (shared with the api's code).
+    pub state: Arc<AppState>,
+    /// JetStream.
+    pub js: async_nats::jetstream::Context,
+}
+
+/// Why the data-manager could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// tmidb.toml.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// PostgreSQL.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// NATS.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// The port.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Listen {
+        /// Port.
+        port: u16,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn error(e: ApiError) -> Response {
+    e.into_response()
+}
+
+/// Validates and publishes one pushed batch.
+pub async fn push_batch(
+    m: &Manager,
+    category: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> Result<(StatusCode, InsertResult), ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::unauthorized("send `Authorization: Bearer TOKEN` (a token with write:CATEGORY)")
+    })?;
+    let p = crate::api::auth::bearer_principal(&m.state, token).await?;
+    p.require_write(category)?;
+    let schema = m.state.schemas.get(&m.state.pool, category).await?;
+    let values: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body must be a JSON array of records: {e}"))
+    })?;
+    let now = chrono::Utc::now();
+    let mut records = vec![];
+    let mut errors = vec![];
+    for (i, v) in values.iter().enumerate() {
+        match schema.validate(v, now) {
+            Ok(r) => records.push(WireRecord {
+                id: r.content_id(category),
+                target: r.target,
+                ts: r.ts,
+                values: r.values.into_iter().collect(),
+            }),
+            Err(ps) => errors.extend(ps.into_iter().map(|p| Issue {
+                index: Some(i as u64),
+                field: p.field,
+                reason: p.reason,
+            })),
+        }
+    }
+    let rejected = values.len() - records.len();
+    if records.is_empty() && rejected > 0 {
+        return Err(ApiError::invalid(
+            format!("all {rejected} records were rejected"),
+            errors,
+        ));
+    }
+    let accepted = records.len() as u64;
+    if !records.is_empty() {
+        let batch = Batch {
+            category: category.to_string(),
+            schema_version: schema.version,
+            records,
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", batch.msg_id().as_str());
+        let payload = serde_json::to_vec(&batch).expect("json");
+        let ack =
+            m.js.publish_with_headers(
+                format!("{SUBJECT_PREFIX}{category}"),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(|e| ApiError::unavailable(format!("NATS did not take the batch: {e}")))?;
+        tokio::time::timeout(Duration::from_secs(10), ack)
+            .await
+            .map_err(|_| {
+                ApiError::unavailable("JetStream did not acknowledge the batch within 10 s")
+            })?
+            .map_err(|e| ApiError::unavailable(format!("JetStream refused the batch: {e}")))?;
+    }
+    let result = InsertResult {
+        accepted,
+        rejected: rejected as u64,
+        schema_version: schema.version,
+        errors,
+    };
+    Ok((StatusCode::ACCEPTED, result))
+}
+
+#[handler]
+async fn push(
+    req: &Request,
+    Path(category): Path<String>,
+    body: poem::Body,
+    m: Data<&Arc<Manager>>,
+) -> Response {
+    let token = req
+        .header("Authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let body = match body.into_bytes_limit(64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return error(ApiError::bad_request(format!("cannot read the body: {e}"))),
+    };
+    match push_batch(&m, &category, &body, token.as_deref()).await {
+        Ok((status, result)) => Json(result).with_status(status).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Runs the data-manager of `home` until SIGTERM.
+pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
+    let cfg = Config::load(home)?;
+    let pool = crate::db::connect(&cfg, 8).await?;
+    let (_client, js, _stream) = crate::pipeline::connect(&cfg).await?;
+    let port = cfg.ports["ingest"];
+    let state = Arc::new(AppState {
+        pool,
+        cfg,
+        storage: crate::db::Storage::Partitioned,
+        throttle_user: crate::api::auth::Throttle::new(5, Duration::from_secs(300)),
+        throttle_addr: crate::api::auth::Throttle::new(50, Duration::from_secs(300)),
+        partitions: Default::default(),
+        schemas: Default::default(),
+        files: None,
+    });
+    let m = Arc::new(Manager { state, js });
+    let app = Route::new()
+        .at("/ingest/:category", poem::post(push))
+        .at("/healthz", poem::get(healthz))
+        .data(m);
+    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((
+        "127.0.0.1",
+        port,
+    )))
+    .await
+    .map_err(|source| IngestError::Listen { port, source })?;
+    tracing::info!(
+        port,
+        "data-manager accepting pushes on http://127.0.0.1:{port}/ingest/CATEGORY"
+    );
+    let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=accepting pushes");
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            app,
+            crate::api::shutdown_signal(),
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .map_err(|source| IngestError::Listen { port, source })
+}

@@ -1,0 +1,141 @@
+//! The ingestion pipeline on real NATS JetStream and PostgreSQL.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Home, http, secs};
+
+#[test]
+fn pushed_records_flow_through_jetstream_into_postgresql_once() {
+    let h = Home::new();
+    for u in [
+        "postgresql-init",
+        "postgresql",
+        "migrate",
+        "nats",
+        "api",
+        "data-manager",
+        "data-consumer",
+    ] {
+        let text = std::fs::read_to_string(format!(
+            "{}/units/{u}.unit.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        // No SeaweedFS here: drop the api's soft dependency on it.
+        h.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
+    }
+    let sup = h.start();
+    for u in ["api", "data-manager", "data-consumer@1", "data-consumer@2"] {
+        sup.wait_state(u, "ready", secs(120));
+    }
+    let api: u16 = sup
+        .cli_ok(&["config", "get", "ports.api"])
+        .trim()
+        .parse()
+        .unwrap();
+    let ingest: u16 = sup
+        .cli_ok(&["config", "get", "ports.ingest"])
+        .trim()
+        .parse()
+        .unwrap();
+    let pw = std::fs::read_to_string(h.path().join("secrets/admin.password")).unwrap();
+    let call = |port: u16, method: &str, path: &str, token: &str, body: &Value| {
+        let auth = format!("Bearer {token}");
+        let (status, _, raw) = http(
+            port,
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::to_vec(body).unwrap(),
+        );
+        (
+            status,
+            serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null),
+        )
+    };
+    let (_, session) = call(
+        api,
+        "POST",
+        "/api/v1/auth/login",
+        "",
+        &json!({"username": "admin", "password": pw.trim()}),
+    );
+    let admin = session["token"].as_str().unwrap().to_string();
+    let (status, _) = call(
+        api,
+        "POST",
+        "/api/v1/categories",
+        &admin,
+        &json!({"name": "sensor", "fields": [{"name": "v", "type": "float", "required": true}]}),
+    );
+    assert_eq!(status, 201);
+    let (_, t) = call(
+        api,
+        "POST",
+        "/api/v1/tokens",
+        &admin,
+        &json!({"name": "pusher", "scopes": ["write:sensor"]}),
+    );
+    let token = t["token"].as_str().unwrap().to_string();
+
+    // Push: valid records accepted (202), invalid ones reported by index.
+    let batch: Vec<Value> = (0..50).map(|i| json!({"target": format!("d{}", i % 5), "ts": format!("2026-05-01T00:00:{:02}Z", i), "v": i})).collect();
+    let mut with_bad = batch.clone();
+    with_bad.push(json!({"target": "d1", "v": "x"}));
+    let (status, r) = call(ingest, "POST", "/ingest/sensor", &token, &json!(with_bad));
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(50), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["errors"][0]["index"], 50);
+    // The same batch again (a client retry) and a redelivery are stored once.
+    assert_eq!(
+        call(ingest, "POST", "/ingest/sensor", &token, &json!(batch)).0,
+        202
+    );
+    let count = || {
+        let (_, p) = call(
+            api,
+            "GET",
+            "/api/v1/categories/sensor/records?limit=1000",
+            &admin,
+            &Value::Null,
+        );
+        p["records"].as_array().map(|a| a.len()).unwrap_or(0)
+    };
+    sup.wait_until("50 records stored", secs(30), |_| count() == 50);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(count(), 50, "no duplicates after the retry");
+    // Auth: no token 401, wrong category 403, unknown category 404.
+    assert_eq!(
+        call(ingest, "POST", "/ingest/sensor", "", &json!([])).0,
+        401
+    );
+    let (_, t2) = call(
+        api,
+        "POST",
+        "/api/v1/tokens",
+        &admin,
+        &json!({"name": "other", "scopes": ["write:other"]}),
+    );
+    assert_eq!(
+        call(
+            ingest,
+            "POST",
+            "/ingest/sensor",
+            t2["token"].as_str().unwrap(),
+            &json!(batch)
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(ingest, "POST", "/ingest/nope", &admin, &json!(batch)).0,
+        404
+    );
+}
