@@ -3,7 +3,8 @@
 //! publishes valid batches to JetStream (`tmidb.data.{category}`).
 //!
 //! Sources so far: `http_push`, `POST /ingest/{category}` on the `ingest` port with a
-//! Bearer token allowed to write the category; the body is a JSON array of records.
+//! Bearer token allowed to write the category; the body is a JSON array of records,
+//! NDJSON, or CSV with a header row.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,10 +54,67 @@ fn error(e: ApiError) -> Response {
     e.into_response()
 }
 
+/// The records of a pushed body: a JSON array (default), NDJSON
+/// (`application/x-ndjson`), or CSV with a header row (`text/csv`; cells are typed by
+/// the category's fields, empty cells are absent).
+pub fn parse_body(
+    content_type: &str,
+    body: &[u8],
+    schema: &crate::api::schema::Schema,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    use serde_json::Value;
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, l)| serde_json::from_slice(l).map_err(|e| ApiError::bad_request(format!("NDJSON line {}: {e}", i + 1))))
+            .collect(),
+        "text/csv" => {
+            let mut rd = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(body);
+            let header: Vec<String> =
+                rd.headers().map_err(|e| ApiError::bad_request(format!("CSV header: {e}")))?.iter().map(str::to_string).collect();
+            let mut out = vec![];
+            for (i, row) in rd.records().enumerate() {
+                let row = row.map_err(|e| ApiError::bad_request(format!("CSV row {}: {e}", i + 2)))?;
+                let mut obj = serde_json::Map::new();
+                for (k, cell) in header.iter().zip(row.iter()) {
+                    if cell.is_empty() {
+                        continue;
+                    }
+                    use crate::api::schema::FieldType as T;
+                    let kind = schema.fields.iter().find(|f| f.name == *k).map(|f| f.kind);
+                    // Cells that do not parse stay text, so validation names the field.
+                    let v = match kind {
+                        Some(T::Int) => cell.parse::<i64>().map(Value::from).unwrap_or_else(|_| cell.into()),
+                        Some(T::Float) => cell.parse::<f64>().map(Value::from).unwrap_or_else(|_| cell.into()),
+                        Some(T::Bool) => cell.parse::<bool>().map(Value::from).unwrap_or_else(|_| cell.into()),
+                        Some(T::Json) => serde_json::from_str(cell).unwrap_or_else(|_| cell.into()),
+                        _ => cell.into(),
+                    };
+                    obj.insert(k.clone(), v);
+                }
+                out.push(Value::Object(obj));
+            }
+            Ok(out)
+        }
+        _ => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body must be a JSON array of records (or NDJSON / CSV with that Content-Type): {e}"))
+        }),
+    }
+}
+
 /// Validates and publishes one pushed batch.
 pub async fn push_batch(
     m: &Manager,
     category: &str,
+    content_type: &str,
     body: &[u8],
     token: Option<&str>,
 ) -> Result<(StatusCode, InsertResult), ApiError> {
@@ -66,9 +124,7 @@ pub async fn push_batch(
     let p = crate::api::auth::bearer_principal(&m.state, token).await?;
     p.require_write(category)?;
     let schema = m.state.schemas.get(&m.state.pool, category).await?;
-    let values: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("the body must be a JSON array of records: {e}"))
-    })?;
+    let values = parse_body(content_type, body, &schema)?;
     let now = chrono::Utc::now();
     let mut records = vec![];
     let mut errors = vec![];
@@ -139,11 +195,15 @@ async fn push(
         .header("Authorization")
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::to_string);
+    let content_type = req
+        .header("Content-Type")
+        .unwrap_or("application/json")
+        .to_string();
     let body = match body.into_bytes_limit(64 << 20).await {
         Ok(b) => b,
         Err(e) => return error(ApiError::bad_request(format!("cannot read the body: {e}"))),
     };
-    match push_batch(&m, &category, &body, token.as_deref()).await {
+    match push_batch(&m, &category, &content_type, &body, token.as_deref()).await {
         Ok((status, result)) => Json(result).with_status(status).into_response(),
         Err(e) => error(e),
     }
@@ -194,4 +254,65 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
         )
         .await
         .map_err(|source| IngestError::Listen { port, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_body;
+    use crate::api::schema::{Field, FieldType, Schema};
+    use serde_json::json;
+
+    fn schema() -> Schema {
+        let f = |n: &str, k| Field {
+            name: n.into(),
+            kind: k,
+            required: false,
+            min: None,
+            max: None,
+            enum_values: None,
+            max_length: None,
+            unit: None,
+            description: None,
+        };
+        Schema {
+            category: "s".into(),
+            version: 1,
+            fields: vec![
+                f("n", FieldType::Int),
+                f("v", FieldType::Float),
+                f("ok", FieldType::Bool),
+                f("note", FieldType::Text),
+            ],
+        }
+    }
+
+    #[test]
+    fn csv_cells_are_typed_by_the_schema_and_ndjson_lines_parsed() {
+        let csv = b"target,ts,n,v,ok,note\nd1,2026-01-01T00:00:00Z,3,1.5,true,\"a, b\"\nd2,,x,,,\n";
+        let rows = parse_body("text/csv; charset=utf-8", csv, &schema()).unwrap();
+        assert_eq!(
+            rows[0],
+            json!({"target": "d1", "ts": "2026-01-01T00:00:00Z", "n": 3, "v": 1.5, "ok": true, "note": "a, b"})
+        );
+        assert_eq!(
+            rows[1],
+            json!({"target": "d2", "n": "x"}),
+            "an unparsable cell stays text for validation to name"
+        );
+        let nd = b"{\"target\":\"a\"}\n\n{\"target\":\"b\"}\n";
+        assert_eq!(
+            parse_body("application/x-ndjson", nd, &schema())
+                .unwrap()
+                .len(),
+            2
+        );
+        let e = parse_body(
+            "application/x-ndjson",
+            b"{\"target\":1}\n{oops\n",
+            &schema(),
+        )
+        .unwrap_err();
+        assert!(format!("{e:?}").contains("NDJSON line 2"), "{e:?}");
+        assert!(parse_body("application/json", b"{\"not\":\"an array\"}", &schema()).is_err());
+    }
 }

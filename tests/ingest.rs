@@ -111,6 +111,39 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
     sup.wait_until("50 records stored", secs(30), |_| count() == 50);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(count(), 50, "no duplicates after the retry");
+    // NDJSON and CSV bodies.
+    let auth = format!("Bearer {token}");
+    let nd = b"{\"target\":\"n1\",\"ts\":\"2026-05-02T00:00:00Z\",\"v\":1}\n{\"target\":\"n1\",\"ts\":\"2026-05-02T00:00:01Z\",\"v\":2}\n";
+    let (status, _, _) = http(
+        ingest,
+        "POST",
+        "/ingest/sensor",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        nd,
+    );
+    assert_eq!(status, 202);
+    let csv = b"target,ts,v\nc1,2026-05-03T00:00:00Z,7.5\nc1,2026-05-03T00:00:01Z,oops\n";
+    let (status, _, raw) = http(
+        ingest,
+        "POST",
+        "/ingest/sensor",
+        &[("Authorization", &auth), ("Content-Type", "text/csv")],
+        csv,
+    );
+    let r: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        (
+            status,
+            r["accepted"].as_u64(),
+            r["errors"][0]["field"].as_str()
+        ),
+        (202, Some(1), Some("v")),
+        "{r}"
+    );
+    sup.wait_until("53 records stored", secs(30), |_| count() == 53);
     // Auth: no token 401, wrong category 403, unknown category 404.
     assert_eq!(
         call(ingest, "POST", "/ingest/sensor", "", &json!([])).0,
