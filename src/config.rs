@@ -79,12 +79,21 @@ struct RawConfig {
     logs: RawLogs,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    ingest: RawIngest,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApi {
     max_upload_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    max_backlog_bytes: Option<i64>,
+    max_inflight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +184,10 @@ pub struct Config {
     pub logs: LogsConfig,
     /// Largest file the api accepts.
     pub max_upload_bytes: u64,
+    /// Bytes of validated records waiting in JetStream before pushes get 429.
+    pub ingest_max_backlog_bytes: i64,
+    /// Pushes the data-manager handles at once before answering 429.
+    pub ingest_max_inflight: usize,
 }
 
 impl Config {
@@ -205,6 +218,7 @@ impl Config {
                 control: RawControl::default(),
                 logs: RawLogs::default(),
                 api: RawApi::default(),
+                ingest: RawIngest::default(),
             },
         };
         let home = absolute(home);
@@ -282,7 +296,21 @@ impl Config {
             .max_upload_bytes
             .or(defaults.api.max_upload_bytes)
             .unwrap_or(256 << 20);
+        let ingest_max_backlog_bytes = user
+            .ingest
+            .max_backlog_bytes
+            .or(defaults.ingest.max_backlog_bytes)
+            .unwrap_or(1 << 30)
+            .max(1024);
+        let ingest_max_inflight = user
+            .ingest
+            .max_inflight
+            .or(defaults.ingest.max_inflight)
+            .unwrap_or(64)
+            .max(1);
         Ok(Config {
+            ingest_max_backlog_bytes,
+            ingest_max_inflight,
             max_upload_bytes,
             logs,
             home,
@@ -588,7 +616,7 @@ mod man_page {
             })
         };
         let mut missing = vec![];
-        for section in ["paths", "bin", "control", "logs", "api"] {
+        for section in ["paths", "bin", "control", "logs", "api", "ingest"] {
             let text = format!("[{section}]\nzzz_unknown = 1\n");
             let err = toml::from_str::<super::RawConfig>(&text)
                 .unwrap_err()

@@ -26,6 +26,8 @@ pub struct Manager {
     pub state: Arc<AppState>,
     /// JetStream.
     pub js: async_nats::jetstream::Context,
+    /// Pushes in flight (`ingest.max_inflight`).
+    pub inflight: tokio::sync::Semaphore,
 }
 
 /// Why the data-manager could not start.
@@ -121,6 +123,15 @@ pub async fn push_batch(
     let token = token.ok_or_else(|| {
         ApiError::unauthorized("send `Authorization: Bearer TOKEN` (a token with write:CATEGORY)")
     })?;
+    let _permit = m.inflight.try_acquire().map_err(|_| {
+        ApiError::too_many(
+            format!(
+                "{} pushes are in flight already; retry in 1 s",
+                m.state.cfg.ingest_max_inflight
+            ),
+            1,
+        )
+    })?;
     let p = crate::api::auth::bearer_principal(&m.state, token).await?;
     p.require_write(category)?;
     let schema = m.state.schemas.get(&m.state.pool, category).await?;
@@ -173,7 +184,7 @@ pub async fn push_batch(
             .map_err(|_| {
                 ApiError::unavailable("JetStream did not acknowledge the batch within 10 s")
             })?
-            .map_err(|e| ApiError::unavailable(format!("JetStream refused the batch: {e}")))?;
+            .map_err(|e| refused(&m.state.cfg, e))?;
     }
     let result = InsertResult {
         accepted,
@@ -182,6 +193,23 @@ pub async fn push_batch(
         errors,
     };
     Ok((StatusCode::ACCEPTED, result))
+}
+
+/// A refused publish: a full backlog is 429 (the client retries; nothing was accepted),
+/// anything else 503.
+fn refused(cfg: &Config, e: impl std::fmt::Display) -> ApiError {
+    let text = e.to_string();
+    if text.to_ascii_lowercase().contains("maximum") {
+        ApiError::too_many(
+            format!(
+                "the pipeline is saturated: {} bytes wait for the data-consumers (ingest.max_backlog_bytes); retry in 1 s",
+                cfg.ingest_max_backlog_bytes
+            ),
+            1,
+        )
+    } else {
+        ApiError::unavailable(format!("JetStream refused the batch: {text}"))
+    }
 }
 
 #[handler]
@@ -230,7 +258,12 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
         schemas: Default::default(),
         files: None,
     });
-    let m = Arc::new(Manager { state, js });
+    let inflight = tokio::sync::Semaphore::new(state.cfg.ingest_max_inflight);
+    let m = Arc::new(Manager {
+        state,
+        js,
+        inflight,
+    });
     let app = Route::new()
         .at("/ingest/:category", poem::post(push))
         .at("/healthz", poem::get(healthz))

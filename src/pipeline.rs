@@ -90,15 +90,23 @@ pub async fn connect(
             message: e.to_string(),
         })?;
     let js = jetstream::new(client.clone());
+    // A work queue: acknowledged batches leave the stream, so `max_bytes` bounds the
+    // backlog not yet written, and a full backlog refuses new batches (discard new)
+    // instead of dropping old ones.
+    js.create_or_update_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec![format!("{SUBJECT_PREFIX}>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_bytes: cfg.ingest_max_backlog_bytes,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| PipelineError::JetStream(e.to_string()))?;
     let stream = js
-        .get_or_create_stream(stream::Config {
-            name: STREAM.into(),
-            subjects: vec![format!("{SUBJECT_PREFIX}>")],
-            storage: stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            ..Default::default()
-        })
+        .get_stream(STREAM)
         .await
         .map_err(|e| PipelineError::JetStream(e.to_string()))?;
     Ok((client, js, stream))

@@ -172,3 +172,127 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
         404
     );
 }
+
+#[test]
+fn a_saturated_pipeline_answers_429_and_loses_nothing_it_accepted() {
+    let h = Home::new();
+    let toml = std::fs::read_to_string(h.path().join("tmidb.toml")).unwrap();
+    std::fs::write(
+        h.path().join("tmidb.toml"),
+        format!("{toml}[ingest]\nmax_backlog_bytes = 40000\n"),
+    )
+    .unwrap();
+    for u in [
+        "postgresql-init",
+        "postgresql",
+        "migrate",
+        "nats",
+        "api",
+        "data-manager",
+        "data-consumer",
+    ] {
+        let text = std::fs::read_to_string(format!(
+            "{}/units/{u}.unit.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        h.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
+    }
+    let sup = h.start();
+    for u in ["api", "data-manager", "data-consumer@1", "data-consumer@2"] {
+        sup.wait_state(u, "ready", secs(120));
+    }
+    let api: u16 = sup
+        .cli_ok(&["config", "get", "ports.api"])
+        .trim()
+        .parse()
+        .unwrap();
+    let ingest: u16 = sup
+        .cli_ok(&["config", "get", "ports.ingest"])
+        .trim()
+        .parse()
+        .unwrap();
+    let pw = std::fs::read_to_string(h.path().join("secrets/admin.password")).unwrap();
+    let json_call = |port: u16, method: &str, path: &str, token: &str, body: &Value| {
+        let auth = format!("Bearer {token}");
+        let (status, head, raw) = http(
+            port,
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::to_vec(body).unwrap(),
+        );
+        (
+            status,
+            head,
+            serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null),
+        )
+    };
+    let (_, _, s) = json_call(
+        api,
+        "POST",
+        "/api/v1/auth/login",
+        "",
+        &json!({"username": "admin", "password": pw.trim()}),
+    );
+    let admin = s["token"].as_str().unwrap().to_string();
+    json_call(
+        api,
+        "POST",
+        "/api/v1/categories",
+        &admin,
+        &json!({"name": "flood", "fields": [{"name": "v", "type": "int"}]}),
+    );
+    // Nobody writes: the backlog fills up.
+    sup.cli_ok(&["stop", "data-consumer"]);
+    let mut accepted = 0u64;
+    let mut saw_429 = false;
+    for b in 0..200 {
+        let batch: Vec<Value> = (0..50).map(|i| json!({"target": "t", "ts": format!("2026-06-01T00:{:02}:{:02}Z", b % 60, i), "v": b * 100 + i})).collect();
+        let (status, head, r) = json_call(ingest, "POST", "/ingest/flood", &admin, &json!(batch));
+        match status {
+            202 => accepted += r["accepted"].as_u64().unwrap(),
+            429 => {
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after: 1"),
+                    "{head}"
+                );
+                assert!(r["message"].as_str().unwrap().contains("saturated"), "{r}");
+                saw_429 = true;
+                break;
+            }
+            other => panic!("unexpected {other}: {r}"),
+        }
+    }
+    assert!(saw_429, "the backlog limit never answered 429");
+    assert!(accepted > 0);
+    // The writers come back: exactly what was accepted is stored.
+    sup.cli_ok(&["start", "data-consumer"]);
+    let stored = || {
+        let (_, _, r) = json_call(
+            api,
+            "GET",
+            "/api/v1/categories/flood/aggregate?field=v&interval=1d",
+            &admin,
+            &Value::Null,
+        );
+        r.as_array()
+            .map(|a| a.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>())
+            .unwrap_or(0)
+    };
+    sup.wait_until("every accepted record stored", secs(60), |_| {
+        stored() == accepted
+    });
+    // And the pipeline takes new pushes again.
+    let (status, _, _) = json_call(
+        ingest,
+        "POST",
+        "/ingest/flood",
+        &admin,
+        &json!([{"target": "t", "v": 1}]),
+    );
+    assert_eq!(status, 202);
+}
