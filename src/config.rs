@@ -628,7 +628,11 @@ mod man_page {
                 .next()
                 .unwrap_or_else(|| panic!("{err}"));
             let expected = expected.trim_start_matches("one of ");
-            for key in expected.split(',').map(|k| k.trim().trim_matches('`')) {
+            for key in expected
+                .split([','])
+                .flat_map(|k| k.split(" or "))
+                .map(|k| k.trim().trim_matches('`'))
+            {
                 if !documented(key) {
                     missing.push(format!("[{section}] {key}"));
                 }

@@ -931,7 +931,11 @@ mod man_page {
                 .split("expected one of")
                 .nth(1)
                 .unwrap_or_else(|| panic!("{err}"));
-            for key in expected.split(',').map(|k| k.trim().trim_matches('`')) {
+            for key in expected
+                .split([','])
+                .flat_map(|k| k.split(" or "))
+                .map(|k| k.trim().trim_matches('`'))
+            {
                 let documented = page.lines().filter(|l| l.starts_with(".B")).any(|l| {
                     l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                         .any(|w| w == key)
