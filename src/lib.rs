@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod logs;
 pub mod pipeline;
 pub mod probe;
+pub mod service;
 pub mod setup;
 pub mod supervisor;
 pub mod unit;

@@ -2,46 +2,81 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Home, http, secs};
+use crate::helpers::{Home, Sup, http, secs};
 
-#[test]
-fn pushed_records_flow_through_jetstream_into_postgresql_once() {
-    let h = Home::new();
-    for u in [
-        "postgresql-init",
-        "postgresql",
-        "migrate",
-        "nats",
-        "api",
-        "data-manager",
-        "data-consumer",
-    ] {
-        let text = std::fs::read_to_string(format!(
-            "{}/units/{u}.unit.toml",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        // No SeaweedFS here: drop the api's soft dependency on it.
-        h.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
+/// A stack with the pipeline (no SeaweedFS), an admin session, and the ports.
+struct Pipeline {
+    _home: Home,
+    sup: Sup,
+    api: u16,
+    ingest: u16,
+    admin: String,
+}
+
+impl Pipeline {
+    /// `extra` is appended to tmidb.toml.
+    fn start(extra: &str) -> Pipeline {
+        let h = Home::new();
+        let toml = std::fs::read_to_string(h.path().join("tmidb.toml")).unwrap();
+        std::fs::write(h.path().join("tmidb.toml"), format!("{toml}{extra}")).unwrap();
+        for u in [
+            "postgresql-init",
+            "postgresql",
+            "migrate",
+            "nats",
+            "api",
+            "data-manager",
+            "data-consumer",
+        ] {
+            let text = std::fs::read_to_string(format!(
+                "{}/units/{u}.unit.toml",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            // No SeaweedFS here: drop the api's soft dependency on it.
+            h.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
+        }
+        let sup = h.start();
+        for u in ["api", "data-manager", "data-consumer@1", "data-consumer@2"] {
+            sup.wait_state(u, "ready", secs(120));
+        }
+        let port = |k: &str| {
+            sup.cli_ok(&["config", "get", k])
+                .trim()
+                .parse::<u16>()
+                .unwrap()
+        };
+        let (api, ingest) = (port("ports.api"), port("ports.ingest"));
+        let pw = std::fs::read_to_string(h.path().join("secrets/admin.password")).unwrap();
+        let mut p = Pipeline {
+            _home: h,
+            sup,
+            api,
+            ingest,
+            admin: String::new(),
+        };
+        let (_, _, s) = p.call(
+            api,
+            "POST",
+            "/api/v1/auth/login",
+            "",
+            &json!({"username": "admin", "password": pw.trim()}),
+        );
+        p.admin = s["token"].as_str().unwrap().to_string();
+        p
     }
-    let sup = h.start();
-    for u in ["api", "data-manager", "data-consumer@1", "data-consumer@2"] {
-        sup.wait_state(u, "ready", secs(120));
-    }
-    let api: u16 = sup
-        .cli_ok(&["config", "get", "ports.api"])
-        .trim()
-        .parse()
-        .unwrap();
-    let ingest: u16 = sup
-        .cli_ok(&["config", "get", "ports.ingest"])
-        .trim()
-        .parse()
-        .unwrap();
-    let pw = std::fs::read_to_string(h.path().join("secrets/admin.password")).unwrap();
-    let call = |port: u16, method: &str, path: &str, token: &str, body: &Value| {
+
+    /// A JSON request with a Bearer token: (status, head, body).
+    fn call(
+        &self,
+        port: u16,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> (u16, String, Value) {
         let auth = format!("Bearer {token}");
-        let (status, _, raw) = http(
+        let (status, head, raw) = http(
             port,
             method,
             path,
@@ -53,17 +88,20 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
         );
         (
             status,
+            head,
             serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null),
         )
+    }
+}
+
+#[test]
+fn pushed_records_flow_through_jetstream_into_postgresql_once() {
+    let p = Pipeline::start("");
+    let (sup, api, ingest, admin) = (&p.sup, p.api, p.ingest, p.admin.clone());
+    let call = |port: u16, method: &str, path: &str, token: &str, body: &Value| {
+        let (status, _, v) = p.call(port, method, path, token, body);
+        (status, v)
     };
-    let (_, session) = call(
-        api,
-        "POST",
-        "/api/v1/auth/login",
-        "",
-        &json!({"username": "admin", "password": pw.trim()}),
-    );
-    let admin = session["token"].as_str().unwrap().to_string();
     let (status, _) = call(
         api,
         "POST",
@@ -175,70 +213,11 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
 
 #[test]
 fn a_saturated_pipeline_answers_429_and_loses_nothing_it_accepted() {
-    let h = Home::new();
-    let toml = std::fs::read_to_string(h.path().join("tmidb.toml")).unwrap();
-    std::fs::write(
-        h.path().join("tmidb.toml"),
-        format!("{toml}[ingest]\nmax_backlog_bytes = 40000\n"),
-    )
-    .unwrap();
-    for u in [
-        "postgresql-init",
-        "postgresql",
-        "migrate",
-        "nats",
-        "api",
-        "data-manager",
-        "data-consumer",
-    ] {
-        let text = std::fs::read_to_string(format!(
-            "{}/units/{u}.unit.toml",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        h.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
-    }
-    let sup = h.start();
-    for u in ["api", "data-manager", "data-consumer@1", "data-consumer@2"] {
-        sup.wait_state(u, "ready", secs(120));
-    }
-    let api: u16 = sup
-        .cli_ok(&["config", "get", "ports.api"])
-        .trim()
-        .parse()
-        .unwrap();
-    let ingest: u16 = sup
-        .cli_ok(&["config", "get", "ports.ingest"])
-        .trim()
-        .parse()
-        .unwrap();
-    let pw = std::fs::read_to_string(h.path().join("secrets/admin.password")).unwrap();
+    let p = Pipeline::start("[ingest]\nmax_backlog_bytes = 40000\n");
+    let (sup, api, ingest, admin) = (&p.sup, p.api, p.ingest, p.admin.clone());
     let json_call = |port: u16, method: &str, path: &str, token: &str, body: &Value| {
-        let auth = format!("Bearer {token}");
-        let (status, head, raw) = http(
-            port,
-            method,
-            path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            &serde_json::to_vec(body).unwrap(),
-        );
-        (
-            status,
-            head,
-            serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null),
-        )
+        p.call(port, method, path, token, body)
     };
-    let (_, _, s) = json_call(
-        api,
-        "POST",
-        "/api/v1/auth/login",
-        "",
-        &json!({"username": "admin", "password": pw.trim()}),
-    );
-    let admin = s["token"].as_str().unwrap().to_string();
     json_call(
         api,
         "POST",

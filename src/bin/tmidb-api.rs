@@ -33,20 +33,7 @@ fn main() -> ExitCode {
         println!("{}", tmidb::api::spec_json());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TMIDB_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result: Result<(), String> = rt.block_on(async {
+    tmidb::service::main("tmidb-api", async move {
         match args.command {
             Cmd::Serve => tmidb::api::serve(&home).await.map_err(|e| e.to_string()),
             Cmd::Migrate => {
@@ -61,13 +48,5 @@ fn main() -> ExitCode {
             }
             Cmd::Openapi => unreachable!("handled above"),
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("tmidb-api: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -15,27 +15,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let home = tmidb::config::absolute(&args.home);
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TMIDB_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(tmidb::consume::run(&home)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("tmidb-data-consumer: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let home = tmidb::config::absolute(&Args::parse().home);
+    tmidb::service::main("tmidb-data-consumer", async move {
+        tmidb::consume::run(&home).await
+    })
 }
