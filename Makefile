@@ -50,6 +50,7 @@ bench: release ## supervisor and log benchmarks (prints figures)
 	$(CARGO) bench --bench supervisor
 	$(CARGO) bench --bench logs
 	$(CARGO) bench --bench api
+	$(CARGO) bench --bench pipeline
 
 man: ## regenerate the man pages from the code (then commit them)
 	TMIDB_WRITE_MAN=1 $(CARGO) test --lib committed_man_pages
