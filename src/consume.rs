@@ -117,32 +117,35 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=consuming");
     tracing::info!("data-consumer pulling from {}", crate::pipeline::CONSUMER);
     let mut stop = std::pin::pin!(crate::api::shutdown_signal());
+    // A continuous pull stream, not fetch-and-expire: messages handed to an expired fetch
+    // wait for ack_wait before redelivery, which stalled writes by 30 s.
+    let mut incoming = consumer
+        .messages()
+        .await
+        .map_err(|e| crate::pipeline::PipelineError::JetStream(e.to_string()))?;
     loop {
-        let fetch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(Duration::from_millis(500))
-            .messages();
-        let mut msgs = tokio::select! {
+        let first = tokio::select! {
             _ = &mut stop => break,
-            m = fetch => match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!("fetch failed: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            },
+            m = incoming.next() => m,
         };
         let mut taken = vec![];
-        while let Some(m) = msgs.next().await {
-            match m {
-                Ok(m) => taken.push(m),
-                Err(e) => tracing::warn!("message error: {e}"),
+        match first {
+            Some(Ok(m)) => taken.push(m),
+            Some(Err(e)) => {
+                tracing::warn!("pull failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
+            None => break,
         }
-        if taken.is_empty() {
-            continue;
+        // Whatever else is already there, up to 50 messages (≤ 50 000 records) per
+        // transaction.
+        while taken.len() < 50 {
+            match tokio::time::timeout(Duration::from_millis(20), incoming.next()).await {
+                Ok(Some(Ok(m))) => taken.push(m),
+                Ok(Some(Err(e))) => tracing::warn!("message error: {e}"),
+                _ => break,
+            }
         }
         let mut batches = vec![];
         let mut good = vec![];

@@ -162,11 +162,16 @@ pub async fn push_batch(
         ));
     }
     let accepted = records.len() as u64;
-    if !records.is_empty() {
+    // One message per chunk: bounded message sizes whatever the push size. Every ack is
+    // awaited before answering, so 202 means all of it is stored in JetStream. An error
+    // after some chunks were taken leaves those stored: re-sending the whole push is
+    // safe, since records keep their content ids and are stored once.
+    let mut acks = vec![];
+    for chunk in records.chunks(crate::pipeline::MAX_RECORDS_PER_MESSAGE) {
         let batch = Batch {
             category: category.to_string(),
             schema_version: schema.version,
-            records,
+            records: chunk.to_vec(),
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", batch.msg_id().as_str());
@@ -179,6 +184,9 @@ pub async fn push_batch(
             )
             .await
             .map_err(|e| ApiError::unavailable(format!("NATS did not take the batch: {e}")))?;
+        acks.push(ack);
+    }
+    for ack in acks {
         tokio::time::timeout(Duration::from_secs(10), ack)
             .await
             .map_err(|_| {

@@ -22,6 +22,10 @@ pub const SUBJECT_PREFIX: &str = "tmidb.data.";
 /// The durable pull consumer every data-consumer instance shares.
 pub const CONSUMER: &str = "tmidb-writer";
 
+/// Most records one message carries (larger pushes become several messages), which
+/// bounds what a data-consumer holds per fetch.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 1000;
+
 /// One validated record on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireRecord {
