@@ -280,11 +280,35 @@ impl FilesApi {
             // Fail early (503/404) rather than with a truncated 200.
             bucket.head_object(&key).await.map_err(|e| fs.error(e))?;
             tokio::spawn(async move {
-                if let Err(e) = bucket
-                    .get_object_range_to_writer(&key, start, Some(end), &mut w)
-                    .await
-                {
-                    tracing::error!("streaming {key} failed: {e}");
+                // The status line is already out: on a failure mid-way (SeaweedFS
+                // restarting), resume from the byte reached rather than truncate.
+                let mut w = crate::api::files::Counting::new(&mut w);
+                for attempt in 1..=5 {
+                    let from = start + w.written();
+                    if from > end {
+                        break;
+                    }
+                    match bucket
+                        .get_object_range_to_writer(&key, from, Some(end), &mut w)
+                        .await
+                    {
+                        Ok(_) if start + w.written() > end => break,
+                        Ok(_) => tracing::warn!(
+                            "streaming {key}: short read at byte {}; resuming",
+                            start + w.written()
+                        ),
+                        Err(e) if attempt < 5 => {
+                            tracing::warn!(
+                                "streaming {key} failed at byte {} ({e}); resuming",
+                                start + w.written()
+                            )
+                        }
+                        Err(e) => tracing::error!(
+                            "streaming {key} failed at byte {}: {e}",
+                            start + w.written()
+                        ),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
                 }
             });
         }
