@@ -6,28 +6,13 @@
 //! over that day through `GET …/aggregate` against its SQL; finally insert throughput
 //! through `POST …/records` in batches of 1,000.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
+use common::http;
+
+mod common;
+
 const ROWS: i64 = 5_000_000;
-
-fn http(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status = String::from_utf8_lossy(&raw[9..12]).parse().unwrap_or(0);
-    (status, raw[split + 4..].to_vec())
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -38,61 +23,13 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("tmidb-apibench-")
-        .tempdir()
-        .unwrap();
-    let home = dir.path();
-    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(home.join("tmidb.toml"), "[ports]\nbase = 42500\n").unwrap();
-    std::fs::create_dir(home.join("units")).unwrap();
-    for u in ["postgresql-init", "postgresql", "migrate", "api"] {
-        let src = format!("{}/units/{u}.unit.toml", env!("CARGO_MANIFEST_DIR"));
-        // The api wants seaweedfs; without its unit file that edge must go.
-        let text = std::fs::read_to_string(src)
-            .unwrap()
-            .replace("wants = [\"seaweedfs\"]", "");
-        std::fs::write(home.join(format!("units/{u}.unit.toml")), text).unwrap();
-    }
-    let mut cmd = Command::new(SUPERVISOR);
-    // SAFETY: prctl only, between fork and exec: the stack stops if this bench dies.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut sup = cmd
-        .arg("--home")
-        .arg(home)
-        .arg("--units")
-        .arg(home.join("units"))
-        .env("TMIDB_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let port = 42500 + 11;
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || !home.join("secrets/admin.password").exists()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(120), "api never came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let pw = std::fs::read_to_string(home.join("secrets/admin.password")).unwrap();
-    let (_, body) = http(
-        port,
-        "POST",
-        "/api/v1/auth/login",
-        "",
-        format!("{{\"username\":\"admin\",\"password\":\"{}\"}}", pw.trim()).as_bytes(),
+    let stack = common::Stack::start(
+        "tmidb-apibench-",
+        42500,
+        &["postgresql-init", "postgresql", "migrate", "api"],
+        42500 + 11,
     );
-    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (home, token, port) = (stack.home(), stack.token.clone(), 42500 + 11);
     let def =
         br#"{"name":"bench","fields":[{"name":"v","type":"float"},{"name":"n","type":"int"}]}"#;
     assert_eq!(http(port, "POST", "/api/v1/categories", &token, def).0, 201);
@@ -233,9 +170,5 @@ fn main() {
         200_000.0 / secs
     );
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sup.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = sup.wait();
+    stack.stop();
 }

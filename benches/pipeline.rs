@@ -5,31 +5,17 @@
 //! a raw `COPY` of the same 1M rows into a table of the same kind. Prints records/s,
 //! the ratio, and the peak RSS of the data-manager and data-consumers.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
+mod common;
+
 const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
 const TOTAL: usize = 1_000_000;
 const BATCH: usize = 5_000;
 
 fn http(port: u16, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    (
-        String::from_utf8_lossy(&raw[9..12]).parse().unwrap_or(0),
-        raw[split + 4..].to_vec(),
-    )
+    common::http(port, "POST", path, token, body)
 }
 
 fn record(i: usize) -> serde_json::Value {
@@ -64,15 +50,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("tmidb-pipebench-")
-        .tempdir()
-        .unwrap();
-    let home = dir.path();
-    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(home.join("tmidb.toml"), "[ports]\nbase = 42700\n").unwrap();
-    std::fs::create_dir(home.join("units")).unwrap();
-    for u in [
+    let units = [
         "postgresql-init",
         "postgresql",
         "migrate",
@@ -80,59 +58,9 @@ fn main() {
         "api",
         "data-manager",
         "data-consumer",
-    ] {
-        let text = std::fs::read_to_string(format!(
-            "{}/units/{u}.unit.toml",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        std::fs::write(
-            home.join(format!("units/{u}.unit.toml")),
-            text.replace("wants = [\"seaweedfs\"]", ""),
-        )
-        .unwrap();
-    }
-    let mut cmd = Command::new(SUPERVISOR);
-    // SAFETY: prctl only, between fork and exec: the stack stops if this bench dies.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut sup = cmd
-        .arg("--home")
-        .arg(home)
-        .arg("--units")
-        .arg(home.join("units"))
-        .env("TMIDB_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (api, ingest) = (42700 + 11, 42700 + 12);
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", ingest)).is_err()
-        || !home.join("secrets/admin.password").exists()
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "stack never came up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let pw = std::fs::read_to_string(home.join("secrets/admin.password")).unwrap();
-    let (_, body) = http(
-        api,
-        "/api/v1/auth/login",
-        "",
-        format!("{{\"username\":\"admin\",\"password\":\"{}\"}}", pw.trim()).as_bytes(),
-    );
-    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    ];
+    let stack = common::Stack::start("tmidb-pipebench-", 42700, &units, 42700 + 12);
+    let (home, token, api, ingest) = (stack.home(), stack.token.clone(), 42700 + 11, 42700 + 12);
     let def =
         br#"{"name":"pipe","fields":[{"name":"v","type":"float"},{"name":"n","type":"int"}]}"#;
     assert_eq!(http(api, "/api/v1/categories", &token, def).0, 201);
@@ -230,9 +158,5 @@ fn main() {
         peak_rss_mib(home, "data-manager"),
         peak_rss_mib(home, "data-consumer")
     );
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sup.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = sup.wait();
+    stack.stop();
 }

@@ -58,6 +58,7 @@ impl Versions {
 /// Writes decoded batches in one transaction; returns how many records were new.
 pub async fn write(
     pool: &sqlx::PgPool,
+    storage: crate::db::Storage,
     versions: &mut Versions,
     partitions: &crate::db::categories::PartitionCache,
     batches: &[Batch],
@@ -86,7 +87,7 @@ pub async fn write(
     for ((cat, _), recs) in &groups {
         crate::db::categories::ensure_partitions(
             pool,
-            crate::db::Storage::Partitioned,
+            storage,
             partitions,
             cat,
             recs.iter().map(|r| r.1.ts),
@@ -112,6 +113,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let pool = crate::db::connect(&cfg, 4).await?;
     let (_client, _js, stream) = crate::pipeline::connect(&cfg).await?;
     let consumer = crate::pipeline::consumer(&stream).await?;
+    let storage = crate::db::storage(&pool).await;
     let mut versions = Versions::default();
     let partitions = crate::db::categories::PartitionCache::default();
     let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=consuming");
@@ -161,7 +163,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 }
             }
         }
-        match write(&pool, &mut versions, &partitions, &batches).await {
+        match write(&pool, storage, &mut versions, &partitions, &batches).await {
             Ok(new) => {
                 for m in &good {
                     if let Err(e) = m.ack().await {

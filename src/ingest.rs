@@ -254,12 +254,13 @@ fn healthz() -> &'static str {
 pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 8).await?;
+    let storage = crate::db::storage(&pool).await;
     let (_client, js, _stream) = crate::pipeline::connect(&cfg).await?;
     let port = cfg.ports["ingest"];
     let state = Arc::new(AppState {
         pool,
         cfg,
-        storage: crate::db::Storage::Partitioned,
+        storage,
         throttle_user: crate::api::auth::Throttle::new(5, Duration::from_secs(300)),
         throttle_addr: crate::api::auth::Throttle::new(50, Duration::from_secs(300)),
         partitions: Default::default(),

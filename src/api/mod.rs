@@ -95,14 +95,7 @@ pub enum ServeError {
 pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 16).await?;
-    let storage =
-        match sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = 'storage'")
-            .fetch_optional(&pool)
-            .await
-        {
-            Ok(Some(s)) if s == "timescaledb" => Storage::Timescale,
-            _ => Storage::Partitioned,
-        };
+    let storage = crate::db::storage(&pool).await;
     let port = cfg.ports["api"];
     let max_body = cfg.max_upload_bytes + (1 << 20);
     let files = files::FileStore::new(&cfg);

@@ -77,6 +77,18 @@ fn options(cfg: &Config, database: &str) -> Result<PgConnectOptions, DbError> {
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
 }
 
+/// The time-series storage `migrate` detected (recorded in `settings`); every program
+/// that creates partitions asks this rather than assuming.
+pub async fn storage(pool: &PgPool) -> Storage {
+    match sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = 'storage'")
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(Some(s)) if s == "timescaledb" => Storage::Timescale,
+        _ => Storage::Partitioned,
+    }
+}
+
 /// A pool on the tmiDB database.
 pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
     let port = cfg.ports["postgresql"];
