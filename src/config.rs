@@ -94,6 +94,8 @@ struct RawApi {
 struct RawIngest {
     max_backlog_bytes: Option<i64>,
     max_inflight: Option<usize>,
+    ack_wait: Option<String>,
+    reconcile_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +190,10 @@ pub struct Config {
     pub ingest_max_backlog_bytes: i64,
     /// Pushes the data-manager handles at once before answering 429.
     pub ingest_max_inflight: usize,
+    /// How long JetStream waits for a data-consumer's ack before redelivering.
+    pub ingest_ack_wait: std::time::Duration,
+    /// How often the data-consumer reconciles the stream with stored rows.
+    pub ingest_reconcile_interval: std::time::Duration,
 }
 
 impl Config {
@@ -308,7 +314,33 @@ impl Config {
             .or(defaults.ingest.max_inflight)
             .unwrap_or(64)
             .max(1);
+        let duration = |key: &str, u: &Option<String>, d: &Option<String>, min_secs: u64| {
+            let text = pick(u, d);
+            humantime::parse_duration(&text)
+                .ok()
+                .filter(|x| x.as_secs() >= min_secs)
+                .ok_or_else(|| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "[ingest] {key} = \"{text}\" must be a duration of at least {min_secs} s, e.g. \"30s\""
+                    ),
+                })
+        };
+        let ingest_ack_wait = duration(
+            "ack_wait",
+            &user.ingest.ack_wait,
+            &defaults.ingest.ack_wait,
+            1,
+        )?;
+        let ingest_reconcile_interval = duration(
+            "reconcile_interval",
+            &user.ingest.reconcile_interval,
+            &defaults.ingest.reconcile_interval,
+            1,
+        )?;
         Ok(Config {
+            ingest_ack_wait,
+            ingest_reconcile_interval,
             ingest_max_backlog_bytes,
             ingest_max_inflight,
             max_upload_bytes,

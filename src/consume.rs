@@ -3,16 +3,22 @@
 //! commit. Records carry content ids and conflicts are skipped, so a redelivery (after
 //! a crash between commit and ack) stores nothing twice: effectively once, with any
 //! number of instances.
+//!
+//! The same transaction maintains the 1m/1h rollups, stores dead letters, evaluates
+//! alert rules and records each message in the ledger (`ingest_batches`) that the
+//! integrity reconciliation checks. After the commit, the new records are published on
+//! `tmidb.live.{category}` for live followers (SSE).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::api::schema::{Record, Schema};
+use crate::api::schema::{Record, Schema, record_json};
 use crate::config::Config;
-use crate::pipeline::Batch;
+use crate::db::batches::LedgerEntry;
+use crate::pipeline::{Batch, DeadBatch};
 
 /// Why the data-consumer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,11 @@ pub enum ConsumeError {
 pub struct Versions(HashMap<(String, i32), Arc<Schema>>);
 
 impl Versions {
+    /// Drops the cached versions of a category (it was deleted or re-created).
+    pub fn forget(&mut self, category: &str) {
+        self.0.retain(|(c, _), _| c != category);
+    }
+
     async fn get(
         &mut self,
         pool: &sqlx::PgPool,
@@ -55,67 +66,175 @@ impl Versions {
     }
 }
 
-/// Writes decoded batches in one transaction; returns how many records were new.
+/// One message as decoded.
+pub enum Decoded {
+    /// Validated records.
+    Data(Batch),
+    /// Dead letters.
+    Dead(DeadBatch),
+    /// Not a message this version understands (terminated, recorded in the ledger).
+    Bad(String),
+}
+
+/// Decodes a message by its subject.
+pub fn decode(subject: &str, payload: &[u8]) -> Decoded {
+    let r = if subject.starts_with(crate::pipeline::DEAD_PREFIX) {
+        serde_json::from_slice(payload).map(Decoded::Dead)
+    } else {
+        serde_json::from_slice(payload).map(Decoded::Data)
+    };
+    r.unwrap_or_else(|e| Decoded::Bad(e.to_string()))
+}
+
+/// What one transaction did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Rows added.
+    pub new_rows: u64,
+    /// Alert notifications queued.
+    pub alerts: usize,
+    /// Committed records per category, for the live stream: (category, data-stream
+    /// sequence, records as JSON).
+    pub live: Vec<(String, u64, Vec<serde_json::Value>)>,
+}
+
+/// Writes decoded messages (with their stream sequences) in one transaction: records,
+/// their rollups, dead letters, alert evaluation and the ledger.
 pub async fn write(
     pool: &sqlx::PgPool,
     storage: crate::db::Storage,
     versions: &mut Versions,
     partitions: &crate::db::categories::PartitionCache,
-    batches: &[Batch],
-) -> Result<u64, String> {
-    let mut groups: HashMap<(String, i32), Vec<(uuid::Uuid, Record)>> = HashMap::new();
-    for b in batches {
-        let g = groups
-            .entry((b.category.clone(), b.schema_version))
-            .or_default();
-        for r in &b.records {
-            let values = r
-                .values
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            g.push((
-                r.id,
-                Record {
-                    target: r.target.clone(),
-                    ts: r.ts,
-                    values,
-                },
-            ));
+    epoch: &str,
+    messages: &[(u64, Decoded)],
+) -> Result<Written, sqlx::Error> {
+    for (_, m) in messages {
+        if let Decoded::Data(b) = m {
+            crate::db::categories::ensure_partitions(
+                pool,
+                storage,
+                partitions,
+                &b.category,
+                b.records.iter().map(|r| r.ts),
+            )
+            .await?;
         }
     }
-    for ((cat, _), recs) in &groups {
-        crate::db::categories::ensure_partitions(
-            pool,
-            storage,
-            partitions,
-            cat,
-            recs.iter().map(|r| r.1.ts),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut out = Written::default();
+    let mut rollups = crate::db::batches::Rollups::default();
+    let mut ledger = vec![];
+    let mut new_by_category: HashMap<String, Vec<Record>> = HashMap::new();
+    let entry =
+        |seq: u64, category: Option<&str>, records: usize, new_rows: usize, checksum: i64| {
+            LedgerEntry {
+                stream: Some(epoch.to_string()),
+                stream_seq: Some(seq),
+                category: category.map(str::to_string),
+                records: records as i64,
+                new_rows: new_rows as i64,
+                checksum,
+            }
+        };
+    let mut tx = pool.begin().await?;
+    for (seq, m) in messages {
+        match m {
+            Decoded::Data(b) => {
+                let schema = versions
+                    .get(pool, &b.category, b.schema_version)
+                    .await
+                    .map_err(sqlx::Error::Protocol)?;
+                let recs: Vec<(uuid::Uuid, Record)> = b
+                    .records
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.id,
+                            Record {
+                                target: r.target.clone(),
+                                ts: r.ts,
+                                values: r
+                                    .values
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            },
+                        )
+                    })
+                    .collect();
+                let ins = crate::db::batches::insert(&mut tx, &schema, &recs, &mut rollups).await?;
+                ledger.push(entry(
+                    *seq,
+                    Some(&b.category),
+                    recs.len(),
+                    ins.new_ids.len(),
+                    ins.checksum,
+                ));
+                out.new_rows += ins.new_ids.len() as u64;
+                if !ins.new_ids.is_empty() {
+                    let new: HashSet<uuid::Uuid> = ins.new_ids.into_iter().collect();
+                    let added: Vec<Record> = recs
+                        .into_iter()
+                        .filter(|(id, _)| new.contains(id))
+                        .map(|(_, r)| r)
+                        .collect();
+                    out.live.push((
+                        b.category.clone(),
+                        *seq,
+                        added
+                            .iter()
+                            .map(|r| {
+                                record_json(&r.target, r.ts, r.values.clone().into_iter().collect())
+                            })
+                            .collect(),
+                    ));
+                    new_by_category
+                        .entry(b.category.clone())
+                        .or_default()
+                        .extend(added);
+                }
+            }
+            Decoded::Dead(d) => {
+                crate::db::dead_letters::insert(&mut tx, &d.letters).await?;
+                // The ledger counts record-table rows: dead letters add none.
+                ledger.push(entry(*seq, Some(&d.category), 0, 0, 0));
+            }
+            Decoded::Bad(_) => ledger.push(entry(*seq, None, 0, 0, 0)),
+        }
     }
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    let mut new = 0;
-    for ((cat, version), recs) in &groups {
-        let schema = versions.get(pool, cat, *version).await?;
-        new += crate::db::categories::insert_idempotent(&mut tx, &schema, recs)
-            .await
-            .map_err(|e| e.to_string())?;
+    let mut categories: Vec<&String> = new_by_category.keys().collect();
+    categories.sort();
+    for c in categories {
+        let recs: Vec<&Record> = new_by_category[c].iter().collect();
+        out.alerts += crate::alerts::evaluate(&mut tx, c, &recs).await?;
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
-    Ok(new)
+    crate::db::batches::apply_rollups(&mut tx, &rollups).await?;
+    crate::db::batches::record(&mut tx, &ledger).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+fn retryable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
 }
 
 /// Runs a data-consumer of `home` until SIGTERM.
 pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 4).await?;
-    let (_client, _js, stream) = crate::pipeline::connect(&cfg).await?;
-    let consumer = crate::pipeline::consumer(&stream).await?;
+    let (_client, js, mut stream) = crate::pipeline::connect(&cfg).await?;
+    let consumer = crate::pipeline::consumer(&stream, cfg.ingest_ack_wait).await?;
+    let epoch = crate::pipeline::stream_epoch(&mut stream).await?;
     let storage = crate::db::storage(&pool).await;
     let mut versions = Versions::default();
     let partitions = crate::db::categories::PartitionCache::default();
+    let mut listener = crate::db::listen(&cfg, &[crate::db::categories::CHANNEL]).await?;
+    let nudge = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(alert_loop(pool.clone(), js.clone(), nudge.clone()));
+    tokio::spawn(reconcile_loop(
+        pool.clone(),
+        js.clone(),
+        cfg.ingest_reconcile_interval,
+    ));
     let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=consuming");
     tracing::info!("data-consumer pulling from {}", crate::pipeline::CONSUMER);
     let mut stop = std::pin::pin!(crate::api::shutdown_signal());
@@ -128,6 +247,13 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     loop {
         let first = tokio::select! {
             _ = &mut stop => break,
+            n = listener.recv() => {
+                // A category was re-created: its cached versions may be stale.
+                if let Ok(n) = n {
+                    versions.forget(n.payload());
+                }
+                continue;
+            }
             m = incoming.next() => m,
         };
         let mut taken = vec![];
@@ -138,7 +264,16 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            None => break,
+            None => {
+                // The pull stream ended (NATS went away for long): start a new one.
+                tracing::warn!("pull stream ended; reopening");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match consumer.messages().await {
+                    Ok(m) => incoming = m,
+                    Err(e) => tracing::warn!("cannot reopen the pull stream: {e}"),
+                }
+                continue;
+            }
         }
         // Whatever else is already there, up to 50 messages (≤ 50 000 records) per
         // transaction.
@@ -149,38 +284,131 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 _ => break,
             }
         }
-        let mut batches = vec![];
-        let mut good = vec![];
-        for m in taken {
-            match serde_json::from_slice::<Batch>(&m.payload) {
-                Ok(b) => {
-                    batches.push(b);
-                    good.push(m);
+        let decoded: Vec<(u64, Decoded)> = taken
+            .iter()
+            .map(|m| {
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                (seq, decode(&m.subject, &m.payload))
+            })
+            .collect();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match write(&pool, storage, &mut versions, &partitions, &epoch, &decoded).await {
+                Err(e) if retryable(&e) && attempt < 5 => {
+                    tracing::debug!("write conflict, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
                 }
-                Err(e) => {
-                    tracing::error!(subject = %m.subject, "undecodable message dropped: {e}");
-                    let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
-                }
+                other => break other,
             }
-        }
-        match write(&pool, storage, &mut versions, &partitions, &batches).await {
-            Ok(new) => {
-                for m in &good {
-                    if let Err(e) = m.ack().await {
+        };
+        match result {
+            Ok(w) => {
+                for (m, (seq, d)) in taken.iter().zip(&decoded) {
+                    let ack = if let Decoded::Bad(why) = d {
+                        tracing::error!(subject = %m.subject, seq, "undecodable message dropped (recorded in the ledger): {why}");
+                        m.ack_with(async_nats::jetstream::AckKind::Term).await
+                    } else {
+                        m.ack().await
+                    };
+                    if let Err(e) = ack {
                         tracing::warn!(
                             "ack failed (the batch will be redelivered and skipped): {e}"
                         );
                     }
                 }
-                tracing::debug!(messages = good.len(), new, "batch committed");
+                if w.alerts > 0 {
+                    nudge.notify_one();
+                }
+                publish_live(&js, &epoch, w.live).await;
+                tracing::debug!(messages = taken.len(), new = w.new_rows, "batch committed");
             }
             Err(e) => {
-                // Not acked: redelivered after ack_wait; back off meanwhile.
-                tracing::error!(messages = good.len(), "write failed, will retry: {e}");
+                // Redelivered soon (not after ack_wait); back off meanwhile.
+                tracing::error!(messages = taken.len(), "write failed, will retry: {e}");
+                for m in &taken {
+                    let _ = m
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                            Duration::from_secs(1),
+                        )))
+                        .await;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
     tracing::info!("data-consumer stopping");
     Ok(())
+}
+
+/// Publishes committed records for live followers (best effort: they are stored
+/// already; a retry after a crash is dropped by the duplicate window).
+async fn publish_live(
+    js: &async_nats::jetstream::Context,
+    epoch: &str,
+    live: Vec<(String, u64, Vec<serde_json::Value>)>,
+) {
+    let mut acks = vec![];
+    for (category, seq, records) in live {
+        let event = crate::pipeline::Event::Records {
+            category: category.clone(),
+            records,
+        };
+        let payload = serde_json::to_vec(&event).expect("json");
+        match crate::pipeline::publish(
+            js,
+            format!("{}{category}", crate::pipeline::LIVE_PREFIX),
+            &format!("live-{epoch}-{seq}"),
+            payload,
+        )
+        .await
+        {
+            Ok(a) => acks.push(a),
+            Err(e) => tracing::warn!("live records not published: {e}"),
+        }
+    }
+    for a in acks {
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), a).await {
+            tracing::warn!("live records not published: {e}");
+        }
+    }
+}
+
+/// Absence checks and alert delivery: every second, and at once after a commit that
+/// queued notifications.
+async fn alert_loop(
+    pool: sqlx::PgPool,
+    js: async_nats::jetstream::Context,
+    nudge: Arc<tokio::sync::Notify>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(1), nudge.notified()).await;
+        if let Err(e) = crate::alerts::check_absence(&pool).await {
+            tracing::warn!("absence check failed: {e}");
+        }
+        loop {
+            match crate::alerts::deliver(&pool, &js, &http).await {
+                Ok(20) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("alert delivery failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn reconcile_loop(pool: sqlx::PgPool, js: async_nats::jetstream::Context, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match crate::integrity::reconcile(&pool, Some(&js)).await {
+            Ok(r) => crate::integrity::log(&r),
+            Err(e) => tracing::warn!("integrity reconciliation failed: {e}"),
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! - [`pipeline`], [`ingest`] (data-manager), [`consume`] (data-consumer): external
 //!   records → validation → JetStream → PostgreSQL, effectively once.
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod control;
 pub mod db;
 pub mod graph;
 pub mod ingest;
+pub mod integrity;
 pub mod logs;
 pub mod pipeline;
 pub mod probe;

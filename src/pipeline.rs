@@ -1,8 +1,20 @@
-//! What the data-manager and the data-consumer share: the JetStream stream and consumer
-//! they meet on, and the message format between them.
+//! What the data-manager, the data-consumer and the api share: the JetStream streams and
+//! consumers they meet on, and the message formats between them.
 //!
-//! One message carries one validated batch of one category, all records already given
-//! their content id; its `Nats-Msg-Id` is derived from that content, so a retried
+//! - `TMIDB_INGEST` (`tmidb.ingest.{category}`, work queue): raw records published by
+//!   external systems; the data-manager's `tmidb-manager` consumer takes them.
+//! - `TMIDB_DATA` (work queue): validated batches on `tmidb.data.{category}` and dead
+//!   letters on `tmidb.dead.{category}`; the data-consumers' shared `tmidb-writer`
+//!   consumer stores them.
+//! - `TMIDB_EVENTS` (limits, 24 h): per category, records once committed and alert
+//!   notifications (`tmidb.live.{category}`); the api's SSE route reads it, and an
+//!   event's id is its stream sequence. (One subject per category: NATS 2.9 filters a
+//!   consumer on one subject, and one sequence space makes resuming exact.)
+//! - `TMIDB_ALERTS` (limits, 30 days): alert notifications on `tmidb.alerts.{category}`
+//!   for external subscribers.
+//!
+//! One data message carries one validated batch of one category, all records already
+//! given their content id; its `Nats-Msg-Id` is derived from that content, so a retried
 //! publish is dropped by JetStream's duplicate window, and a redelivered message is
 //! dropped by the consumer's `ON CONFLICT DO NOTHING`.
 
@@ -15,12 +27,28 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 
-/// Stream holding validated records.
+/// Stream holding validated records and dead letters.
 pub const STREAM: &str = "TMIDB_DATA";
 /// Subject prefix: `tmidb.data.{category}`.
 pub const SUBJECT_PREFIX: &str = "tmidb.data.";
+/// Subject prefix of dead letters: `tmidb.dead.{category}`.
+pub const DEAD_PREFIX: &str = "tmidb.dead.";
 /// The durable pull consumer every data-consumer instance shares.
 pub const CONSUMER: &str = "tmidb-writer";
+/// Stream holding raw records published on NATS by external systems.
+pub const INGEST_STREAM: &str = "TMIDB_INGEST";
+/// Subject prefix external systems publish on: `tmidb.ingest.{category}`.
+pub const INGEST_PREFIX: &str = "tmidb.ingest.";
+/// The data-manager's durable consumer of [`INGEST_STREAM`].
+pub const INGEST_CONSUMER: &str = "tmidb-manager";
+/// Stream of committed records and alerts per category (what SSE clients follow).
+pub const EVENTS_STREAM: &str = "TMIDB_EVENTS";
+/// Subject prefix of live events: `tmidb.live.{category}`.
+pub const LIVE_PREFIX: &str = "tmidb.live.";
+/// Stream of alert notifications, for external subscribers (30 days).
+pub const ALERTS_STREAM: &str = "TMIDB_ALERTS";
+/// Subject prefix of alert notifications: `tmidb.alerts.{category}`.
+pub const ALERTS_PREFIX: &str = "tmidb.alerts.";
 
 /// Most records one message carries (larger pushes become several messages), which
 /// bounds what a data-consumer holds per fetch.
@@ -64,6 +92,79 @@ impl Batch {
     }
 }
 
+/// A record that failed transformation or validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Stable id: a digest of category, source and raw payload (the same bad record
+    /// from the same source is one dead letter).
+    pub id: uuid::Uuid,
+    /// Category.
+    pub category: String,
+    /// Source name (`http_push` / `nats` when pushed without a defined source).
+    pub source: String,
+    /// Where in the source it was (line, index, stream sequence …).
+    pub position: String,
+    /// The record as received, before transformation.
+    pub raw: Value,
+    /// Why it was rejected.
+    pub reasons: Vec<crate::api::schema::Problem>,
+    /// Schema version it was checked against.
+    pub schema_version: i32,
+}
+
+impl DeadLetter {
+    /// The id of a dead letter with this content.
+    pub fn id_for(category: &str, source: &str, raw: &Value) -> uuid::Uuid {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [category, source] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(serde_json::to_vec(raw).expect("json"));
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h.finalize()[..16]);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
+/// A message of dead letters of one category (subject `tmidb.dead.{category}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadBatch {
+    /// Category.
+    pub category: String,
+    /// The letters.
+    pub letters: Vec<DeadLetter>,
+}
+
+impl DeadBatch {
+    /// `Nats-Msg-Id`: a digest of the letter ids.
+    pub fn msg_id(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"dead\0");
+        for l in &self.letters {
+            h.update(l.id.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// What SSE clients receive (published on [`EVENTS_STREAM`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// Records just committed.
+    Records {
+        /// Category.
+        category: String,
+        /// The records (`target`, `ts` and field values).
+        records: Vec<Value>,
+    },
+    /// An alert fired or resolved.
+    Alert(crate::alerts::Notification),
+}
+
 /// Why the pipeline could not reach NATS.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -80,13 +181,16 @@ pub enum PipelineError {
     JetStream(String),
 }
 
-/// Connects to the stack's NATS and makes sure the stream exists.
+/// Connects to the stack's NATS (retrying for up to 10 s, since NATS may be restarting)
+/// and makes sure every stream exists with its current settings.
 pub async fn connect(
     cfg: &Config,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), PipelineError> {
     let port = cfg.ports["nats"];
     let client = async_nats::ConnectOptions::new()
         .name("tmidb")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
         .connect(format!("127.0.0.1:{port}"))
         .await
         .map_err(|e| PipelineError::Connect {
@@ -94,38 +198,129 @@ pub async fn connect(
             message: e.to_string(),
         })?;
     let js = jetstream::new(client.clone());
-    // A work queue: acknowledged batches leave the stream, so `max_bytes` bounds the
-    // backlog not yet written, and a full backlog refuses new batches (discard new)
+    let js_err = |e: &dyn std::fmt::Display| PipelineError::JetStream(e.to_string());
+    // Work queues: acknowledged messages leave the stream, so `max_bytes` bounds the
+    // backlog not yet handled, and a full backlog refuses new messages (discard new)
     // instead of dropping old ones.
-    js.create_or_update_stream(stream::Config {
-        name: STREAM.into(),
-        subjects: vec![format!("{SUBJECT_PREFIX}>")],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::WorkQueue,
-        discard: stream::DiscardPolicy::New,
-        max_bytes: cfg.ingest_max_backlog_bytes,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| PipelineError::JetStream(e.to_string()))?;
-    let stream = js
-        .get_stream(STREAM)
+    for (name, subjects) in [
+        (
+            STREAM,
+            vec![format!("{SUBJECT_PREFIX}>"), format!("{DEAD_PREFIX}>")],
+        ),
+        (INGEST_STREAM, vec![format!("{INGEST_PREFIX}>")]),
+    ] {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            js.create_or_update_stream(stream::Config {
+                name: name.into(),
+                subjects,
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::WorkQueue,
+                discard: stream::DiscardPolicy::New,
+                max_bytes: cfg.ingest_max_backlog_bytes,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            }),
+        )
         .await
-        .map_err(|e| PipelineError::JetStream(e.to_string()))?;
+        .map_err(|e| js_err(&e))?
+        .map_err(|e| js_err(&e))?;
+    }
+    for (name, prefix, days, bytes) in [
+        (EVENTS_STREAM, LIVE_PREFIX, 1, 256 << 20),
+        (ALERTS_STREAM, ALERTS_PREFIX, 30, 64 << 20),
+    ] {
+        js.create_or_update_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![format!("{prefix}>")],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            max_age: Duration::from_secs(days * 24 * 3600),
+            max_bytes: bytes,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err(&e))?;
+    }
+    let stream = js.get_stream(STREAM).await.map_err(|e| js_err(&e))?;
     Ok((client, js, stream))
 }
 
+/// The identity of the data stream's current incarnation (`TMIDB_DATA@<created>`): the
+/// ledger keys sequences by it, so a re-created stream (sequences restarting at 1) is
+/// not mistaken for the old one.
+pub async fn stream_epoch(stream: &mut stream::Stream) -> Result<String, PipelineError> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| PipelineError::JetStream(e.to_string()))?;
+    Ok(format!(
+        "{STREAM}@{}",
+        info.created.unix_timestamp_nanos() / 1000
+    ))
+}
+
+/// Publishes and waits for JetStream's acknowledgement (with `Nats-Msg-Id`).
+pub async fn publish(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    payload: Vec<u8>,
+) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    js.publish_with_headers(subject, headers, payload.into())
+        .await
+}
+
 /// The shared durable pull consumer (created if missing).
-pub async fn consumer(stream: &stream::Stream) -> Result<consumer::PullConsumer, PipelineError> {
-    stream
+pub async fn consumer(
+    stream: &stream::Stream,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, PipelineError> {
+    let c = stream
         .get_or_create_consumer(
             CONSUMER,
             consumer::pull::Config {
                 durable_name: Some(CONSUMER.into()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait,
                 max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| PipelineError::JetStream(e.to_string()))?;
+    // An existing consumer keeps its settings unless updated (ack_wait may have changed).
+    let mut config = c.cached_info().config.clone();
+    if config.ack_wait != ack_wait {
+        config.ack_wait = ack_wait;
+        stream
+            .update_consumer(config)
+            .await
+            .map_err(|e| PipelineError::JetStream(e.to_string()))?;
+    }
+    Ok(c)
+}
+
+/// The data-manager's durable consumer of raw NATS records.
+pub async fn ingest_consumer(
+    js: &jetstream::Context,
+) -> Result<consumer::PullConsumer, PipelineError> {
+    let stream = js
+        .get_stream(INGEST_STREAM)
+        .await
+        .map_err(|e| PipelineError::JetStream(e.to_string()))?;
+    stream
+        .get_or_create_consumer(
+            INGEST_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(INGEST_CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
                 ..Default::default()
             },
         )

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Home, Sup, http, secs};
+use crate::helpers::{Home, Sup, TinyServer, http, nats_publish, secs};
 
 /// A stack with the pipeline (no SeaweedFS), an admin session, and the ports.
 struct Pipeline {
@@ -274,4 +274,455 @@ fn a_saturated_pipeline_answers_429_and_loses_nothing_it_accepted() {
         &json!([{"target": "t", "v": 1}]),
     );
     assert_eq!(status, 202);
+}
+
+/// Records `GET …/records?target=T` (up to 1000).
+fn records_of(p: &Pipeline, target: &str) -> Vec<Value> {
+    let (_, _, r) = p.call(
+        p.api,
+        "GET",
+        &format!("/api/v1/categories/meter/records?target={target}&limit=1000"),
+        &p.admin,
+        &Value::Null,
+    );
+    r["records"].as_array().cloned().unwrap_or_default()
+}
+
+fn pending_letters(p: &Pipeline) -> Vec<Value> {
+    let (_, _, r) = p.call(
+        p.api,
+        "GET",
+        "/api/v1/dead-letters?category=meter&limit=1000",
+        &p.admin,
+        &Value::Null,
+    );
+    r.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn every_source_kind_lands_transformed_records_and_bad_ones_become_replayable_dead_letters() {
+    let p = Pipeline::start("");
+    let (sup, api, admin) = (&p.sup, p.api, p.admin.clone());
+    let nats = sup
+        .cli_ok(&["config", "get", "ports.nats"])
+        .trim()
+        .parse::<u16>()
+        .unwrap();
+    let post = |path: &str, body: Value| p.call(api, "POST", path, &admin, &body);
+    let (s, _, r) = post(
+        "/api/v1/categories",
+        json!({"name": "meter", "fields": [{"name": "power", "type": "float", "required": true},
+            {"name": "site", "type": "text"}, {"name": "status", "type": "text"}]}),
+    );
+    assert_eq!(s, 201, "{r}");
+    let poll = TinyServer::start(0);
+    *poll.body.lock().unwrap() =
+        json!({"data": [{"id": "p1", "t": 1764147600, "w": 10}, {"id": "p2", "t": 1764147600, "w": 11}]})
+            .to_string();
+    let sources = [
+        json!({"name": "meters-push", "category": "meter", "kind": "http_push",
+               "transform": {"defaults": {"status": "ok"}}}),
+        json!({"name": "meters-nats", "category": "meter", "kind": "nats",
+               "transform": {"rename": {"pwr": "power"}}}),
+        json!({"name": "meters-drop", "category": "meter", "kind": "file", "config": {"path": "drop"},
+               "transform": {"timestamp": {"field": "time", "format": "%d/%m/%Y %H:%M:%S"}, "target_field": "meter_id"}}),
+        json!({"name": "meters-exec", "category": "meter", "kind": "exec",
+               "config": {"command": ["sh", "-c", "echo '{\"target\":\"x1\",\"ts\":\"2026-11-26T09:00:00Z\",\"mw\":0.002}'; echo garbage; exec sleep 600"]},
+               "transform": {"rename": {"mw": "power"}, "scale": {"power": {"factor": 1000}}, "constants": {"site": "exec"}}}),
+        json!({"name": "meters-poll", "category": "meter", "kind": "http_poll",
+               "config": {"url": format!("http://127.0.0.1:{}/readings", poll.port), "interval": "1s",
+                          "records": "/data", "fields": {"target": "/id", "time": "/t", "power": "/w"}},
+               "transform": {"timestamp": {"field": "time", "format": "unix"}}}),
+    ];
+    for s in &sources {
+        let (status, _, r) = post("/api/v1/sources", s.clone());
+        assert_eq!(status, 201, "{r}");
+    }
+    // Bad definitions are refused with the offending key named.
+    let (status, _, r) = post(
+        "/api/v1/sources",
+        json!({"name": "bad", "category": "meter", "kind": "http_poll", "config": {"url": "ftp://x"},
+               "transform": {"timestamp": {"field": "t", "format": "%Q"}}}),
+    );
+    assert_eq!(status, 400, "{r}");
+    let fields: Vec<&str> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["config.url", "transform.timestamp.format"], "{r}");
+
+    // http_push, with the source's defaults.
+    let (status, _, r) = p.call(
+        p.ingest,
+        "POST",
+        "/ingest/meter",
+        &admin,
+        &json!([{"target": "h1", "ts": "2026-11-26T08:00:00Z", "power": 1.5}, {"target": "h1", "power": "high"}]),
+    );
+    assert_eq!((status, r["accepted"].as_u64()), (202, Some(1)), "{r}");
+    // nats: an object, an array, and a message that is not JSON.
+    nats_publish(
+        nats,
+        "tmidb.ingest.meter",
+        &[
+            br#"{"target":"n1","ts":"2026-11-26T08:00:00Z","pwr":3}"#,
+            br#"[{"target":"n1","ts":"2026-11-26T08:01:00Z","pwr":4}]"#,
+            b"not json at all",
+        ],
+    );
+    // file: a CSV with one bad row, and a file that cannot be read.
+    let drop = p._home.path().join("drop");
+    sup.wait_until("the file source watches its directory", secs(30), |_| {
+        drop.join("done").is_dir()
+    });
+    std::fs::write(
+        drop.join("m7.csv"),
+        "meter_id,time,power\nm7,26/11/2026 10:00:00,5.5\nm7,26/11/2026 10:01:00,bad\n",
+    )
+    .unwrap();
+    std::fs::write(drop.join("broken.json"), "{not json").unwrap();
+
+    sup.wait_until("records from every source", secs(60), |_| {
+        ["h1", "n1", "m7", "x1", "p1", "p2"]
+            .iter()
+            .all(|t| !records_of(&p, t).is_empty())
+    });
+    assert_eq!(records_of(&p, "h1")[0]["status"], "ok", "push defaults");
+    let n1 = records_of(&p, "n1");
+    assert_eq!(
+        (n1.len(), n1[1]["power"].as_f64()),
+        (2, Some(4.0)),
+        "{n1:?}"
+    );
+    let m7 = records_of(&p, "m7");
+    assert_eq!(m7[0]["ts"], "2026-11-26T10:00:00+00:00", "{m7:?}");
+    assert!(m7[0].get("meter_id").is_none(), "{m7:?}");
+    let x1 = &records_of(&p, "x1")[0];
+    assert_eq!(
+        (x1["power"].as_f64(), &x1["site"]),
+        (Some(2.0), &json!("exec")),
+        "{x1}"
+    );
+    assert_eq!(records_of(&p, "p1")[0]["ts"], "2025-11-26T09:00:00+00:00");
+    // The file went to done/ with a report; the unreadable one to failed/.
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(drop.join("done/m7.csv.report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (report["accepted"].as_u64(), report["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    sup.wait_until("the broken file failed", secs(30), |_| {
+        drop.join("failed/broken.json.report.json").exists()
+    });
+
+    // Every bad record is a dead letter naming its source and reason.
+    sup.wait_until("four dead letters", secs(30), |_| {
+        pending_letters(&p).len() >= 4
+    });
+    let letters = pending_letters(&p);
+    let by_source = |s: &str| {
+        letters
+            .iter()
+            .find(|l| l["source"] == s)
+            .unwrap_or_else(|| panic!("no dead letter from {s}: {letters:?}"))
+            .clone()
+    };
+    assert_eq!(by_source("meters-push")["reasons"][0]["field"], "power");
+    assert_eq!(by_source("meters-nats")["raw"], "not json at all");
+    assert_eq!(by_source("meters-exec")["raw"], "garbage");
+    let bad_row = by_source("meters-drop");
+    assert_eq!(bad_row["position"], "m7.csv line 3", "{bad_row}");
+
+    // Fix one and replay it: it goes through the source's transformation again.
+    let id = bad_row["id"].as_str().unwrap();
+    let mut fixed = bad_row["raw"].clone();
+    fixed["power"] = json!(7.25);
+    let (status, _, _) = p.call(
+        api,
+        "PUT",
+        &format!("/api/v1/dead-letters/{id}"),
+        &admin,
+        &json!({"raw": fixed}),
+    );
+    assert_eq!(status, 200);
+    let (_, _, r) = post(&format!("/api/v1/dead-letters/{id}/replay"), json!({}));
+    assert_eq!(
+        (r["replayed"].as_u64(), r["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{r}"
+    );
+    sup.wait_until("the fixed record stored", secs(30), |_| {
+        records_of(&p, "m7").len() == 2
+    });
+    assert_eq!(records_of(&p, "m7")[1]["power"].as_f64(), Some(7.25));
+
+    // Records with a field the schema lacks wait in the dead letters until it is added.
+    p.call(
+        p.ingest,
+        "POST",
+        "/ingest/meter",
+        &admin,
+        &json!([{"target": "v1", "ts": "2026-11-26T08:00:00Z", "power": 1, "voltage": 230}]),
+    );
+    sup.wait_until("the voltage letter", secs(30), |_| {
+        pending_letters(&p)
+            .iter()
+            .any(|l| l["raw"]["target"] == "v1")
+    });
+    let (status, _, r) = p.call(
+        api,
+        "PUT",
+        "/api/v1/categories/meter",
+        &admin,
+        &json!({"fields": [{"name": "power", "type": "float", "required": true}, {"name": "site", "type": "text"},
+            {"name": "status", "type": "text"}, {"name": "voltage", "type": "int"}]}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let (_, _, r) = post("/api/v1/dead-letters/replay?category=meter", json!({}));
+    assert_eq!(
+        r["replayed"].as_u64(),
+        Some(1),
+        "only the voltage record is valid now: {r}"
+    );
+    assert!(r["failed"].as_u64().unwrap() >= 3, "{r}");
+    sup.wait_until("the replayed record", secs(30), |_| {
+        records_of(&p, "v1")
+            .first()
+            .is_some_and(|r| r["voltage"] == 230)
+    });
+
+    // A poll that brings nothing new publishes nothing (what was taken is remembered):
+    // one "poll ingested" before the document changes, one after, although it is
+    // fetched every second.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let polls = || {
+        sup.records()
+            .iter()
+            .filter(|r| r["msg"] == "poll ingested")
+            .count()
+    };
+    assert_eq!(polls(), 1);
+    *poll.body.lock().unwrap() =
+        json!({"data": [{"id": "p1", "t": 1764147600, "w": 10}, {"id": "p1", "t": 1764147660, "w": 12}]})
+            .to_string();
+    sup.wait_until("the newer polled record", secs(30), |_| {
+        records_of(&p, "p1").len() == 2
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(polls(), 2);
+    let (_, _, integrity) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
+    assert_eq!(integrity["ok"], true, "{integrity}");
+    let meter = integrity["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["category"] == "meter")
+        .unwrap();
+    assert_eq!(meter["skipped_duplicates"], 0, "{integrity}");
+    assert_eq!(integrity["stream"]["gaps"], 0, "{integrity}");
+
+    // Sources can be changed and removed at run time: the exec source is restarted
+    // with its new definition.
+    let (status, _, _) = p.call(
+        api,
+        "DELETE",
+        "/api/v1/sources/meters-exec",
+        &admin,
+        &Value::Null,
+    );
+    assert_eq!(status, 204);
+    sup.wait_until("the exec source's program stopped", secs(30), |_| {
+        crate::helpers::pids_with_cmdline("exec sleep 600").is_empty()
+    });
+}
+
+#[test]
+fn rollups_match_sql_alerts_fire_and_resolve_to_a_webhook_and_sse_resumes_without_gaps() {
+    let p = Pipeline::start("");
+    let (sup, api, admin) = (&p.sup, p.api, p.admin.clone());
+    let post = |path: &str, body: Value| p.call(api, "POST", path, &admin, &body);
+    let push = |records: Value| {
+        let (status, _, r) = p.call(p.ingest, "POST", "/ingest/meter", &admin, &records);
+        assert_eq!(status, 202, "{r}");
+    };
+    let (s, _, r) = post(
+        "/api/v1/categories",
+        json!({"name": "meter", "fields": [{"name": "power", "type": "float"}, {"name": "n", "type": "int"}]}),
+    );
+    assert_eq!(s, 201, "{r}");
+    let auth = format!("Bearer {admin}");
+
+    // SSE: follow from now, see the first batch, disconnect.
+    let follower = {
+        let auth = auth.clone();
+        std::thread::spawn(move || {
+            crate::helpers::sse(
+                api,
+                "/api/v1/categories/meter/stream",
+                &[("Authorization", &auth)],
+                secs(60),
+                |ev| ev.iter().any(|e| e.1 == "records"),
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    push(json!([{"target": "s1", "ts": "2026-11-26T07:00:00Z", "power": 1}]));
+    let first = follower.join().unwrap();
+    let seen = first
+        .iter()
+        .find(|e| e.1 == "records")
+        .unwrap_or_else(|| panic!("no records event: {first:?}"));
+    assert_eq!(seen.2["records"][0]["target"], "s1", "{first:?}");
+    let last_id = seen.0.clone();
+    // Meanwhile, more records; reconnecting with Last-Event-ID gets exactly those.
+    push(json!([{"target": "s2", "ts": "2026-11-26T07:00:00Z", "power": 2}]));
+    push(json!([{"target": "s3", "ts": "2026-11-26T07:00:00Z", "power": 3}]));
+    let resumed = crate::helpers::sse(
+        api,
+        "/api/v1/categories/meter/stream",
+        &[("Authorization", &auth), ("Last-Event-ID", &last_id)],
+        secs(60),
+        |ev| ev.iter().filter(|e| e.1 == "records").count() >= 2,
+    );
+    // (Two data-consumers: commit order, not push order.)
+    let mut targets: Vec<&str> = resumed
+        .iter()
+        .filter(|e| e.1 == "records")
+        .flat_map(|e| e.2["records"].as_array().unwrap().iter())
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["s2", "s3"], "{resumed:?}");
+    let ids: Vec<u64> = resumed.iter().map(|e| e.0.parse().unwrap()).collect();
+    assert_eq!(
+        ids[0],
+        last_id.parse::<u64>().unwrap() + 1,
+        "no gap: {resumed:?}"
+    );
+
+    // Rollups, maintained as records are stored, equal aggregating the records.
+    let mut batch = vec![];
+    for i in 0..600u32 {
+        batch.push(json!({"target": format!("r{}", i % 3), "ts": format!("2026-11-26T{:02}:{:02}:{:02}Z", 10 + i / 300, (i / 5) % 60, i % 60),
+                          "power": (i as f64) * 0.37 - 20.0, "n": i % 7}));
+    }
+    // In two pushes (and the first again: a retry adds nothing to the rollups).
+    push(json!(batch[..250]));
+    push(json!(batch[250..]));
+    push(json!(batch[..250]));
+    let count = || {
+        let (_, _, r) = p.call(
+            api,
+            "GET",
+            "/api/v1/categories/meter/aggregate?field=power&interval=1d&raw=true",
+            &admin,
+            &Value::Null,
+        );
+        r.as_array()
+            .map(|a| a.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>())
+            .unwrap_or(0)
+    };
+    sup.wait_until("603 records", secs(30), |_| count() == 603);
+    for (field, interval) in [("power", "1m"), ("power", "1h"), ("n", "1m")] {
+        let get = |raw: bool| {
+            let (_, _, r) = p.call(
+                api,
+                "GET",
+                &format!(
+                    "/api/v1/categories/meter/aggregate?field={field}&interval={interval}&raw={raw}"
+                ),
+                &admin,
+                &Value::Null,
+            );
+            r.as_array().cloned().unwrap()
+        };
+        let (rolled, direct) = (get(false), get(true));
+        assert_eq!(rolled.len(), direct.len(), "{field} {interval}");
+        assert!(rolled.len() > 3, "{rolled:?}");
+        for (a, b) in rolled.iter().zip(&direct) {
+            assert_eq!(
+                (&a["target"], &a["bucket"], &a["count"]),
+                (&b["target"], &b["bucket"], &b["count"])
+            );
+            for k in ["min", "max", "sum", "avg"] {
+                let (x, y) = (a[k].as_f64().unwrap(), b[k].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                    "{field} {interval} {k}: {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    // Alerts: a threshold fires and resolves, delivered to a webhook that fails at
+    // first (retried); an absence rule fires for a silent target.
+    let hook = TinyServer::start(1);
+    let url = format!("http://127.0.0.1:{}/hook", hook.port);
+    let (s, _, r) = post(
+        "/api/v1/alert-rules",
+        json!({"name": "hot", "category": "meter", "kind": "threshold",
+        "field": "power", "op": "gt", "value": 100, "webhooks": [url]}),
+    );
+    assert_eq!(s, 201, "{r}");
+    let (s, _, r) = post(
+        "/api/v1/alert-rules",
+        json!({"name": "bad", "category": "meter", "kind": "threshold", "field": "nope"}),
+    );
+    assert_eq!(s, 400, "{r}");
+    let (s, _, r) = post(
+        "/api/v1/alert-rules",
+        json!({"name": "quiet", "category": "meter", "kind": "absence",
+        "target": "silent", "window": "2s"}),
+    );
+    assert_eq!(s, 201, "{r}");
+    push(json!([{"target": "a1", "ts": "2026-11-26T12:00:00Z", "power": 150}]));
+    sup.wait_until("the firing webhook", secs(30), |_| {
+        hook.posts.lock().unwrap().len() == 1
+    });
+    push(json!([{"target": "a1", "ts": "2026-11-26T12:01:00Z", "power": 50}]));
+    sup.wait_until("the resolved webhook", secs(30), |_| {
+        hook.posts.lock().unwrap().len() == 2
+    });
+    let posts = hook.posts.lock().unwrap().clone();
+    assert_eq!(
+        (&posts[0]["state"], &posts[0]["target"], &posts[0]["value"]),
+        (&json!("firing"), &json!("a1"), &json!(150.0)),
+        "{posts:?}"
+    );
+    assert_eq!(posts[1]["state"], "resolved", "{posts:?}");
+    assert_eq!(
+        hook.fail_first.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the failed delivery was retried"
+    );
+    let alerts = |rule: &str| {
+        let (_, _, r) = p.call(
+            api,
+            "GET",
+            "/api/v1/alerts?category=meter",
+            &admin,
+            &Value::Null,
+        );
+        r.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .map(|a| a["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    sup.wait_until("the absence alert", secs(30), |_| {
+        alerts("quiet") == ["firing"]
+    });
+    push(json!([{"target": "silent", "power": 1}]));
+    sup.wait_until("the absence resolved", secs(30), |_| {
+        alerts("quiet") == ["resolved", "firing"]
+    });
+    assert_eq!(alerts("hot"), ["resolved", "firing"]);
+
+    let (_, _, integrity) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
+    assert_eq!(integrity["ok"], true, "{integrity}");
 }

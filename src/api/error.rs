@@ -68,6 +68,20 @@ fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
 }
 
 impl ApiError {
+    /// The error body (code, message, per-item issues).
+    pub fn body(&self) -> &ErrorBody {
+        match self {
+            ApiError::BadRequest(b)
+            | ApiError::Unauthorized(b)
+            | ApiError::Forbidden(b)
+            | ApiError::NotFound(b)
+            | ApiError::Conflict(b)
+            | ApiError::TooManyRequests(b, _)
+            | ApiError::Internal(b)
+            | ApiError::Unavailable(b) => &b.0,
+        }
+    }
+
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::BadRequest(body("bad_request", message))

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod export;
 pub mod files;
+pub mod live;
 pub mod routes;
 pub mod schema;
 
@@ -40,6 +41,18 @@ pub struct AppState {
     pub schemas: crate::db::categories::SchemaCache,
     /// SeaweedFS file storage (None: not configured).
     pub files: Option<files::FileStore>,
+    /// JetStream (replaying dead letters, live streams, integrity); None in the
+    /// data-manager, which holds its own.
+    pub nats: Option<async_nats::jetstream::Context>,
+}
+
+impl AppState {
+    /// JetStream, or 503 when this process has none.
+    pub fn jetstream(&self) -> error::ApiResult<&async_nats::jetstream::Context> {
+        self.nats
+            .as_ref()
+            .ok_or_else(|| error::ApiError::unavailable("NATS is not connected"))
+    }
 }
 
 /// Title and version of the OpenAPI document.
@@ -81,6 +94,9 @@ pub enum ServeError {
     /// The database is unreachable.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// NATS is unreachable.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
     /// The port could not be bound.
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Listen {
@@ -99,6 +115,7 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
     let port = cfg.ports["api"];
     let max_body = cfg.max_upload_bytes + (1 << 20);
     let files = files::FileStore::new(&cfg);
+    let (_nats, js, _) = crate::pipeline::connect(&cfg).await?;
     let state = Arc::new(AppState {
         pool,
         cfg,
@@ -108,7 +125,10 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         partitions: Default::default(),
         schemas: Default::default(),
         files,
+        nats: Some(js),
     });
+    // Schema changes made by other processes (none today) and this one alike.
+    tokio::spawn(forget_changed_schemas(state.clone()));
     if let Err(e) = auth::bootstrap_admin(&state).await {
         tracing::error!("cannot create the first admin: {e:?}");
     }
@@ -136,6 +156,15 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(5)))
         .await
         .map_err(|source| ServeError::Listen { port, source })
+}
+
+async fn forget_changed_schemas(state: Arc<AppState>) {
+    let Ok(mut l) = crate::db::listen(&state.cfg, &[crate::db::categories::CHANNEL]).await else {
+        return;
+    };
+    while let Ok(n) = l.recv().await {
+        state.schemas.forget(n.payload());
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (then tells the supervisor STOPPING=1).

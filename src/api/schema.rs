@@ -117,7 +117,7 @@ pub struct Schema {
 }
 
 /// A problem with a schema or a record: which field and why.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// Field (or key) concerned.
     pub field: Option<String>,

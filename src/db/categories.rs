@@ -7,8 +7,7 @@
 //! ahead of the data (and a default partition catches anything else).
 //!
 //! SQL text only ever contains identifiers that passed `valid_identifier` (quoted);
-//! values are bind parameters: a batch of records travels as one JSON parameter
-//! unpacked by `jsonb_to_recordset`.
+//! values are bind parameters. Records are stored through [`super::batches`].
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -17,7 +16,11 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::Storage;
-use crate::api::schema::{Field, Record, Schema, quote, table, valid_identifier};
+use crate::api::schema::{Field, Schema, quote, table, valid_identifier};
+
+/// The channel announcing category changes (payload: the name), so processes other than
+/// the api drop their cached schema.
+pub const CHANNEL: &str = "tmidb_categories";
 
 /// Why a category operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +217,7 @@ pub async fn create(
             }
         }
     }
+    super::notify(&mut tx, CHANNEL, name).await?;
     tx.commit().await?;
     get(pool, name, None).await
 }
@@ -378,6 +382,7 @@ pub async fn update(
         .bind(description)
         .execute(&mut *tx)
         .await?;
+    super::notify(&mut tx, CHANNEL, name).await?;
     tx.commit().await?;
     get(pool, name, None).await
 }
@@ -402,82 +407,16 @@ pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<u64, Categ
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    // Its rollups and ledger rows go with it (no foreign key: they outlive nothing else).
+    sqlx::query("DELETE FROM rollups WHERE category = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM ingest_batches WHERE category = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    super::notify(&mut tx, CHANNEL, name).await?;
     tx.commit().await?;
     Ok(n as u64)
-}
-
-/// The statement inserting a JSON array of records (one bind parameter) into the
-/// table of `schema`; `with_ids`: the records carry their `id` and duplicates are skipped.
-fn insert_sql(schema: &Schema, with_ids: bool) -> String {
-    let names: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
-    let defs: Vec<String> = schema.fields.iter().map(column).collect();
-    let comma = if names.is_empty() { "" } else { ", " };
-    let (id_col, id_def, conflict) = if with_ids {
-        ("id, ", "id uuid, ", " ON CONFLICT DO NOTHING")
-    } else {
-        ("", "", "")
-    };
-    format!(
-        "INSERT INTO {} ({id_col}target, ts, schema_version{comma}{cols}) SELECT {id_col}target, ts, $2{comma}{cols} \
-         FROM jsonb_to_recordset($1) AS x({id_def}target text, ts timestamptz{comma}{defs}){conflict}",
-        quote(&table(&schema.category)),
-        cols = names.join(", "),
-        defs = defs.join(", ")
-    )
-}
-
-fn rows_json<'a>(
-    records: impl Iterator<Item = (Option<uuid::Uuid>, &'a Record)>,
-) -> serde_json::Value {
-    serde_json::Value::Array(
-        records
-            .map(|(id, r)| {
-                let mut m = serde_json::Map::new();
-                if let Some(id) = id {
-                    m.insert("id".into(), id.to_string().into());
-                }
-                m.insert("target".into(), r.target.clone().into());
-                m.insert("ts".into(), r.ts.to_rfc3339().into());
-                for (k, v) in &r.values {
-                    m.insert(k.clone(), v.clone());
-                }
-                serde_json::Value::Object(m)
-            })
-            .collect(),
-    )
-}
-
-/// Inserts validated records of `schema` in one statement; returns how many.
-pub async fn insert(
-    pool: &PgPool,
-    schema: &Schema,
-    records: &[Record],
-) -> Result<u64, sqlx::Error> {
-    if records.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(sql(insert_sql(schema, false)))
-        .bind(rows_json(records.iter().map(|r| (None, r))))
-        .bind(schema.version)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected())
-}
-
-/// Inserts records with their content ids, skipping ids already stored; returns how many
-/// were new. Part of the caller's transaction.
-pub async fn insert_idempotent(
-    tx: &mut Transaction<'_, Postgres>,
-    schema: &Schema,
-    records: &[(uuid::Uuid, Record)],
-) -> Result<u64, sqlx::Error> {
-    if records.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(sql(insert_sql(schema, true)))
-        .bind(rows_json(records.iter().map(|(id, r)| (Some(*id), r))))
-        .bind(schema.version)
-        .execute(&mut **tx)
-        .await?;
-    Ok(done.rows_affected())
 }

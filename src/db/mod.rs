@@ -5,7 +5,10 @@
 //! input are validated against a strict pattern before they reach SQL text; values only
 //! ever travel as bind parameters.
 
+pub mod batches;
 pub mod categories;
+pub mod dead_letters;
+pub mod sources;
 
 use std::time::Duration;
 
@@ -146,4 +149,34 @@ pub async fn migrate(cfg: &Config) -> Result<Storage, DbError> {
         .map_err(sql)?;
     pool.close().await;
     Ok(storage)
+}
+
+/// Announces a change on `channel` (LISTEN/NOTIFY); delivered when `tx` commits.
+pub async fn notify(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    channel: &str,
+    payload: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A listener on `channels`, on its own connection.
+pub async fn listen(
+    cfg: &Config,
+    channels: &[&str],
+) -> Result<sqlx::postgres::PgListener, DbError> {
+    let port = cfg.ports["postgresql"];
+    let pool = connect(cfg, 1).await?;
+    let mut l = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .map_err(|source| DbError::Sql { port, source })?;
+    l.listen_all(channels.iter().copied())
+        .await
+        .map_err(|source| DbError::Sql { port, source })?;
+    Ok(l)
 }

@@ -432,6 +432,7 @@ pub fn api_stack() -> &'static ApiStack {
             "postgresql-init",
             "postgresql",
             "migrate",
+            "nats",
             "api",
             "seaweedfs-init",
             "seaweedfs",
@@ -551,4 +552,173 @@ impl ApiStack {
         T.get_or_init(|| self.login("admin", &self.admin_password).0)
             .clone()
     }
+}
+
+/// A local HTTP server for sources and webhooks: GET answers `body`, POST bodies are
+/// kept in `posts` (the first `fail_first` POSTs answer 500, to exercise retries).
+pub struct TinyServer {
+    /// Its port.
+    pub port: u16,
+    /// What GET answers.
+    pub body: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Bodies POSTed, in order.
+    pub posts: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// POSTs still to refuse.
+    pub fail_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TinyServer {
+    pub fn start(fail_first: usize) -> TinyServer {
+        use std::io::{BufRead, Read, Write};
+        use std::sync::{Arc, Mutex, atomic::AtomicUsize, atomic::Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let body = Arc::new(Mutex::new(String::from("[]")));
+        let posts = Arc::new(Mutex::new(vec![]));
+        let fail = Arc::new(AtomicUsize::new(fail_first));
+        let (b, p, f) = (body.clone(), posts.clone(), fail.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut data = vec![0; len];
+                let _ = r.read_exact(&mut data);
+                let (status, out) = if line.starts_with("POST") {
+                    if f.load(Ordering::SeqCst) > 0 {
+                        f.fetch_sub(1, Ordering::SeqCst);
+                        (500, String::from("{}"))
+                    } else {
+                        p.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&data).unwrap_or(Value::Null));
+                        (200, String::from("{}"))
+                    }
+                } else {
+                    (200, b.lock().unwrap().clone())
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
+                    out.len()
+                );
+            }
+        });
+        TinyServer {
+            port,
+            body,
+            posts,
+            fail_first: fail,
+        }
+    }
+}
+
+/// Publishes on core NATS the way an external system would (plain protocol), and waits
+/// for the server to have processed it (PING/PONG).
+pub fn nats_publish(port: u16, subject: &str, payloads: &[&[u8]]) {
+    use std::io::{BufRead, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut info = String::new();
+    r.read_line(&mut info).unwrap();
+    assert!(info.starts_with("INFO"), "{info}");
+    let mut w = s;
+    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+        .unwrap();
+    for p in payloads {
+        w.write_all(format!("PUB {subject} {}\r\n", p.len()).as_bytes())
+            .unwrap();
+        w.write_all(p).unwrap();
+        w.write_all(b"\r\n").unwrap();
+    }
+    w.write_all(b"PING\r\n").unwrap();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        assert!(!l.starts_with("-ERR"), "{l}");
+        if l.starts_with("PONG") {
+            break;
+        }
+    }
+}
+
+/// One Server-Sent Event: (id, event type, data).
+pub type Sse = (String, String, Value);
+
+/// Reads SSE events from `path` until `want` returns true or `timeout` passes.
+pub fn sse(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+    want: impl Fn(&[Sse]) -> bool,
+) -> Vec<Sse> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    if !status.contains(" 200 ") {
+        use std::io::Read;
+        let mut rest = vec![];
+        let _ = r.read_to_end(&mut rest);
+        panic!("{path}: {status}{}", String::from_utf8_lossy(&rest));
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut events = vec![];
+    let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+    let mut in_body = false;
+    while std::time::Instant::now() < deadline && !want(&events) {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if !in_body {
+            in_body = line.is_empty();
+            continue;
+        }
+        // Chunk-size lines of the chunked encoding are skipped (hex only).
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim());
+        } else if line.is_empty() && !data.is_empty() {
+            events.push((
+                std::mem::take(&mut id),
+                std::mem::take(&mut kind),
+                serde_json::from_str(&std::mem::take(&mut data)).unwrap_or(Value::Null),
+            ));
+        }
+    }
+    events
 }

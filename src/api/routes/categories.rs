@@ -121,6 +121,8 @@ pub struct Bucket {
     pub sum: Option<f64>,
 }
 
+pub use crate::api::live::LiveEvent;
+
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
 #[oai(rename_all = "lowercase")]
@@ -339,7 +341,7 @@ impl CategoriesApi {
             ok.iter().map(|r| r.ts),
         )
         .await?;
-        let accepted = store::insert(&state.pool, &schema, &ok).await?;
+        let accepted = crate::db::batches::insert_direct(&state.pool, &schema, ok).await?;
         let result = InsertResult {
             accepted,
             rejected: rejected as u64,
@@ -508,7 +510,9 @@ impl CategoriesApi {
 
     /// Time-bucket aggregation of a numeric field per target: count, min, max, avg and
     /// sum per `interval` (e.g. `1m`, `1h`); buckets start at multiples of the interval
-    /// from 2000-01-01T00:00:00Z.
+    /// from 2000-01-01T00:00:00Z. `1m` and `1h` come from the rollups maintained as
+    /// records are stored (with `from`/`to` applied to bucket starts); other intervals
+    /// are computed from the records.
     #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/categories/:name/aggregate",
@@ -531,6 +535,9 @@ impl CategoriesApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
         to: Query<Option<DateTime<Utc>>>,
+        /// Compute from the records even when rollups exist (`1m` and `1h` are
+        /// otherwise read from the rollups the data-consumer maintains).
+        raw: Query<Option<bool>>,
     ) -> ApiResult<BucketsResponse> {
         auth.principal().require_read(&name.0)?;
         let schema = state.schemas.get(&state.pool, &name.0).await?;
@@ -562,6 +569,37 @@ impl CategoriesApi {
                     interval.0
                 ))
             })?;
+        let rollup = match width.as_secs() {
+            60 => Some("1m"),
+            3600 => Some("1h"),
+            _ => None,
+        };
+        if let Some(w) = rollup.filter(|_| raw.0 != Some(true)) {
+            let (n, body): (i64, String) = sqlx::query_as(
+                "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', count, \
+                 'min', min, 'max', max, 'avg', sum / count, 'sum', sum) ORDER BY target, bucket), '[]')::text FROM (\
+                 SELECT * FROM rollups WHERE category = $1 AND width = $2 AND field = $3 AND ($4::text IS NULL OR target = $4) \
+                 AND ($5::timestamptz IS NULL OR bucket >= $5) AND ($6::timestamptz IS NULL OR bucket < $6) \
+                 ORDER BY target, bucket LIMIT $7) b",
+            )
+            .bind(&schema.category)
+            .bind(w)
+            .bind(&f.name)
+            .bind(target.0)
+            .bind(from.0)
+            .bind(to.0)
+            .bind(MAX_BUCKETS + 1)
+            .fetch_one(&state.pool)
+            .await?;
+            if n > MAX_BUCKETS {
+                return Err(ApiError::bad_request(format!(
+                    "more than {MAX_BUCKETS} buckets; narrow the time range or widen the interval"
+                )));
+            }
+            return Ok(BucketsResponse::Buckets(poem_openapi::payload::Binary(
+                body.into_bytes(),
+            )));
+        }
         let col = quote(&f.name);
         // PostgreSQL renders the buckets as one JSON array, sent as the body.
         let sql = format!(
@@ -569,7 +607,7 @@ impl CategoriesApi {
              'min', lo, 'max', hi, 'avg', mean, 'sum', total) ORDER BY target, bucket), '[]')::text FROM (\
              SELECT target, date_bin(make_interval(secs => $1), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
              count({col}) AS n, min({col})::float8 AS lo, max({col})::float8 AS hi, avg({col})::float8 AS mean, sum({col})::float8 AS total \
-             FROM {} WHERE ($2::text IS NULL OR target = $2) AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4) \
+             FROM {} WHERE {col} IS NOT NULL AND ($2::text IS NULL OR target = $2) AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4) \
              GROUP BY target, bucket LIMIT {}) b",
             quote(&table(&schema.category)),
             MAX_BUCKETS + 1
@@ -659,5 +697,41 @@ impl CategoriesApi {
             .fetch_all(&state.pool)
             .await?;
         Ok(Json(rows))
+    }
+
+    /// Live records and alerts of a category as Server-Sent Events: `records` events
+    /// (the records of one committed batch) and `alert` events. Each event's id is its
+    /// sequence in the event stream; reconnecting with `Last-Event-ID` (or `since`)
+    /// resumes right after it, without gaps, for 24 hours of history.
+    #[oai(
+        path = "/categories/:name/stream",
+        method = "get",
+        operation_id = "streamCategory",
+        tag = "ApiTags::Records"
+    )]
+    async fn stream(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        name: Path<String>,
+        /// The id of the last event received (sent by EventSource on reconnect).
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: poem_openapi::param::Header<Option<u64>>,
+        /// Same as `Last-Event-ID`, for clients that cannot set headers.
+        since: Query<Option<u64>>,
+    ) -> ApiResult<
+        poem_openapi::payload::EventStream<futures_util::stream::BoxStream<'static, LiveEvent>>,
+    > {
+        auth.principal().require_read(&name.0)?;
+        state.schemas.get(&state.pool, &name.0).await?;
+        let after = last_event_id.0.or(since.0);
+        let stream = crate::api::live::follow(state.jetstream()?, &name.0, after).await?;
+        Ok(poem_openapi::payload::EventStream::new(stream)
+            .keep_alive(std::time::Duration::from_secs(15))
+            .to_event(|e| {
+                poem::web::sse::Event::message(serde_json::to_string(&e.data).expect("json"))
+                    .id(e.seq.to_string())
+                    .event_type(e.kind.clone())
+            }))
     }
 }

@@ -1,9 +1,12 @@
 //! Route definitions, one module per resource; every operation has an operationId, tags
 //! and documented error responses.
 
+pub mod alerts;
 pub mod auth;
 pub mod categories;
+pub mod dead_letters;
 pub mod files;
+pub mod sources;
 mod system;
 pub mod users;
 
@@ -26,6 +29,12 @@ pub enum ApiTags {
     Records,
     /// Files (bytes in SeaweedFS).
     Files,
+    /// Ingestion sources and their transformations.
+    Sources,
+    /// Records that failed ingestion: fix and replay.
+    DeadLetters,
+    /// Alert rules and notifications.
+    Alerts,
 }
 
 /// Every route group.
@@ -35,6 +44,9 @@ pub type Api = (
     users::UsersApi,
     categories::CategoriesApi,
     files::FilesApi,
+    sources::SourcesApi,
+    dead_letters::DeadLettersApi,
+    alerts::AlertsApi,
 );
 
 /// The route groups as one value for the OpenAPI service.
@@ -45,5 +57,8 @@ pub fn api() -> Api {
         users::UsersApi,
         categories::CategoriesApi,
         files::FilesApi,
+        sources::SourcesApi,
+        dead_letters::DeadLettersApi,
+        alerts::AlertsApi,
     )
 }

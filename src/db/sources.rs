@@ -1,0 +1,198 @@
+//! Ingestion sources as stored (`sources`, `source_state`). Every change is announced on
+//! the `tmidb_sources` channel (LISTEN/NOTIFY, delivered at commit), which is how the
+//! data-manager picks it up without a restart.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::ingest::transform::Transform;
+
+/// The channel announcing source changes.
+pub const CHANNEL: &str = "tmidb_sources";
+
+/// How a source gets its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// `POST /ingest/{category}` on the ingest port.
+    HttpPush,
+    /// Messages on `tmidb.ingest.{category}` (kept in the TMIDB_INGEST stream).
+    Nats,
+    /// A URL fetched every interval.
+    HttpPoll,
+    /// CSV / NDJSON files dropped in a directory.
+    File,
+    /// A program writing NDJSON records to stdout.
+    Exec,
+}
+
+impl SourceKind {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::HttpPush => "http_push",
+            SourceKind::Nats => "nats",
+            SourceKind::HttpPoll => "http_poll",
+            SourceKind::File => "file",
+            SourceKind::Exec => "exec",
+        }
+    }
+
+    fn parse(s: &str) -> SourceKind {
+        serde_json::from_value(Value::String(s.into())).unwrap_or(SourceKind::HttpPush)
+    }
+}
+
+/// A source as stored and shown.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct Source {
+    /// Id.
+    pub id: Uuid,
+    /// Name (unique): lowercase letters, digits, `_`, `.`, `-`.
+    pub name: String,
+    /// The category its records belong to.
+    pub category: String,
+    // How it gets records (a plain $ref in the spec).
+    pub kind: SourceKind,
+    /// Kind-specific settings (see the `SourceDefinition` description).
+    pub config: Value,
+    /// Transformation applied before validation.
+    pub transform: Transform,
+    /// Disabled sources are kept but not run.
+    pub enabled: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+type Row = (
+    Uuid,
+    String,
+    String,
+    String,
+    Value,
+    Value,
+    bool,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+const COLUMNS: &str =
+    "id, name, category, kind, config, transform, enabled, created_at, updated_at";
+
+fn from_row(r: Row) -> Source {
+    Source {
+        id: r.0,
+        name: r.1,
+        category: r.2,
+        kind: SourceKind::parse(&r.3),
+        config: r.4,
+        transform: serde_json::from_value(r.5).unwrap_or_default(),
+        enabled: r.6,
+        created_at: r.7,
+        updated_at: r.8,
+    }
+}
+
+/// Every source, by name.
+pub async fn list(pool: &PgPool) -> Result<Vec<Source>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sources ORDER BY name"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// One source by id or name.
+pub async fn get(pool: &PgPool, key: &str) -> Result<Option<Source>, sqlx::Error> {
+    let id = Uuid::parse_str(key).ok();
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sources WHERE id = $1 OR name = $2"
+    )))
+    .bind(id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(from_row))
+}
+
+/// The enabled source of `kind` for `category` whose transformation applies to records
+/// arriving without a named source (pushes, NATS messages): the first by name.
+pub async fn implicit(
+    pool: &PgPool,
+    category: &str,
+    kind: SourceKind,
+) -> Result<Option<Source>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sources WHERE category = $1 AND kind = $2 AND enabled ORDER BY name LIMIT 1"
+    )))
+    .bind(category)
+    .bind(kind.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(from_row))
+}
+
+/// Stores a source (new when `id` is unknown, replaced otherwise) and announces it.
+pub async fn save(pool: &PgPool, s: &Source) -> Result<Source, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO sources (id, name, category, kind, config, transform, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET name = $2, category = $3, kind = $4, config = $5, transform = $6,
+           enabled = $7, updated_at = clock_timestamp()
+         RETURNING {COLUMNS}"
+    )))
+    .bind(s.id)
+    .bind(&s.name)
+    .bind(&s.category)
+    .bind(s.kind.as_str())
+    .bind(&s.config)
+    .bind(serde_json::to_value(&s.transform).expect("json"))
+    .bind(s.enabled)
+    .fetch_one(&mut *tx)
+    .await?;
+    super::notify(&mut tx, CHANNEL, &s.id.to_string()).await?;
+    tx.commit().await?;
+    Ok(from_row(row))
+}
+
+/// Deletes a source; false if there was none.
+pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query("DELETE FROM sources WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    super::notify(&mut tx, CHANNEL, &id.to_string()).await?;
+    tx.commit().await?;
+    Ok(n > 0)
+}
+
+/// What a source remembered (None: nothing yet).
+pub async fn load_state(pool: &PgPool, id: Uuid) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT state FROM source_state WHERE source_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Remembers a source's state.
+pub async fn save_state(pool: &PgPool, id: Uuid, state: &Value) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO source_state (source_id, state) VALUES ($1, $2)
+         ON CONFLICT (source_id) DO UPDATE SET state = $2, updated_at = now()",
+    )
+    .bind(id)
+    .bind(state)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Integrity reconciliation: does what was written match what is stored?
+//!
+//! - Stream: every data-stream sequence up to the writers' ack floor must have a ledger
+//!   row (`ingest_batches`); a missing one is a gap (a message acknowledged but never
+//!   stored).
+//! - Rows: per category, the rows the ledger says were added (count and `bit_xor` of
+//!   `hashtextextended(id::text, 0)`) must equal the rows in the table. Fewer rows is
+//!   data lost; more is data stored outside the ledger or twice.
+//!
+//! The data-consumer runs it every `ingest.reconcile_interval` and logs the result;
+//! `GET /api/v1/integrity` runs it on demand.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::api::schema::{quote, table};
+
+/// The data stream against the ledger.
+#[derive(Debug, Clone, PartialEq, Object, Serialize)]
+pub struct StreamCheck {
+    /// The stream incarnation (`TMIDB_DATA@<created>`).
+    pub stream: String,
+    /// Every message up to this sequence has been acknowledged by a writer.
+    pub ack_floor: u64,
+    /// Messages not yet acknowledged.
+    pub pending: u64,
+    /// Ledger rows up to the ack floor.
+    pub ledgered: u64,
+    /// Acknowledged messages without a ledger row.
+    pub gaps: u64,
+    /// The first missing sequences (at most 20).
+    pub missing: Vec<u64>,
+}
+
+/// One category's stored rows against the ledger.
+#[derive(Debug, Clone, PartialEq, Object, Serialize)]
+pub struct CategoryCheck {
+    /// Category.
+    pub category: String,
+    /// Rows the ledger says were added.
+    pub ledger_rows: i64,
+    /// Rows in the table.
+    pub stored_rows: i64,
+    /// Records that arrived again and were skipped (redeliveries, re-sent records).
+    pub skipped_duplicates: i64,
+    /// Ledger rows missing from the table.
+    pub missing_rows: i64,
+    /// Rows in the table the ledger does not account for.
+    pub unexpected_rows: i64,
+    /// Whether the id checksums agree.
+    pub checksum_ok: bool,
+}
+
+/// A reconciliation.
+#[derive(Debug, Clone, PartialEq, Object, Serialize)]
+pub struct Report {
+    /// When it ran.
+    pub checked_at: DateTime<Utc>,
+    /// True when there are no gaps and every category matches.
+    pub ok: bool,
+    /// The stream (absent when NATS could not be asked).
+    pub stream: Option<StreamCheck>,
+    /// Per category.
+    pub categories: Vec<CategoryCheck>,
+}
+
+/// Runs a reconciliation (`js`: JetStream, to read the writers' ack floor).
+pub async fn reconcile(
+    pool: &PgPool,
+    js: Option<&async_nats::jetstream::Context>,
+) -> Result<Report, sqlx::Error> {
+    let mut stream_check = None;
+    if let Some(js) = js
+        && let Ok(mut stream) = js.get_stream(crate::pipeline::STREAM).await
+        && let Ok(epoch) = crate::pipeline::stream_epoch(&mut stream).await
+        && let Ok(info) = stream.consumer_info(crate::pipeline::CONSUMER).await
+    {
+        let floor = info.ack_floor.stream_sequence;
+        let ledgered: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ingest_batches WHERE stream = $1 AND stream_seq <= $2",
+        )
+        .bind(&epoch)
+        .bind(floor as i64)
+        .fetch_one(pool)
+        .await?;
+        let gaps = floor.saturating_sub(ledgered as u64);
+        let missing: Vec<i64> = if gaps > 0 {
+            sqlx::query_scalar(
+                "SELECT s FROM generate_series(1::bigint, $2) AS s WHERE NOT EXISTS
+                   (SELECT 1 FROM ingest_batches WHERE stream = $1 AND stream_seq = s) ORDER BY s LIMIT 20",
+            )
+            .bind(&epoch)
+            .bind(floor as i64)
+            .fetch_all(pool)
+            .await?
+        } else {
+            vec![]
+        };
+        stream_check = Some(StreamCheck {
+            stream: epoch,
+            ack_floor: floor,
+            pending: info.num_pending + info.num_ack_pending as u64,
+            ledgered: ledgered as u64,
+            gaps,
+            missing: missing.into_iter().map(|s| s as u64).collect(),
+        });
+    }
+    let ledger: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT c.name, coalesce(sum(b.new_rows), 0)::bigint, coalesce(sum(b.records - b.new_rows), 0)::bigint,
+                coalesce(bit_xor(b.checksum), 0)
+         FROM categories c LEFT JOIN ingest_batches b ON b.category = c.name GROUP BY c.name ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut categories = vec![];
+    for (name, ledger_rows, skipped, ledger_sum) in ledger {
+        let (stored, sum): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), coalesce(bit_xor(hashtextextended(id::text, 0)), 0) FROM {}",
+            quote(&table(&name))
+        )))
+        .fetch_one(pool)
+        .await?;
+        categories.push(CategoryCheck {
+            category: name,
+            ledger_rows,
+            stored_rows: stored,
+            skipped_duplicates: skipped,
+            missing_rows: (ledger_rows - stored).max(0),
+            unexpected_rows: (stored - ledger_rows).max(0),
+            checksum_ok: sum == ledger_sum,
+        });
+    }
+    let ok = stream_check.as_ref().is_none_or(|s| s.gaps == 0)
+        && categories
+            .iter()
+            .all(|c| c.missing_rows == 0 && c.unexpected_rows == 0 && c.checksum_ok);
+    Ok(Report {
+        checked_at: Utc::now(),
+        ok,
+        stream: stream_check,
+        categories,
+    })
+}
+
+/// Logs a report: one info line when all is well, an error per problem otherwise.
+pub fn log(r: &Report) {
+    if r.ok {
+        tracing::info!(
+            categories = r.categories.len(),
+            ack_floor = r.stream.as_ref().map(|s| s.ack_floor),
+            "integrity: stream and rows reconcile"
+        );
+        return;
+    }
+    if let Some(s) = r.stream.as_ref().filter(|s| s.gaps > 0) {
+        tracing::error!(gaps = s.gaps, missing = ?s.missing, "integrity: acknowledged stream messages were never stored");
+    }
+    for c in r
+        .categories
+        .iter()
+        .filter(|c| c.missing_rows > 0 || c.unexpected_rows > 0 || !c.checksum_ok)
+    {
+        tracing::error!(
+            category = %c.category,
+            ledger_rows = c.ledger_rows,
+            stored_rows = c.stored_rows,
+            checksum_ok = c.checksum_ok,
+            "integrity: stored rows differ from the ledger"
+        );
+    }
+}
