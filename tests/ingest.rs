@@ -726,3 +726,135 @@ fn rollups_match_sql_alerts_fire_and_resolve_to_a_webhook_and_sse_resumes_withou
     let (_, _, integrity) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
     assert_eq!(integrity["ok"], true, "{integrity}");
 }
+
+#[test]
+fn chaos_200k_records_survive_killed_consumers_and_nats_stored_exactly_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let p = Pipeline::start("[ingest]\nack_wait = \"3s\"\n");
+    let (sup, api, ingest, admin) = (&p.sup, p.api, p.ingest, p.admin.clone());
+    let (s, _, r) = p.call(
+        api,
+        "POST",
+        "/api/v1/categories",
+        &admin,
+        &json!({"name": "chaos", "fields": [{"name": "v", "type": "int", "required": true}]}),
+    );
+    assert_eq!(s, 201, "{r}");
+    const BATCHES: usize = 100;
+    const PER_BATCH: usize = 2000;
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let pusher = {
+        let (pushed, admin) = (pushed.clone(), admin.clone());
+        std::thread::spawn(move || {
+            let auth = format!("Bearer {admin}");
+            let mut retries = 0;
+            for b in 0..BATCHES {
+                let body: Vec<Value> = (0..PER_BATCH)
+                    .map(|i| {
+                        let n = b * PER_BATCH + i;
+                        json!({"target": format!("t{}", n % 20), "ts": format!("2026-11-20T00:00:00.{:06}Z", n), "v": n})
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&body).unwrap();
+                // A push refused or cut by the chaos is sent again: records keep their
+                // content ids, so a repeat is stored once.
+                loop {
+                    let (status, _, raw) = http(
+                        ingest,
+                        "POST",
+                        "/ingest/chaos",
+                        &[
+                            ("Authorization", &auth),
+                            ("Content-Type", "application/json"),
+                        ],
+                        &body,
+                    );
+                    let r: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+                    if status == 202 && r["accepted"] == PER_BATCH {
+                        break;
+                    }
+                    assert!(matches!(status, 429 | 503), "{status}: {r}");
+                    retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                pushed.store(b + 1, Ordering::SeqCst);
+            }
+            retries
+        })
+    };
+    let kill = |unit: &str, at: usize| {
+        sup.wait_until(&format!("{at} batches pushed"), secs(300), |_| {
+            pushed.load(Ordering::SeqCst) >= at
+        });
+        let pid = sup.pid_of(unit);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        eprintln!("killed {unit} ({pid}) after {at} batches");
+    };
+    kill("data-consumer@1", 20);
+    kill("nats", 40);
+    kill("data-consumer@2", 60);
+    let retries = pusher.join().unwrap();
+    eprintln!("{retries} pushes were sent again");
+    let report = || {
+        let (_, _, r) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
+        r
+    };
+    let chaos = |r: &Value| {
+        r["categories"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["category"] == "chaos").cloned())
+            .unwrap_or(Value::Null)
+    };
+    sup.wait_until("every record stored", secs(300), |_| {
+        let r = report();
+        chaos(&r)["stored_rows"] == BATCHES * PER_BATCH && r["stream"]["pending"] == 0
+    });
+    let r = report();
+    let c = chaos(&r);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["stream"]["gaps"], 0, "{r}");
+    assert_eq!(
+        (
+            c["stored_rows"].as_u64(),
+            c["ledger_rows"].as_u64(),
+            c["unexpected_rows"].as_u64()
+        ),
+        (Some(200_000), Some(200_000), Some(0)),
+        "{r}"
+    );
+    // Distinct values of v: 200k rows, 200k distinct records (no duplicates).
+    let (_, _, b) = p.call(
+        api,
+        "GET",
+        "/api/v1/categories/chaos/aggregate?field=v&interval=1d&raw=true",
+        &admin,
+        &Value::Null,
+    );
+    let total: u64 = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["count"].as_u64().unwrap())
+        .sum();
+    let sum: f64 = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["sum"].as_f64().unwrap())
+        .sum();
+    assert_eq!(total, 200_000);
+    assert_eq!(
+        sum,
+        (0..200_000u64).sum::<u64>() as f64,
+        "each v exactly once"
+    );
+    for u in ["data-consumer@1", "nats", "data-consumer@2"] {
+        let x = sup.unit(u).unwrap();
+        assert_eq!(x["restarts"], 1, "{u} was killed and restarted: {x}");
+    }
+}
