@@ -511,8 +511,8 @@ impl CategoriesApi {
     /// Time-bucket aggregation of a numeric field per target: count, min, max, avg and
     /// sum per `interval` (e.g. `1m`, `1h`); buckets start at multiples of the interval
     /// from 2000-01-01T00:00:00Z. `1m` and `1h` come from the rollups maintained as
-    /// records are stored (with `from`/`to` applied to bucket starts); other intervals
-    /// are computed from the records.
+    /// records are stored when `from`/`to` fall on bucket boundaries; other intervals
+    /// and windows are computed from the records.
     #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/categories/:name/aggregate",
@@ -574,6 +574,14 @@ impl CategoriesApi {
             3600 => Some("1h"),
             _ => None,
         };
+        // Rollups answer when the window starts and ends on bucket boundaries; otherwise
+        // the partial buckets at its edges are computed from the records.
+        let aligned = |t: &Option<DateTime<Utc>>| {
+            t.is_none_or(|t| {
+                t.timestamp_subsec_nanos() == 0 && t.timestamp() % width.as_secs() as i64 == 0
+            })
+        };
+        let rollup = rollup.filter(|_| aligned(&from.0) && aligned(&to.0));
         if let Some(w) = rollup.filter(|_| raw.0 != Some(true)) {
             let (n, body): (i64, String) = sqlx::query_as(
                 "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', count, \
