@@ -224,6 +224,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let (_client, js, mut stream) = crate::pipeline::connect(&cfg).await?;
     let consumer = crate::pipeline::consumer(&stream, cfg.ingest_ack_wait).await?;
     let epoch = crate::pipeline::stream_epoch(&mut stream).await?;
+    crate::integrity::mark_ledger_start(&pool, &stream, &epoch).await;
     let storage = crate::db::storage(&pool).await;
     let mut versions = Versions::default();
     let partitions = crate::db::categories::PartitionCache::default();

@@ -26,6 +26,9 @@ pub struct StreamCheck {
     pub ack_floor: u64,
     /// Messages not yet acknowledged.
     pub pending: u64,
+    /// Where the ledger starts (0, or the ack floor when an upgraded installation
+    /// first ran a ledger-keeping data-consumer).
+    pub ledger_start: u64,
     /// Ledger rows up to the ack floor.
     pub ledgered: u64,
     /// Acknowledged messages without a ledger row.
@@ -66,6 +69,36 @@ pub struct Report {
     pub categories: Vec<CategoryCheck>,
 }
 
+fn start_key(epoch: &str) -> String {
+    format!("ledger_start:{epoch}")
+}
+
+/// Records, once per stream incarnation, the ack floor at which the ledger starts (0
+/// for a new stream; an installation upgraded with messages already acknowledged
+/// starts from there).
+pub async fn mark_ledger_start(
+    pool: &PgPool,
+    stream: &async_nats::jetstream::stream::Stream,
+    epoch: &str,
+) {
+    let Ok(info) = stream.consumer_info(crate::pipeline::CONSUMER).await else {
+        return;
+    };
+    let floor = info.ack_floor.stream_sequence;
+    let r = sqlx::query(
+        "INSERT INTO settings (key, value) SELECT $1, $2 WHERE NOT EXISTS
+           (SELECT 1 FROM ingest_batches WHERE stream = $3) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(start_key(epoch))
+    .bind(floor.to_string())
+    .bind(epoch)
+    .execute(pool)
+    .await;
+    if let Err(e) = r {
+        tracing::warn!("cannot record where the ledger starts: {e}");
+    }
+}
+
 /// Runs a reconciliation (`js`: JetStream, to read the writers' ack floor).
 pub async fn reconcile(
     pool: &PgPool,
@@ -78,20 +111,29 @@ pub async fn reconcile(
         && let Ok(info) = stream.consumer_info(crate::pipeline::CONSUMER).await
     {
         let floor = info.ack_floor.stream_sequence;
+        let start: u64 =
+            sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+                .bind(start_key(&epoch))
+                .fetch_optional(pool)
+                .await?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
         let ledgered: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM ingest_batches WHERE stream = $1 AND stream_seq <= $2",
+            "SELECT count(*) FROM ingest_batches WHERE stream = $1 AND stream_seq > $2 AND stream_seq <= $3",
         )
         .bind(&epoch)
+        .bind(start as i64)
         .bind(floor as i64)
         .fetch_one(pool)
         .await?;
-        let gaps = floor.saturating_sub(ledgered as u64);
+        let gaps = floor.saturating_sub(start).saturating_sub(ledgered as u64);
         let missing: Vec<i64> = if gaps > 0 {
             sqlx::query_scalar(
-                "SELECT s FROM generate_series(1::bigint, $2) AS s WHERE NOT EXISTS
+                "SELECT s FROM generate_series($2::bigint + 1, $3) AS s WHERE NOT EXISTS
                    (SELECT 1 FROM ingest_batches WHERE stream = $1 AND stream_seq = s) ORDER BY s LIMIT 20",
             )
             .bind(&epoch)
+            .bind(start as i64)
             .bind(floor as i64)
             .fetch_all(pool)
             .await?
@@ -101,6 +143,7 @@ pub async fn reconcile(
         stream_check = Some(StreamCheck {
             stream: epoch,
             ack_floor: floor,
+            ledger_start: start,
             pending: info.num_pending + info.num_ack_pending as u64,
             ledgered: ledgered as u64,
             gaps,
