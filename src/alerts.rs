@@ -153,31 +153,24 @@ pub struct Notification {
     pub at: DateTime<Utc>,
 }
 
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: Some(field.to_string()),
-        reason: reason.into(),
-    }
-}
-
 impl AlertRule {
     /// Checks a rule against its category's schema; every problem is reported.
     pub fn check(&self, schema: &Schema) -> Vec<Problem> {
         let mut out = vec![];
         if self.name.trim().is_empty() || self.name.len() > 100 {
-            out.push(problem("name", "must be 1..100 characters"));
+            out.push(Problem::new("name", "must be 1..100 characters"));
         }
         match self.kind {
             AlertKind::Threshold => {
                 match &self.field {
-                    None => out.push(problem("field", "a threshold rule needs a field")),
+                    None => out.push(Problem::new("field", "a threshold rule needs a field")),
                     Some(f) => match schema.fields.iter().find(|x| &x.name == f) {
-                        None => out.push(problem(
+                        None => out.push(Problem::new(
                             "field",
                             format!("`{f}` is not a field of {}", schema.category),
                         )),
                         Some(x) if !matches!(x.kind, FieldType::Int | FieldType::Float) => out
-                            .push(problem(
+                            .push(Problem::new(
                                 "field",
                                 format!("`{f}` is not numeric (int or float)"),
                             )),
@@ -185,18 +178,21 @@ impl AlertRule {
                     },
                 }
                 if self.op.is_none() {
-                    out.push(problem(
+                    out.push(Problem::new(
                         "op",
                         "a threshold rule needs op (gt gte lt lte eq ne)",
                     ));
                 }
                 if !self.value.is_some_and(f64::is_finite) {
-                    out.push(problem("value", "a threshold rule needs a finite value"));
+                    out.push(Problem::new(
+                        "value",
+                        "a threshold rule needs a finite value",
+                    ));
                 }
             }
             AlertKind::Absence => {
                 if self.window_secs().is_none() {
-                    out.push(problem(
+                    out.push(Problem::new(
                         "window",
                         format!("`{}` is not a duration of at least 1s", self.window),
                     ));
@@ -207,7 +203,7 @@ impl AlertRule {
             if !(w.starts_with("http://") || w.starts_with("https://"))
                 || reqwest::Url::parse(w).is_err()
             {
-                out.push(problem(
+                out.push(Problem::new(
                     &format!("webhooks[{i}]"),
                     format!("`{w}` is not an http(s) URL"),
                 ));

@@ -29,6 +29,26 @@ pub struct Issue {
     pub reason: String,
 }
 
+impl From<crate::api::schema::Problem> for Issue {
+    fn from(p: crate::api::schema::Problem) -> Issue {
+        Issue {
+            index: None,
+            field: p.field,
+            reason: p.reason,
+        }
+    }
+}
+
+impl Issue {
+    /// A problem of the item at `index` of the request.
+    pub fn at(index: usize, p: crate::api::schema::Problem) -> Issue {
+        Issue {
+            index: Some(index as u64),
+            ..Issue::from(p)
+        }
+    }
+}
+
 /// Error responses.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {

@@ -127,7 +127,7 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         files,
         nats: Some(js),
     });
-    // Schema changes made by other processes (none today) and this one alike.
+    // Schema changes made through another api instance reach this one's cache too.
     tokio::spawn(forget_changed_schemas(state.clone()));
     if let Err(e) = auth::bootstrap_admin(&state).await {
         tracing::error!("cannot create the first admin: {e:?}");

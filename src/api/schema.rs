@@ -125,11 +125,32 @@ pub struct Problem {
     pub reason: String,
 }
 
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: Some(field.to_string()),
-        reason: reason.into(),
+impl Problem {
+    /// A problem with `field`.
+    pub fn new(field: &str, reason: impl Into<String>) -> Problem {
+        Problem {
+            field: Some(field.to_string()),
+            reason: reason.into(),
+        }
     }
+}
+
+fn problem(field: &str, reason: impl Into<String>) -> Problem {
+    Problem::new(field, reason)
+}
+
+/// The rule for user and source names (as the tables' CHECK constraints): 1..63
+/// lowercase letters, digits, `_`, `.`, `-`, starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
 /// Checks a category name and its fields; every problem is reported.

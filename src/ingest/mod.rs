@@ -168,11 +168,8 @@ pub async fn prepare(
                 values: r.values.into_iter().collect(),
             }),
             Err(ps) => {
-                out.errors.extend(ps.iter().map(|p| Issue {
-                    index: Some(i as u64),
-                    field: p.field.clone(),
-                    reason: p.reason.clone(),
-                }));
+                out.errors
+                    .extend(ps.iter().map(|p| Issue::at(i, p.clone())));
                 out.dead.push(DeadLetter {
                     id: DeadLetter::id_for(category, source, &item.raw),
                     category: category.to_string(),

@@ -81,15 +81,8 @@ pub struct ExecConfig {
 #[serde(deny_unknown_fields)]
 struct NoConfig {}
 
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: Some(field.to_string()),
-        reason: reason.into(),
-    }
-}
-
 fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, Vec<Problem>> {
-    serde_json::from_value(config.clone()).map_err(|e| vec![problem("config", e.to_string())])
+    serde_json::from_value(config.clone()).map_err(|e| vec![Problem::new("config", e.to_string())])
 }
 
 /// Checks a source's kind-specific settings; problems are named `config.KEY`.
@@ -101,13 +94,13 @@ pub fn check_config(kind: SourceKind, config: &Value) -> Vec<Problem> {
             if reqwest::Url::parse(&c.url).is_err()
                 || !(c.url.starts_with("http://") || c.url.starts_with("https://"))
             {
-                out.push(problem(
+                out.push(Problem::new(
                     "config.url",
                     format!("`{}` is not an http(s) URL", c.url),
                 ));
             }
             if duration(&c.interval).is_none() {
-                out.push(problem(
+                out.push(Problem::new(
                     "config.interval",
                     format!("`{}` is not a duration of at least 1s", c.interval),
                 ));
@@ -116,7 +109,7 @@ pub fn check_config(kind: SourceKind, config: &Value) -> Vec<Problem> {
                 .chain(c.fields.iter().map(|(k, v)| (k.as_str(), v)))
             {
                 if !p.is_empty() && !p.starts_with('/') {
-                    out.push(problem(
+                    out.push(Problem::new(
                         &format!("config.{k}"),
                         format!("`{p}` is not a JSON pointer (it starts with /)"),
                     ));
@@ -126,14 +119,14 @@ pub fn check_config(kind: SourceKind, config: &Value) -> Vec<Problem> {
         }),
         SourceKind::File => typed::<FileConfig>(config).map(|c| {
             if c.path.as_os_str().is_empty() {
-                vec![problem("config.path", "must name a directory")]
+                vec![Problem::new("config.path", "must name a directory")]
             } else {
                 vec![]
             }
         }),
         SourceKind::Exec => typed::<ExecConfig>(config).map(|c| {
             if c.command.first().is_none_or(|p| p.is_empty()) {
-                vec![problem(
+                vec![Problem::new(
                     "config.command",
                     "must name a program, e.g. [\"/usr/bin/my-reader\", \"--json\"]",
                 )]

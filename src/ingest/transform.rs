@@ -71,13 +71,6 @@ pub struct Transform {
     pub target_field: Option<String>,
 }
 
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: Some(field.to_string()),
-        reason: reason.into(),
-    }
-}
-
 impl Transform {
     /// Whether it changes nothing.
     pub fn is_identity(&self) -> bool {
@@ -91,13 +84,13 @@ impl Transform {
         let mut seen = std::collections::HashSet::new();
         for (from, to) in &self.rename {
             if from == to {
-                out.push(problem(
+                out.push(Problem::new(
                     &format!("transform.rename.{from}"),
                     "renames a field to itself",
                 ));
             }
             if !seen.insert(to) {
-                out.push(problem(
+                out.push(Problem::new(
                     &format!("transform.rename.{from}"),
                     format!("two fields are renamed to `{to}`"),
                 ));
@@ -105,7 +98,7 @@ impl Transform {
         }
         for (k, s) in &self.scale {
             if !s.factor.is_finite() || !s.offset.is_finite() {
-                out.push(problem(
+                out.push(Problem::new(
                     &format!("transform.scale.{k}"),
                     "factor and offset must be finite numbers",
                 ));
@@ -116,18 +109,21 @@ impl Transform {
             if !matches!(f, "rfc3339" | "unix" | "unix_ms") {
                 use chrono::format::{Item, StrftimeItems};
                 if f.is_empty() || StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
-                    out.push(problem(
+                    out.push(Problem::new(
                         "transform.timestamp.format",
                         format!("`{f}` is not rfc3339, unix, unix_ms or a valid strftime pattern"),
                     ));
                 }
             }
             if t.field.is_empty() {
-                out.push(problem("transform.timestamp.field", "must name a field"));
+                out.push(Problem::new(
+                    "transform.timestamp.field",
+                    "must name a field",
+                ));
             }
         }
         if self.target_field.as_deref() == Some("") {
-            out.push(problem("transform.target_field", "must name a field"));
+            out.push(Problem::new("transform.target_field", "must name a field"));
         }
         out
     }
@@ -166,15 +162,18 @@ impl Transform {
                         let y = x * s.factor + s.offset;
                         rec.insert(k.clone(), json_number(y));
                     }
-                    None => problems.push(problem(k, format!("cannot scale {v}: not a number"))),
+                    None => {
+                        problems.push(Problem::new(k, format!("cannot scale {v}: not a number")))
+                    }
                 },
             }
         }
         if let Some(t) = &self.timestamp {
             match rec.remove(&t.field) {
-                None | Some(Value::Null) => {
-                    problems.push(problem(&t.field, "is missing (the time is taken from it)"))
-                }
+                None | Some(Value::Null) => problems.push(Problem::new(
+                    &t.field,
+                    "is missing (the time is taken from it)",
+                )),
                 Some(v) => match parse_time(&v, &t.format) {
                     Ok(ts) => {
                         rec.insert(
@@ -183,7 +182,7 @@ impl Transform {
                                 .into(),
                         );
                     }
-                    Err(e) => problems.push(problem(&t.field, e)),
+                    Err(e) => problems.push(Problem::new(&t.field, e)),
                 },
             }
         }
@@ -198,9 +197,9 @@ impl Transform {
                     rec.insert("target".into(), s.into());
                 }
                 None | Some(Value::Null) => {
-                    problems.push(problem(f, "is missing (the target is taken from it)"))
+                    problems.push(Problem::new(f, "is missing (the target is taken from it)"))
                 }
-                Some(v) => problems.push(problem(
+                Some(v) => problems.push(Problem::new(
                     f,
                     format!("{v} cannot be a target (a string or number is needed)"),
                 )),

@@ -47,14 +47,7 @@ impl AlertsApi {
         if !problems.is_empty() {
             return Err(ApiError::invalid(
                 format!("alert rule `{}` is invalid", body.name),
-                problems
-                    .into_iter()
-                    .map(|p| Issue {
-                        index: None,
-                        field: p.field,
-                        reason: p.reason,
-                    })
-                    .collect(),
+                problems.into_iter().map(Issue::from).collect(),
             ));
         }
         let mut rule = body.0;

@@ -56,13 +56,7 @@ impl From<CategoryError> for ApiError {
             CategoryError::Conflict(m) => ApiError::conflict(m),
             CategoryError::Invalid(p) => ApiError::invalid(
                 "the category definition is invalid",
-                p.into_iter()
-                    .map(|p| Issue {
-                        index: None,
-                        field: p.field,
-                        reason: p.reason,
-                    })
-                    .collect(),
+                p.into_iter().map(Issue::from).collect(),
             ),
             CategoryError::Sql(e) => ApiError::from(e),
         }
@@ -253,14 +247,7 @@ impl CategoriesApi {
                 ApiError::Conflict(Json(crate::api::error::ErrorBody {
                     code: "incompatible_change".into(),
                     message: "the new schema is incompatible with stored records".into(),
-                    errors: p
-                        .into_iter()
-                        .map(|p| Issue {
-                            index: None,
-                            field: p.field,
-                            reason: p.reason,
-                        })
-                        .collect(),
+                    errors: p.into_iter().map(Issue::from).collect(),
                 }))
             }
             other => other.into(),
@@ -319,11 +306,7 @@ impl CategoriesApi {
         for (i, rec) in body.0.iter().enumerate() {
             match schema.validate(rec, now) {
                 Ok(r) => ok.push(r),
-                Err(problems) => errors.extend(problems.into_iter().map(|p| Issue {
-                    index: Some(i as u64),
-                    field: p.field,
-                    reason: p.reason,
-                })),
+                Err(problems) => errors.extend(problems.into_iter().map(|p| Issue::at(i, p))),
             }
         }
         let rejected = body.len() - ok.len();

@@ -64,16 +64,7 @@ pub enum SourceCreated {
 }
 
 fn check_name(name: &str) -> Option<Issue> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    (!ok).then(|| Issue {
+    (!crate::api::schema::valid_name(name)).then(|| Issue {
         index: None,
         field: Some("name".into()),
         reason: format!(
@@ -97,11 +88,7 @@ async fn check(state: &AppState, p: &Principal, d: &SourceDefinition) -> ApiResu
     let problems = crate::ingest::sources::check_config(d.kind, &d.config)
         .into_iter()
         .chain(d.transform.check());
-    issues.extend(problems.map(|p| Issue {
-        index: None,
-        field: p.field,
-        reason: p.reason,
-    }));
+    issues.extend(problems.map(Issue::from));
     if issues.is_empty() {
         Ok(())
     } else {

@@ -99,16 +99,7 @@ pub async fn fetch(state: &AppState, id: Uuid) -> ApiResult<User> {
 }
 
 fn check_username(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if ok {
+    if crate::api::schema::valid_name(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
