@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::api::schema::{FieldType, Problem, Record, Schema};
+use crate::api::schema::{FieldType, Problem, Schema};
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
@@ -362,7 +362,7 @@ pub async fn list(
 pub async fn evaluate(
     tx: &mut Transaction<'_, Postgres>,
     category: &str,
-    records: &[&Record],
+    records: &[crate::db::batches::Row<'_>],
 ) -> Result<usize, sqlx::Error> {
     if records.is_empty() {
         return Ok(0);
@@ -378,7 +378,7 @@ pub async fn evaluate(
         // The condition per target, from its latest record: (holds, value).
         let mut latest: BTreeMap<&str, (DateTime<Utc>, bool, Option<f64>)> = BTreeMap::new();
         for r in records {
-            if rule.target.as_ref().is_some_and(|t| *t != r.target) {
+            if rule.target.as_ref().is_some_and(|t| t != r.target) {
                 continue;
             }
             let (holds, value) = match rule.kind {
@@ -397,7 +397,7 @@ pub async fn evaluate(
                     (holds, Some(v))
                 }
             };
-            let e = latest.entry(&r.target).or_insert((r.ts, holds, value));
+            let e = latest.entry(r.target).or_insert((r.ts, holds, value));
             if r.ts >= e.0 {
                 *e = (r.ts, holds, value);
             }

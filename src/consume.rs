@@ -9,15 +9,15 @@
 //! integrity reconciliation checks. After the commit, the new records are published on
 //! `tmidb.live.{category}` for live followers (SSE).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::api::schema::{Record, Schema, record_json};
+use crate::api::schema::{Schema, record_json};
 use crate::config::Config;
-use crate::db::batches::LedgerEntry;
+use crate::db::batches::{LedgerEntry, Rollups, Row};
 use crate::pipeline::{Batch, DeadBatch};
 
 /// Why the data-consumer stopped.
@@ -98,8 +98,9 @@ pub struct Written {
     pub live: Vec<(String, u64, Vec<serde_json::Value>)>,
 }
 
-/// Writes decoded messages (with their stream sequences) in one transaction: records,
-/// their rollups, dead letters, alert evaluation and the ledger.
+/// Writes decoded messages (with their stream sequences) in one transaction: the
+/// records of each category (and schema version) with one statement, their rollups,
+/// dead letters, alert evaluation and the ledger.
 pub async fn write(
     pool: &sqlx::PgPool,
     storage: crate::db::Storage,
@@ -108,110 +109,87 @@ pub async fn write(
     epoch: &str,
     messages: &[(u64, Decoded)],
 ) -> Result<Written, sqlx::Error> {
-    for (_, m) in messages {
+    // The record batches by category and schema version, in name order (the order in
+    // which every writer takes alert-state locks).
+    let mut groups: BTreeMap<(&str, i32), Vec<(u64, &Batch)>> = BTreeMap::new();
+    for (seq, m) in messages {
         if let Decoded::Data(b) = m {
-            crate::db::categories::ensure_partitions(
-                pool,
-                storage,
-                partitions,
-                &b.category,
-                b.records.iter().map(|r| r.ts),
-            )
-            .await?;
+            groups
+                .entry((&b.category, b.schema_version))
+                .or_default()
+                .push((*seq, b));
         }
     }
+    for &(category, _) in groups.keys() {
+        let times = groups
+            .iter()
+            .filter(|((c, _), _)| *c == category)
+            .flat_map(|(_, bs)| bs.iter().flat_map(|(_, b)| b.records.iter().map(|r| r.ts)));
+        crate::db::categories::ensure_partitions(pool, storage, partitions, category, times)
+            .await?;
+    }
     let mut out = Written::default();
-    let mut rollups = crate::db::batches::Rollups::default();
+    let mut rollups = Rollups::default();
     let mut ledger = vec![];
-    let mut new_by_category: HashMap<String, Vec<Record>> = HashMap::new();
-    let entry =
-        |seq: u64, category: Option<&str>, records: usize, new_rows: usize, checksum: i64| {
-            LedgerEntry {
-                stream: Some(epoch.to_string()),
-                stream_seq: Some(seq),
-                category: category.map(str::to_string),
-                records: records as i64,
-                new_rows: new_rows as i64,
-                checksum,
-            }
-        };
     let mut tx = pool.begin().await?;
-    for (seq, m) in messages {
-        match m {
-            Decoded::Data(b) => {
-                let schema = versions
-                    .get(pool, &b.category, b.schema_version)
-                    .await
-                    .map_err(sqlx::Error::Protocol)?;
-                let recs: Vec<(uuid::Uuid, Record)> = b
-                    .records
+    for ((category, version), batches) in &groups {
+        let schema = versions
+            .get(pool, category, *version)
+            .await
+            .map_err(sqlx::Error::Protocol)?;
+        let rows: Vec<Row> = batches
+            .iter()
+            .flat_map(|(_, b)| b.records.iter().map(Row::from))
+            .collect();
+        let added = crate::db::batches::insert(&mut tx, &schema, &rows, &mut rollups).await?;
+        let mut offset = 0;
+        for (seq, b) in batches {
+            let mine = &added[offset..offset + b.records.len()];
+            let entry = LedgerEntry::of(Some((epoch, *seq)), Some(category), mine);
+            out.new_rows += entry.new_rows as u64;
+            if entry.new_rows > 0 {
+                let records = rows[offset..offset + b.records.len()]
                     .iter()
-                    .map(|r| {
-                        (
-                            r.id,
-                            Record {
-                                target: r.target.clone(),
-                                ts: r.ts,
-                                values: r
-                                    .values
-                                    .iter()
-                                    .map(|(k, v)| (k.clone(), v.clone()))
-                                    .collect(),
-                            },
-                        )
+                    .zip(mine)
+                    .filter(|(_, a)| a.is_some())
+                    .map(|(r, _)| {
+                        record_json(r.target, r.ts, r.values.clone().into_iter().collect())
                     })
                     .collect();
-                let ins = crate::db::batches::insert(&mut tx, &schema, &recs, &mut rollups).await?;
-                ledger.push(entry(
-                    *seq,
-                    Some(&b.category),
-                    recs.len(),
-                    ins.new_ids.len(),
-                    ins.checksum,
-                ));
-                out.new_rows += ins.new_ids.len() as u64;
-                if !ins.new_ids.is_empty() {
-                    let new: HashSet<uuid::Uuid> = ins.new_ids.into_iter().collect();
-                    let added: Vec<Record> = recs
-                        .into_iter()
-                        .filter(|(id, _)| new.contains(id))
-                        .map(|(_, r)| r)
-                        .collect();
-                    out.live.push((
-                        b.category.clone(),
-                        *seq,
-                        added
-                            .iter()
-                            .map(|r| {
-                                record_json(&r.target, r.ts, r.values.clone().into_iter().collect())
-                            })
-                            .collect(),
-                    ));
-                    new_by_category
-                        .entry(b.category.clone())
-                        .or_default()
-                        .extend(added);
-                }
+                out.live.push((category.to_string(), *seq, records));
             }
+            ledger.push(entry);
+            offset += b.records.len();
+        }
+        let new: Vec<Row> = rows
+            .into_iter()
+            .zip(&added)
+            .filter(|(_, a)| a.is_some())
+            .map(|(r, _)| r)
+            .collect();
+        out.alerts += crate::alerts::evaluate(&mut tx, category, &new).await?;
+    }
+    for (seq, m) in messages {
+        match m {
+            Decoded::Data(_) => {}
             Decoded::Dead(d) => {
                 crate::db::dead_letters::insert(&mut tx, &d.letters).await?;
                 // The ledger counts record-table rows: dead letters add none.
-                ledger.push(entry(*seq, Some(&d.category), 0, 0, 0));
+                ledger.push(LedgerEntry::of(Some((epoch, *seq)), Some(&d.category), &[]));
             }
-            Decoded::Bad(_) => ledger.push(entry(*seq, None, 0, 0, 0)),
+            Decoded::Bad(_) => ledger.push(LedgerEntry::of(Some((epoch, *seq)), None, &[])),
         }
-    }
-    let mut categories: Vec<&String> = new_by_category.keys().collect();
-    categories.sort();
-    for c in categories {
-        let recs: Vec<&Record> = new_by_category[c].iter().collect();
-        out.alerts += crate::alerts::evaluate(&mut tx, c, &recs).await?;
     }
     crate::db::batches::apply_rollups(&mut tx, &rollups).await?;
     crate::db::batches::record(&mut tx, &ledger).await?;
     tx.commit().await?;
+    // Live followers see a category's batches in stream order.
+    out.live.sort_by_key(|(_, seq, _)| *seq);
     Ok(out)
 }
+
+/// Messages per transaction at most (a message holds up to 1 000 records).
+const BATCH: usize = 50;
 
 fn retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
@@ -241,8 +219,10 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let mut stop = std::pin::pin!(crate::api::shutdown_signal());
     // A continuous pull stream, not fetch-and-expire: messages handed to an expired fetch
     // wait for ack_wait before redelivery, which stalled writes by 30 s.
-    let mut incoming = consumer
-        .messages()
+    // Pull no more than one transaction ahead: a message waiting in this instance's
+    // buffer is one no other instance can take, and is redelivered after ack_wait.
+    let pull = || consumer.stream().max_messages_per_batch(BATCH).messages();
+    let mut incoming = pull()
         .await
         .map_err(|e| crate::pipeline::PipelineError::JetStream(e.to_string()))?;
     loop {
@@ -269,16 +249,15 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 // The pull stream ended (NATS went away for long): start a new one.
                 tracing::warn!("pull stream ended; reopening");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                match consumer.messages().await {
+                match pull().await {
                     Ok(m) => incoming = m,
                     Err(e) => tracing::warn!("cannot reopen the pull stream: {e}"),
                 }
                 continue;
             }
         }
-        // Whatever else is already there, up to 50 messages (≤ 50 000 records) per
-        // transaction.
-        while taken.len() < 50 {
+        // Whatever else is already there, up to BATCH messages per transaction.
+        while taken.len() < BATCH {
             match tokio::time::timeout(Duration::from_millis(20), incoming.next()).await {
                 Ok(Some(Ok(m))) => taken.push(m),
                 Ok(Some(Err(e))) => tracing::warn!("message error: {e}"),

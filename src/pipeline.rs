@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Config;
 
@@ -64,7 +64,7 @@ pub struct WireRecord {
     /// Time.
     pub ts: DateTime<Utc>,
     /// Field values.
-    pub values: Map<String, Value>,
+    pub values: std::collections::BTreeMap<String, Value>,
 }
 
 /// One message: a batch of one category, validated against `schema_version`.

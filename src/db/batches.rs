@@ -1,10 +1,11 @@
-//! Storing batches of validated records: one statement inserts them (conflicting ids
-//! skipped) and returns what it added, its checksum and its rollup deltas; the caller
-//! merges the deltas of a whole transaction, applies them with one sorted upsert
-//! ([`apply_rollups`], so concurrent writers lock rollup rows in the same order and
-//! cannot deadlock) and records the batch in the ledger ([`record`]) that the
-//! integrity reconciliation reads. The data-consumer and the api's direct inserts both
-//! come through here, so rollups and the ledger cover every row.
+//! Storing batches of validated records: one statement of typed arrays inserts them
+//! (conflicting ids skipped) and says which rows it added, with each one's checksum
+//! term; the added rows' rollup deltas are computed here and merged for the whole
+//! transaction, then applied with one upsert in key order ([`apply_rollups`], so
+//! concurrent writers lock rollup rows in the same order and cannot deadlock), and the
+//! batch is recorded in the ledger ([`record`]) that the integrity reconciliation
+//! reads. The data-consumer and the api's direct inserts both come through here, so
+//! rollups and the ledger cover every row.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +15,12 @@ use sqlx::{Postgres, Transaction};
 
 use crate::api::schema::{FieldType, Record, Schema, quote, table};
 
-/// Rollup widths and their PostgreSQL intervals.
-pub const WIDTHS: &[(&str, &str)] = &[("1m", "1 minute"), ("1h", "1 hour")];
+/// Rollup widths and their lengths in seconds.
+pub const WIDTHS: &[(&str, i64)] = &[("1m", 60), ("1h", 3600)];
 
 /// A rollup row's key: category, width, field, target, bucket start (the primary key
 /// order).
-pub type RollupKey = (String, String, String, String, DateTime<Utc>);
+pub type RollupKey = (String, &'static str, String, String, DateTime<Utc>);
 
 /// Count, min, max and sum of one rollup bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,27 +44,49 @@ impl Agg {
     }
 }
 
-/// Rollup deltas of a transaction, merged by key.
+/// Rollup deltas of a transaction, merged by key, in the table's key order (bytewise,
+/// as its `COLLATE "C"` keys compare).
 #[derive(Debug, Default)]
 pub struct Rollups(pub BTreeMap<RollupKey, Agg>);
 
 impl Rollups {
-    /// Adds one delta.
-    pub fn add(&mut self, key: RollupKey, agg: Agg) {
+    /// Adds one value to the bucket of `key`.
+    pub fn add(&mut self, key: RollupKey, value: f64) {
+        let one = Agg {
+            count: 1,
+            min: value,
+            max: value,
+            sum: value,
+        };
         self.0
             .entry(key)
-            .and_modify(|a| a.merge(agg))
-            .or_insert(agg);
+            .and_modify(|a| a.merge(one))
+            .or_insert(one);
     }
 }
 
-/// What one inserted batch added.
-#[derive(Debug, Default)]
-pub struct Inserted {
-    /// Ids of the rows added (conflicting ids were already stored).
-    pub new_ids: Vec<uuid::Uuid>,
-    /// `bit_xor(hashtextextended(id::text, 0))` over the rows added.
-    pub checksum: i64,
+/// One record to store, with its id (borrowed from a pipeline batch or an api insert).
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// Content id (unique per category).
+    pub id: uuid::Uuid,
+    /// Target.
+    pub target: &'a str,
+    /// Time.
+    pub ts: DateTime<Utc>,
+    /// Field values by name.
+    pub values: &'a BTreeMap<String, Value>,
+}
+
+impl<'a> From<&'a crate::pipeline::WireRecord> for Row<'a> {
+    fn from(r: &'a crate::pipeline::WireRecord) -> Self {
+        Row {
+            id: r.id,
+            target: &r.target,
+            ts: r.ts,
+            values: &r.values,
+        }
+    }
 }
 
 /// One ledger entry: a stored batch.
@@ -83,122 +106,189 @@ pub struct LedgerEntry {
     pub checksum: i64,
 }
 
-fn numeric(schema: &Schema) -> Vec<&str> {
-    schema
+impl LedgerEntry {
+    /// The entry of `rows` given what [`insert`] said of each.
+    pub fn of(
+        stream: Option<(&str, u64)>,
+        category: Option<&str>,
+        added: &[Option<i64>],
+    ) -> LedgerEntry {
+        LedgerEntry {
+            stream: stream.map(|(s, _)| s.to_string()),
+            stream_seq: stream.map(|(_, q)| q),
+            category: category.map(str::to_string),
+            records: added.len() as i64,
+            new_rows: added.iter().flatten().count() as i64,
+            checksum: added.iter().flatten().fold(0, |x, h| x ^ h),
+        }
+    }
+}
+
+/// One column of a batch as a typed array, bound in PostgreSQL's binary format.
+enum Column {
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+    Text(Vec<Option<String>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+    Json(Vec<Option<sqlx::types::Json<Value>>>),
+}
+
+fn column(
+    category: &str,
+    field: &str,
+    kind: FieldType,
+    rows: &[Row],
+) -> Result<Column, sqlx::Error> {
+    // Validated records always convert; anything else is a bug worth stopping for.
+    let bad = |v: &Value| {
+        sqlx::Error::Protocol(format!(
+            "{category}.{field}: {v} is not a valid {} (the record skipped validation)",
+            kind.sql()
+        ))
+    };
+    let values = rows
+        .iter()
+        .map(|r| r.values.get(field).filter(|v| !v.is_null()));
+    Ok(match kind {
+        FieldType::Int => Column::Int(
+            values
+                .map(|v| v.map(|v| v.as_i64().ok_or_else(|| bad(v))).transpose())
+                .collect::<Result<_, _>>()?,
+        ),
+        FieldType::Float => Column::Float(
+            values
+                .map(|v| v.map(|v| v.as_f64().ok_or_else(|| bad(v))).transpose())
+                .collect::<Result<_, _>>()?,
+        ),
+        FieldType::Bool => Column::Bool(
+            values
+                .map(|v| v.map(|v| v.as_bool().ok_or_else(|| bad(v))).transpose())
+                .collect::<Result<_, _>>()?,
+        ),
+        FieldType::Text => Column::Text(
+            values
+                .map(|v| {
+                    v.map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(v)))
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        FieldType::Timestamp => Column::Time(
+            values
+                .map(|v| {
+                    v.map(|v| {
+                        v.as_str()
+                            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                            .map(|t| t.with_timezone(&Utc))
+                            .ok_or_else(|| bad(v))
+                    })
+                    .transpose()
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        FieldType::Json => Column::Json(
+            values
+                .map(|v| v.map(|v| sqlx::types::Json(v.clone())))
+                .collect(),
+        ),
+    })
+}
+
+fn insert_sql(schema: &Schema) -> String {
+    let mut cols = String::new();
+    let mut select = String::new();
+    let mut arrays = String::new();
+    let mut aliases = String::new();
+    for (i, f) in schema.fields.iter().enumerate() {
+        cols.push_str(&format!(", {}", quote(&f.name)));
+        select.push_str(&format!(", x.f{i}"));
+        arrays.push_str(&format!(", ${}::{}[]", i + 5, f.kind.sql()));
+        aliases.push_str(&format!(", f{i}"));
+    }
+    format!(
+        "WITH ins AS (INSERT INTO {} (id, target, ts, schema_version{cols}) \
+         SELECT x.id, x.target, x.ts, $4{select} \
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]{arrays}) AS x(id, target, ts{aliases}) \
+         ON CONFLICT DO NOTHING RETURNING id) \
+         SELECT coalesce(array_agg(id), '{{}}'), coalesce(array_agg(hashtextextended(id::text, 0)), '{{}}') FROM ins",
+        quote(&table(&schema.category)),
+    )
+}
+
+/// Start of the `secs`-wide bucket holding `ts`: what `date_bin` from 2000-01-01 gives
+/// for widths that divide a day.
+fn bucket(ts: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    let start = ts.timestamp().div_euclid(secs) * secs;
+    DateTime::from_timestamp(start, 0).unwrap_or(ts)
+}
+
+/// Inserts records with their ids (ids already stored, or repeated earlier in `rows`,
+/// are skipped) in one statement of typed arrays, and adds the added rows' rollup
+/// deltas to `rollups`. Answers, per row, the checksum term
+/// (`hashtextextended(id::text, 0)`) of a row it added, None for a row skipped. Part
+/// of the caller's transaction.
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    schema: &Schema,
+    rows: &[Row<'_>],
+    rollups: &mut Rollups,
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql(schema)))
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.target).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ts).collect::<Vec<_>>())
+        .bind(schema.version);
+    for f in &schema.fields {
+        q = match column(&schema.category, &f.name, f.kind, rows)? {
+            Column::Int(v) => q.bind(v),
+            Column::Float(v) => q.bind(v),
+            Column::Bool(v) => q.bind(v),
+            Column::Text(v) => q.bind(v),
+            Column::Time(v) => q.bind(v),
+            Column::Json(v) => q.bind(v),
+        };
+    }
+    let (ids, hashes): (Vec<uuid::Uuid>, Vec<i64>) = q.fetch_one(&mut **tx).await?;
+    let mut new: std::collections::HashMap<uuid::Uuid, i64> = ids.into_iter().zip(hashes).collect();
+    let numeric: Vec<&str> = schema
         .fields
         .iter()
         .filter(|f| matches!(f.kind, FieldType::Int | FieldType::Float))
         .map(|f| f.name.as_str())
-        .collect()
-}
-
-fn insert_sql(schema: &Schema) -> String {
-    let names: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
-    let defs: Vec<String> = schema
-        .fields
-        .iter()
-        .map(|f| format!("{} {}", quote(&f.name), f.kind.sql()))
         .collect();
-    let comma = if names.is_empty() { "" } else { ", " };
-    let nums = numeric(schema);
-    let returning: String = nums.iter().map(|n| format!(", {}", quote(n))).collect();
-    let rollups = if nums.is_empty() {
-        "'[]'::jsonb".to_string()
-    } else {
-        let values: Vec<String> = nums
-            .iter()
-            .map(|n| format!("('{n}', ins.{}::float8)", quote(n)))
-            .collect();
-        let widths: Vec<String> = WIDTHS
-            .iter()
-            .map(|(w, iv)| format!("('{w}', interval '{iv}')"))
-            .collect();
-        format!(
-            "(SELECT coalesce(jsonb_agg(jsonb_build_array(width, field, target, bucket, n, lo, hi, total)), '[]'::jsonb) FROM (\
-             SELECT w.width, v.field, ins.target, date_bin(w.iv, ins.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
-             count(*) AS n, min(v.val) AS lo, max(v.val) AS hi, sum(v.val) AS total \
-             FROM ins CROSS JOIN LATERAL (VALUES {}) AS v(field, val) CROSS JOIN (VALUES {}) AS w(width, iv) \
-             WHERE v.val IS NOT NULL GROUP BY 1, 2, 3, 4) r)",
-            values.join(", "),
-            widths.join(", ")
-        )
-    };
-    format!(
-        "WITH ins AS (INSERT INTO {} (id, target, ts, schema_version{comma}{cols}) SELECT id, target, ts, $2{comma}{cols} \
-         FROM jsonb_to_recordset($1) AS x(id uuid, target text, ts timestamptz{comma}{defs}) ON CONFLICT DO NOTHING \
-         RETURNING id, target, ts{returning}) \
-         SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM ins), \
-         (SELECT coalesce(bit_xor(hashtextextended(id::text, 0)), 0) FROM ins), {rollups}",
-        quote(&table(&schema.category)),
-        cols = names.join(", "),
-        defs = defs.join(", ")
-    )
-}
-
-fn rows_json(records: &[(uuid::Uuid, Record)]) -> Value {
-    Value::Array(
-        records
-            .iter()
-            .map(|(id, r)| {
-                let mut m = serde_json::Map::new();
-                m.insert("id".into(), id.to_string().into());
-                m.insert("target".into(), r.target.clone().into());
-                m.insert("ts".into(), r.ts.to_rfc3339().into());
-                for (k, v) in &r.values {
-                    m.insert(k.clone(), v.clone());
+    let mut added = Vec::with_capacity(rows.len());
+    for r in rows {
+        // The first occurrence of an id is the one stored.
+        let hash = new.remove(&r.id);
+        if hash.is_some() {
+            for field in &numeric {
+                let Some(v) = r.values.get(*field).and_then(Value::as_f64) else {
+                    continue;
+                };
+                for &(width, secs) in WIDTHS {
+                    let key = (
+                        schema.category.clone(),
+                        width,
+                        field.to_string(),
+                        r.target.to_string(),
+                        bucket(r.ts, secs),
+                    );
+                    rollups.add(key, v);
                 }
-                Value::Object(m)
-            })
-            .collect(),
-    )
+            }
+        }
+        added.push(hash);
+    }
+    Ok(added)
 }
 
-/// Inserts records with their ids (ids already stored are skipped) and adds the new
-/// rows' rollup deltas to `rollups`. Part of the caller's transaction.
-pub async fn insert(
-    tx: &mut Transaction<'_, Postgres>,
-    schema: &Schema,
-    records: &[(uuid::Uuid, Record)],
-    rollups: &mut Rollups,
-) -> Result<Inserted, sqlx::Error> {
-    if records.is_empty() {
-        return Ok(Inserted::default());
-    }
-    let (new_ids, checksum, deltas): (Vec<uuid::Uuid>, i64, Value) =
-        sqlx::query_as(sqlx::AssertSqlSafe(insert_sql(schema)))
-            .bind(rows_json(records))
-            .bind(schema.version)
-            .fetch_one(&mut **tx)
-            .await?;
-    for d in deltas.as_array().into_iter().flatten() {
-        let (Some(width), Some(field), Some(target), Some(bucket)) =
-            (d[0].as_str(), d[1].as_str(), d[2].as_str(), d[3].as_str())
-        else {
-            continue;
-        };
-        let Ok(bucket) = DateTime::parse_from_rfc3339(bucket) else {
-            continue;
-        };
-        rollups.add(
-            (
-                schema.category.clone(),
-                width.into(),
-                field.into(),
-                target.into(),
-                bucket.with_timezone(&Utc),
-            ),
-            Agg {
-                count: d[4].as_i64().unwrap_or(0),
-                min: d[5].as_f64().unwrap_or(f64::NAN),
-                max: d[6].as_f64().unwrap_or(f64::NAN),
-                sum: d[7].as_f64().unwrap_or(0.0),
-            },
-        );
-    }
-    Ok(Inserted { new_ids, checksum })
-}
-
-/// Applies merged rollup deltas: one upsert in primary-key order.
+/// Applies merged rollup deltas: one upsert of typed arrays, in key order (the map's
+/// order, which is the order of the rows in the arrays and so the order in which every
+/// writer locks them: concurrent writers cannot deadlock on rollup rows).
 pub async fn apply_rollups(
     tx: &mut Transaction<'_, Postgres>,
     rollups: &Rollups,
@@ -206,25 +296,25 @@ pub async fn apply_rollups(
     if rollups.0.is_empty() {
         return Ok(());
     }
-    let rows: Vec<Value> = rollups
-        .0
-        .iter()
-        .map(|((c, w, f, t, b), a)| {
-            serde_json::json!({"category": c, "width": w, "field": f, "target": t,
-                "bucket": b.to_rfc3339(), "count": a.count, "min": a.min, "max": a.max, "sum": a.sum})
-        })
-        .collect();
+    let keys = rollups.0.keys();
+    let aggs = rollups.0.values();
     sqlx::query(
         "INSERT INTO rollups (category, width, field, target, bucket, count, min, max, sum)
-         SELECT category, width, field, target, bucket, count, min, max, sum FROM jsonb_to_recordset($1)
-           AS x(category text, width text, field text, target text, bucket timestamptz, count bigint,
-                min float8, max float8, sum float8)
-         ORDER BY category, width, field, target, bucket
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                              $6::bigint[], $7::float8[], $8::float8[], $9::float8[])
          ON CONFLICT (category, width, field, target, bucket) DO UPDATE SET
            count = rollups.count + excluded.count, min = least(rollups.min, excluded.min),
            max = greatest(rollups.max, excluded.max), sum = rollups.sum + excluded.sum",
     )
-    .bind(Value::Array(rows))
+    .bind(keys.clone().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(keys.clone().map(|k| k.1).collect::<Vec<_>>())
+    .bind(keys.clone().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .bind(keys.clone().map(|k| k.3.as_str()).collect::<Vec<_>>())
+    .bind(keys.map(|k| k.4).collect::<Vec<_>>())
+    .bind(aggs.clone().map(|a| a.count).collect::<Vec<_>>())
+    .bind(aggs.clone().map(|a| a.min).collect::<Vec<_>>())
+    .bind(aggs.clone().map(|a| a.max).collect::<Vec<_>>())
+    .bind(aggs.map(|a| a.sum).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -251,36 +341,33 @@ pub async fn record(
     Ok(())
 }
 
-/// Stores records outside the pipeline (the api's direct inserts): fresh ids, rollups
-/// and a ledger entry in one transaction; returns how many were stored.
+/// Stores records outside the pipeline (the api's direct inserts): fresh ids, rollups,
+/// alert evaluation and a ledger entry in one transaction; returns how many were
+/// stored.
 pub async fn insert_direct(
     pool: &sqlx::PgPool,
     schema: &Schema,
-    records: Vec<Record>,
+    records: &[Record],
 ) -> Result<u64, sqlx::Error> {
     if records.is_empty() {
         return Ok(0);
     }
-    let with_ids: Vec<(uuid::Uuid, Record)> = records
-        .into_iter()
-        .map(|r| (uuid::Uuid::new_v4(), r))
+    let rows: Vec<Row> = records
+        .iter()
+        .map(|r| Row {
+            id: uuid::Uuid::new_v4(),
+            target: &r.target,
+            ts: r.ts,
+            values: &r.values,
+        })
         .collect();
     let mut rollups = Rollups::default();
     let mut tx = pool.begin().await?;
-    let ins = insert(&mut tx, schema, &with_ids, &mut rollups).await?;
+    let added = insert(&mut tx, schema, &rows, &mut rollups).await?;
+    crate::alerts::evaluate(&mut tx, &schema.category, &rows).await?;
     apply_rollups(&mut tx, &rollups).await?;
-    record(
-        &mut tx,
-        &[LedgerEntry {
-            stream: None,
-            stream_seq: None,
-            category: Some(schema.category.clone()),
-            records: with_ids.len() as i64,
-            new_rows: ins.new_ids.len() as i64,
-            checksum: ins.checksum,
-        }],
-    )
-    .await?;
+    let entry = LedgerEntry::of(None, Some(&schema.category), &added);
+    record(&mut tx, std::slice::from_ref(&entry)).await?;
     tx.commit().await?;
-    Ok(ins.new_ids.len() as u64)
+    Ok(entry.new_rows as u64)
 }

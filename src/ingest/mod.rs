@@ -165,7 +165,7 @@ pub async fn prepare(
                 id: r.content_id(category),
                 target: r.target,
                 ts: r.ts,
-                values: r.values.into_iter().collect(),
+                values: r.values,
             }),
             Err(ps) => {
                 out.errors

@@ -324,7 +324,7 @@ impl CategoriesApi {
             ok.iter().map(|r| r.ts),
         )
         .await?;
-        let accepted = crate::db::batches::insert_direct(&state.pool, &schema, ok).await?;
+        let accepted = crate::db::batches::insert_direct(&state.pool, &schema, &ok).await?;
         let result = InsertResult {
             accepted,
             rejected: rejected as u64,
