@@ -191,6 +191,9 @@ pub async fn write(
 /// Messages per transaction at most (a message holds up to 1 000 records).
 const BATCH: usize = 50;
 
+/// How long a transaction waits for more messages after its first one.
+const GATHER: Duration = Duration::from_millis(25);
+
 fn retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
 }
@@ -256,9 +259,11 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 continue;
             }
         }
-        // Whatever else is already there, up to BATCH messages per transaction.
+        // Whatever else arrives within GATHER of the first, up to BATCH messages per
+        // transaction: full transactions under load, a short wait when it trickles.
+        let deadline = tokio::time::Instant::now() + GATHER;
         while taken.len() < BATCH {
-            match tokio::time::timeout(Duration::from_millis(20), incoming.next()).await {
+            match tokio::time::timeout_at(deadline, incoming.next()).await {
                 Ok(Some(Ok(m))) => taken.push(m),
                 Ok(Some(Err(e))) => tracing::warn!("message error: {e}"),
                 _ => break,

@@ -248,7 +248,9 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Runs the `tmidb-manager` consumer of raw NATS records until the process ends.
 pub async fn run_nats(m: Arc<Manager>, consumer: async_nats::jetstream::consumer::PullConsumer) {
     loop {
-        let mut msgs = match consumer.messages().await {
+        // Messages are handled one at a time: pull only a few ahead (a raw message can
+        // be megabytes; the default of 200 ahead cost 100 MiB of buffers).
+        let mut msgs = match consumer.stream().max_messages_per_batch(8).messages().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot pull raw NATS records: {e}; retrying");
