@@ -147,51 +147,42 @@ fn column(
             kind.sql()
         ))
     };
-    let values = rows
-        .iter()
-        .map(|r| r.values.get(field).filter(|v| !v.is_null()));
+    // One typed array: NULL where a record has no value.
+    fn typed<T>(
+        rows: &[Row],
+        field: &str,
+        convert: impl Fn(&Value) -> Option<T>,
+        bad: impl Fn(&Value) -> sqlx::Error,
+    ) -> Result<Vec<Option<T>>, sqlx::Error> {
+        rows.iter()
+            .map(|r| match r.values.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => convert(v).map(Some).ok_or_else(|| bad(v)),
+            })
+            .collect()
+    }
     Ok(match kind {
-        FieldType::Int => Column::Int(
-            values
-                .map(|v| v.map(|v| v.as_i64().ok_or_else(|| bad(v))).transpose())
-                .collect::<Result<_, _>>()?,
-        ),
-        FieldType::Float => Column::Float(
-            values
-                .map(|v| v.map(|v| v.as_f64().ok_or_else(|| bad(v))).transpose())
-                .collect::<Result<_, _>>()?,
-        ),
-        FieldType::Bool => Column::Bool(
-            values
-                .map(|v| v.map(|v| v.as_bool().ok_or_else(|| bad(v))).transpose())
-                .collect::<Result<_, _>>()?,
-        ),
-        FieldType::Text => Column::Text(
-            values
-                .map(|v| {
-                    v.map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(v)))
-                        .transpose()
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        FieldType::Timestamp => Column::Time(
-            values
-                .map(|v| {
-                    v.map(|v| {
-                        v.as_str()
-                            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                            .map(|t| t.with_timezone(&Utc))
-                            .ok_or_else(|| bad(v))
-                    })
-                    .transpose()
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        FieldType::Json => Column::Json(
-            values
-                .map(|v| v.map(|v| sqlx::types::Json(v.clone())))
-                .collect(),
-        ),
+        FieldType::Int => Column::Int(typed(rows, field, Value::as_i64, bad)?),
+        FieldType::Float => Column::Float(typed(rows, field, Value::as_f64, bad)?),
+        FieldType::Bool => Column::Bool(typed(rows, field, Value::as_bool, bad)?),
+        FieldType::Text => {
+            Column::Text(typed(rows, field, |v| v.as_str().map(str::to_string), bad)?)
+        }
+        FieldType::Timestamp => Column::Time(typed(
+            rows,
+            field,
+            |v| {
+                let t = DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+                Some(t.with_timezone(&Utc))
+            },
+            bad,
+        )?),
+        FieldType::Json => Column::Json(typed(
+            rows,
+            field,
+            |v| Some(sqlx::types::Json(v.clone())),
+            bad,
+        )?),
     })
 }
 
