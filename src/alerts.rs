@@ -1,8 +1,9 @@
 //! Alert rules and notifications.
 //!
 //! A rule is a threshold on a numeric field (`temperature > 30`) or the absence of data
-//! from a target for a window. The data-consumer evaluates thresholds on the records it
-//! commits, in the same transaction; absence is checked periodically. State lives in
+//! from a target for a window. Thresholds are evaluated on the records stored, in the
+//! storing transaction (the data-consumer's, or the api's direct insert:
+//! [`crate::db::batches`]); absence is checked periodically. State lives in
 //! `alert_state`, one row per rule and target, and a transition happens under that
 //! row's lock, so with several data-consumers each change fires exactly once.
 //!

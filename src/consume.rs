@@ -120,11 +120,10 @@ pub async fn write(
                 .push((*seq, b));
         }
     }
-    for &(category, _) in groups.keys() {
-        let times = groups
+    for ((category, _), batches) in &groups {
+        let times = batches
             .iter()
-            .filter(|((c, _), _)| *c == category)
-            .flat_map(|(_, bs)| bs.iter().flat_map(|(_, b)| b.records.iter().map(|r| r.ts)));
+            .flat_map(|(_, b)| b.records.iter().map(|r| r.ts));
         crate::db::categories::ensure_partitions(pool, storage, partitions, category, times)
             .await?;
     }

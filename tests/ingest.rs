@@ -734,6 +734,21 @@ fn rollups_match_sql_alerts_fire_and_resolve_to_a_webhook_and_sse_resumes_withou
         alerts("quiet") == ["resolved", "firing"]
     });
     assert_eq!(alerts("hot"), ["resolved", "firing"]);
+    // Records stored through the api (not the pipeline) are evaluated too.
+    let (s, _, r) = post(
+        "/api/v1/categories/meter/records",
+        json!([{"target": "direct", "power": 500}]),
+    );
+    assert_eq!(s, 201, "{r}");
+    sup.wait_until("the direct insert's webhook", secs(30), |_| {
+        hook.posts.lock().unwrap().len() == 3
+    });
+    let last = hook.posts.lock().unwrap()[2].clone();
+    assert_eq!(
+        (&last["state"], &last["target"]),
+        (&json!("firing"), &json!("direct")),
+        "{last}"
+    );
 
     let (_, _, integrity) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
     assert_eq!(integrity["ok"], true, "{integrity}");

@@ -124,30 +124,15 @@ impl LedgerEntry {
     }
 }
 
-/// One column of a batch as a typed array, bound in PostgreSQL's binary format.
-enum Column {
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
-    Bool(Vec<Option<bool>>),
-    Text(Vec<Option<String>>),
-    Time(Vec<Option<DateTime<Utc>>>),
-    Json(Vec<Option<sqlx::types::Json<Value>>>),
-}
-
-fn column(
+/// Binds one field of `rows` as a typed array (PostgreSQL's binary format), NULL where
+/// a record has no value.
+fn bind_column<'q, O>(
+    q: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
     category: &str,
     field: &str,
     kind: FieldType,
     rows: &[Row],
-) -> Result<Column, sqlx::Error> {
-    // Validated records always convert; anything else is a bug worth stopping for.
-    let bad = |v: &Value| {
-        sqlx::Error::Protocol(format!(
-            "{category}.{field}: {v} is not a valid {} (the record skipped validation)",
-            kind.sql()
-        ))
-    };
-    // One typed array: NULL where a record has no value.
+) -> Result<sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>, sqlx::Error> {
     fn typed<T>(
         rows: &[Row],
         field: &str,
@@ -161,14 +146,19 @@ fn column(
             })
             .collect()
     }
+    // Validated records always convert; anything else is a bug worth stopping for.
+    let bad = |v: &Value| {
+        sqlx::Error::Protocol(format!(
+            "{category}.{field}: {v} is not a valid {} (the record skipped validation)",
+            kind.sql()
+        ))
+    };
     Ok(match kind {
-        FieldType::Int => Column::Int(typed(rows, field, Value::as_i64, bad)?),
-        FieldType::Float => Column::Float(typed(rows, field, Value::as_f64, bad)?),
-        FieldType::Bool => Column::Bool(typed(rows, field, Value::as_bool, bad)?),
-        FieldType::Text => {
-            Column::Text(typed(rows, field, |v| v.as_str().map(str::to_string), bad)?)
-        }
-        FieldType::Timestamp => Column::Time(typed(
+        FieldType::Int => q.bind(typed(rows, field, Value::as_i64, bad)?),
+        FieldType::Float => q.bind(typed(rows, field, Value::as_f64, bad)?),
+        FieldType::Bool => q.bind(typed(rows, field, Value::as_bool, bad)?),
+        FieldType::Text => q.bind(typed(rows, field, |v| v.as_str().map(str::to_string), bad)?),
+        FieldType::Timestamp => q.bind(typed(
             rows,
             field,
             |v| {
@@ -177,7 +167,7 @@ fn column(
             },
             bad,
         )?),
-        FieldType::Json => Column::Json(typed(
+        FieldType::Json => q.bind(typed(
             rows,
             field,
             |v| Some(sqlx::types::Json(v.clone())),
@@ -234,14 +224,7 @@ pub async fn insert(
         .bind(rows.iter().map(|r| r.ts).collect::<Vec<_>>())
         .bind(schema.version);
     for f in &schema.fields {
-        q = match column(&schema.category, &f.name, f.kind, rows)? {
-            Column::Int(v) => q.bind(v),
-            Column::Float(v) => q.bind(v),
-            Column::Bool(v) => q.bind(v),
-            Column::Text(v) => q.bind(v),
-            Column::Time(v) => q.bind(v),
-            Column::Json(v) => q.bind(v),
-        };
+        q = bind_column(q, &schema.category, &f.name, f.kind, rows)?;
     }
     let (ids, hashes): (Vec<uuid::Uuid>, Vec<i64>) = q.fetch_one(&mut **tx).await?;
     let mut new: std::collections::HashMap<uuid::Uuid, i64> = ids.into_iter().zip(hashes).collect();
