@@ -96,6 +96,7 @@ struct RawIngest {
     max_inflight: Option<usize>,
     ack_wait: Option<String>,
     reconcile_interval: Option<String>,
+    max_pending_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +195,9 @@ pub struct Config {
     pub ingest_ack_wait: std::time::Duration,
     /// How often the data-consumer reconciles the stream with stored rows.
     pub ingest_reconcile_interval: std::time::Duration,
+    /// How old the oldest unstored message may grow before integrity reports the
+    /// stream as stalled.
+    pub ingest_max_pending_age: std::time::Duration,
 }
 
 impl Config {
@@ -338,7 +342,14 @@ impl Config {
             &defaults.ingest.reconcile_interval,
             1,
         )?;
+        let ingest_max_pending_age = duration(
+            "max_pending_age",
+            &user.ingest.max_pending_age,
+            &defaults.ingest.max_pending_age,
+            1,
+        )?;
         Ok(Config {
+            ingest_max_pending_age,
             ingest_ack_wait,
             ingest_reconcile_interval,
             ingest_max_backlog_bytes,

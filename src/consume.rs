@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use crate::api::schema::{Schema, record_json};
 use crate::config::Config;
 use crate::db::batches::{LedgerEntry, Rollups, Row};
-use crate::pipeline::{Batch, DeadBatch};
+use crate::pipeline::{Batch, DeadBatch, DeadLetter};
 
 /// Why the data-consumer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,18 @@ pub async fn write(
     epoch: &str,
     messages: &[(u64, Decoded)],
 ) -> Result<Written, sqlx::Error> {
+    let refs: Vec<(u64, &Decoded)> = messages.iter().map(|(s, m)| (*s, m)).collect();
+    write_refs(pool, storage, versions, partitions, epoch, &refs).await
+}
+
+async fn write_refs(
+    pool: &sqlx::PgPool,
+    storage: crate::db::Storage,
+    versions: &mut Versions,
+    partitions: &crate::db::categories::PartitionCache,
+    epoch: &str,
+    messages: &[(u64, &Decoded)],
+) -> Result<Written, sqlx::Error> {
     // The record batches by category and schema version, in name order (the order in
     // which every writer takes alert-state locks).
     let mut groups: BTreeMap<(&str, i32), Vec<(u64, &Batch)>> = BTreeMap::new();
@@ -187,6 +199,129 @@ pub async fn write(
     Ok(out)
 }
 
+/// Writes messages whose transaction failed on its data (a value or row the database
+/// would not take): each message in its own transaction and each record under its own
+/// savepoint, with its rollups and alert evaluation. A record the database refuses
+/// becomes a dead letter carrying the database's reason; the rest of its message is
+/// stored and ledgered as usual, so one bad record never blocks the stream. An outage
+/// or a conflict met on the way is returned, and the caller retries the whole fetch.
+pub async fn write_isolated(
+    pool: &sqlx::PgPool,
+    storage: crate::db::Storage,
+    versions: &mut Versions,
+    partitions: &crate::db::categories::PartitionCache,
+    epoch: &str,
+    messages: &[(u64, Decoded)],
+) -> Result<Written, sqlx::Error> {
+    let mut out = Written::default();
+    for (seq, m) in messages {
+        let one = [(*seq, m)];
+        let Decoded::Data(b) = m else {
+            let w = write_refs(pool, storage, versions, partitions, epoch, &one).await?;
+            out.new_rows += w.new_rows;
+            continue;
+        };
+        let schema = versions
+            .get(pool, &b.category, b.schema_version)
+            .await
+            .map_err(sqlx::Error::Protocol)?;
+        let mut refused: Vec<(usize, String)> = vec![];
+        for (i, r) in b.records.iter().enumerate() {
+            let t = std::iter::once(r.ts);
+            if let Err(e) =
+                crate::db::categories::ensure_partitions(pool, storage, partitions, &b.category, t)
+                    .await
+            {
+                if !crate::db::is_about_the_data(&e) {
+                    return Err(e);
+                }
+                refused.push((i, e.to_string()));
+            }
+        }
+        let mut tx = pool.begin().await?;
+        let mut added = vec![None; b.records.len()];
+        let mut records = vec![];
+        for (i, r) in b.records.iter().enumerate() {
+            if refused.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            let row = Row::from(r);
+            let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+            let attempt = async {
+                let mut rollups = Rollups::default();
+                let a = crate::db::batches::insert(&mut sp, &schema, &[row], &mut rollups).await?;
+                let alerts = if a[0].is_some() {
+                    crate::alerts::evaluate(&mut sp, &b.category, &[row]).await?
+                } else {
+                    0
+                };
+                crate::db::batches::apply_rollups(&mut sp, &rollups).await?;
+                Ok::<_, sqlx::Error>((a[0], alerts))
+            }
+            .await;
+            match attempt {
+                Ok((a, alerts)) => {
+                    sp.commit().await?;
+                    added[i] = a;
+                    out.alerts += alerts;
+                    if a.is_some() {
+                        records.push(record_json(
+                            r.target.as_str(),
+                            r.ts,
+                            r.values.clone().into_iter().collect(),
+                        ));
+                    }
+                }
+                Err(e) if crate::db::is_about_the_data(&e) => {
+                    sp.rollback().await?;
+                    refused.push((i, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let letters: Vec<DeadLetter> = refused
+            .iter()
+            .map(|(i, why)| {
+                let r = &b.records[*i];
+                tracing::error!(category = %b.category, seq, index = i, "the database refused a validated record (kept as a dead letter): {why}");
+                let raw = record_json(&r.target, r.ts, r.values.clone().into_iter().collect());
+                DeadLetter {
+                    id: DeadLetter::id_for(&b.category, STORE_SOURCE, &raw),
+                    category: b.category.clone(),
+                    source: STORE_SOURCE.into(),
+                    position: format!("data stream seq {seq}, record {i}"),
+                    raw,
+                    reasons: vec![crate::api::schema::Problem {
+                        field: None,
+                        reason: format!("the database refused it: {why}"),
+                    }],
+                    schema_version: b.schema_version,
+                }
+            })
+            .collect();
+        crate::db::dead_letters::insert(&mut tx, &letters).await?;
+        // Refused records are dead letters, not records of this batch.
+        let kept: Vec<Option<i64>> = added
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.iter().any(|(j, _)| j == i))
+            .map(|(_, a)| *a)
+            .collect();
+        let entry = LedgerEntry::of(Some((epoch, *seq)), Some(&b.category), &kept);
+        out.new_rows += entry.new_rows as u64;
+        crate::db::batches::record(&mut tx, std::slice::from_ref(&entry)).await?;
+        tx.commit().await?;
+        if !records.is_empty() {
+            out.live.push((b.category.clone(), *seq, records));
+        }
+    }
+    Ok(out)
+}
+
+/// The `source` of dead letters made by the data-consumer (records the database
+/// refused after they had passed validation).
+pub const STORE_SOURCE: &str = "store";
+
 /// Messages per transaction at most (a message holds up to 1 000 records).
 const BATCH: usize = 50;
 
@@ -215,6 +350,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
         pool.clone(),
         js.clone(),
         cfg.ingest_reconcile_interval,
+        cfg.ingest_max_pending_age,
     ));
     let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=consuming");
     tracing::info!("data-consumer pulling from {}", crate::pipeline::CONSUMER);
@@ -282,6 +418,21 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 Err(e) if retryable(&e) && attempt < 5 => {
                     tracing::debug!("write conflict, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) if crate::db::is_about_the_data(&e) => {
+                    tracing::warn!(
+                        messages = decoded.len(),
+                        "a batch was refused for its data ({e}); storing record by record"
+                    );
+                    break write_isolated(
+                        &pool,
+                        storage,
+                        &mut versions,
+                        &partitions,
+                        &epoch,
+                        &decoded,
+                    )
+                    .await;
                 }
                 other => break other,
             }
@@ -387,10 +538,15 @@ async fn alert_loop(
     }
 }
 
-async fn reconcile_loop(pool: sqlx::PgPool, js: async_nats::jetstream::Context, every: Duration) {
+async fn reconcile_loop(
+    pool: sqlx::PgPool,
+    js: async_nats::jetstream::Context,
+    every: Duration,
+    max_pending_age: Duration,
+) {
     loop {
         tokio::time::sleep(every).await;
-        match crate::integrity::reconcile(&pool, Some(&js)).await {
+        match crate::integrity::reconcile(&pool, Some(&js), max_pending_age).await {
             Ok(r) => crate::integrity::log(&r),
             Err(e) => tracing::warn!("integrity reconciliation failed: {e}"),
         }

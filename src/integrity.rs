@@ -35,6 +35,11 @@ pub struct StreamCheck {
     pub gaps: u64,
     /// The first missing sequences (at most 20).
     pub missing: Vec<u64>,
+    /// Seconds the oldest message not yet stored has waited (0: none waits).
+    pub oldest_pending_secs: u64,
+    /// Its stream sequence, when it has waited longer than `ingest.max_pending_age`:
+    /// the writers are stalled (or the database is away).
+    pub stalled_seq: Option<u64>,
 }
 
 /// One category's stored rows against the ledger.
@@ -103,13 +108,27 @@ pub async fn mark_ledger_start(
 pub async fn reconcile(
     pool: &PgPool,
     js: Option<&async_nats::jetstream::Context>,
+    max_pending_age: std::time::Duration,
 ) -> Result<Report, sqlx::Error> {
     let mut stream_check = None;
     if let Some(js) = js
         && let Ok(mut stream) = js.get_stream(crate::pipeline::STREAM).await
         && let Ok(epoch) = crate::pipeline::stream_epoch(&mut stream).await
         && let Ok(info) = stream.consumer_info(crate::pipeline::CONSUMER).await
+        && let Ok(state) = stream.info().await.map(|i| i.state.clone())
     {
+        // A work queue: what is still in the stream is not stored yet, and the first
+        // message is the one that has waited longest.
+        let oldest_pending_secs = if state.messages > 0 {
+            let first =
+                chrono::DateTime::<Utc>::from_timestamp(state.first_timestamp.unix_timestamp(), 0)
+                    .unwrap_or_else(Utc::now);
+            (Utc::now() - first).num_seconds().max(0) as u64
+        } else {
+            0
+        };
+        let stalled_seq =
+            (oldest_pending_secs > max_pending_age.as_secs()).then_some(state.first_sequence);
         let floor = info.ack_floor.stream_sequence;
         let start: u64 =
             sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
@@ -148,6 +167,8 @@ pub async fn reconcile(
             ledgered: ledgered as u64,
             gaps,
             missing: missing.into_iter().map(|s| s as u64).collect(),
+            oldest_pending_secs,
+            stalled_seq,
         });
     }
     let ledger: Vec<(String, i64, i64, i64)> = sqlx::query_as(
@@ -175,7 +196,9 @@ pub async fn reconcile(
             checksum_ok: sum == ledger_sum,
         });
     }
-    let ok = stream_check.as_ref().is_none_or(|s| s.gaps == 0)
+    let ok = stream_check
+        .as_ref()
+        .is_none_or(|s| s.gaps == 0 && s.stalled_seq.is_none())
         && categories
             .iter()
             .all(|c| c.missing_rows == 0 && c.unexpected_rows == 0 && c.checksum_ok);
@@ -199,6 +222,13 @@ pub fn log(r: &Report) {
     }
     if let Some(s) = r.stream.as_ref().filter(|s| s.gaps > 0) {
         tracing::error!(gaps = s.gaps, missing = ?s.missing, "integrity: acknowledged stream messages were never stored");
+    }
+    if let Some(s) = r.stream.as_ref().filter(|s| s.stalled_seq.is_some()) {
+        tracing::error!(
+            seq = s.stalled_seq,
+            waited_secs = s.oldest_pending_secs,
+            "integrity: a message has waited too long to be stored (ingest.max_pending_age)"
+        );
     }
     for c in r
         .categories

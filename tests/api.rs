@@ -41,6 +41,124 @@ fn every_protected_route_needs_credentials() {
     assert_eq!(api.call("GET", "/api/openapi.json", &[], None).0, 200);
 }
 
+/// Every error, whoever produced it (a route, the router, a body or query parser, the
+/// security scheme), is the documented JSON shape with `errors` present.
+#[test]
+fn every_error_is_the_json_error_shape() {
+    let api = api_stack();
+    let admin = bearer(&api.admin());
+    let raw = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let (status, head, b) = crate::helpers::http(api.port, method, path, headers, body);
+        let v: Value = serde_json::from_slice(&b).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: not JSON: {head} {}",
+                String::from_utf8_lossy(&b)
+            )
+        });
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{method} {path}: {head}"
+        );
+        assert!(
+            v["code"].is_string() && v["message"].is_string() && v["errors"].is_array(),
+            "{method} {path}: {v}"
+        );
+        (status, head, v)
+    };
+    let (s, _, v) = raw("GET", "/api/v1/categories", &[], b"");
+    assert_eq!(s, 401);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer"),
+        "{v}"
+    );
+    let (s, _, v) = raw(
+        "GET",
+        "/api/v1/categories",
+        &[("Authorization", "Bearer tmid_forged")],
+        b"",
+    );
+    assert_eq!(
+        (s, v["message"].as_str()),
+        (401, Some("unknown, revoked or expired token"))
+    );
+    let (s, _, _) = raw(
+        "GET",
+        "/api/v1/categories",
+        &[("Authorization", "Basic eDp5")],
+        b"",
+    );
+    assert_eq!(s, 401);
+    let (s, _, v) = raw("GET", "/api/v1/no-such-thing", &[], b"");
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")));
+    let (s, head, _) = raw(
+        "PATCH",
+        "/api/v1/categories",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(s, 405);
+    assert!(
+        head.to_ascii_lowercase().contains("allow: get, head, post"),
+        "{head}"
+    );
+    let login = br#"{"username":"admin","password":"x"}"#;
+    let (s, _, _) = raw("POST", "/api/v1/auth/login", &[], login);
+    assert_eq!(s, 415, "no Content-Type");
+    let json = ("Content-Type", "application/json");
+    let (s, _, _) = raw("POST", "/api/v1/auth/login", &[json], b"{not json");
+    assert_eq!(s, 400);
+    let (s, _, v) = raw(
+        "POST",
+        "/api/v1/auth/login",
+        &[json],
+        br#"{"username":"ad\u0000min","password":"x"}"#,
+    );
+    assert_eq!(s, 400);
+    assert!(
+        v["message"].as_str().unwrap().contains("`/username`"),
+        "{v}"
+    );
+    let (s, _, _) = raw(
+        "POST",
+        "/api/v1/categories",
+        &[json, ("Authorization", &admin)],
+        br#"{"name":"x","fields":[{"name":"a","type":"complex"}]}"#,
+    );
+    assert_eq!(s, 400, "an unknown field type");
+    let (s, _, _) = raw(
+        "GET",
+        "/api/v1/categories/x/records?from=2026-01-01T00:00:00+01:00",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(s, 400, "an unencoded + in a time");
+    let (s, _, _) = raw(
+        "GET",
+        "/api/v1/users/not-a-uuid",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert!(s == 400 || s == 404, "{s}");
+    let (s, _, v) = raw(
+        "GET",
+        "/api/v1/categories/nope",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!((s, v["errors"].clone()), (404, json!([])));
+    let (s, _, _) = raw(
+        "GET",
+        "/api/v1/categories?x=%00",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(s, 400, "a NUL in the query");
+}
+
 #[test]
 fn login_sessions_cookies_csrf_and_roles() {
     let api = api_stack();
@@ -329,32 +447,7 @@ fn api_tokens_scopes_expiry_and_revocation() {
 
 /// psql against the shared stack's database; returns trimmed stdout.
 fn psql(api: &crate::helpers::ApiStack, sql: &str) -> String {
-    let port = crate::helpers::Sup::attach(&api.home)
-        .cli_ok(&["config", "get", "ports.postgresql"])
-        .trim()
-        .to_string();
-    let o = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "tmidb",
-            "-tAc",
-            sql,
-            "-p",
-            &port,
-        ])
-        .env(
-            "PGPASSWORD",
-            std::fs::read_to_string(api.home.join("secrets/postgresql.password"))
-                .unwrap()
-                .trim(),
-        )
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    crate::helpers::psql(&api.home, sql)
 }
 
 #[test]

@@ -276,6 +276,157 @@ fn a_saturated_pipeline_answers_429_and_loses_nothing_it_accepted() {
     assert_eq!(status, 202);
 }
 
+#[test]
+fn a_record_the_database_refuses_becomes_a_dead_letter_and_the_rest_of_its_batch_is_stored() {
+    let p = Pipeline::start("[ingest]\nmax_pending_age = \"3s\"\n");
+    let (sup, api, ingest, admin) = (&p.sup, p.api, p.ingest, p.admin.clone());
+    let call = |port: u16, method: &str, path: &str, body: &Value| {
+        let (status, _, v) = p.call(port, method, path, &admin, body);
+        (status, v)
+    };
+    let (status, r) = call(
+        api,
+        "POST",
+        "/api/v1/categories",
+        &json!({"name": "poison", "fields": [{"name": "v", "type": "int"}, {"name": "note", "type": "text"}]}),
+    );
+    assert_eq!(status, 201, "{r}");
+    let count = |target: &str| {
+        let (_, r) = call(
+            api,
+            "GET",
+            &format!("/api/v1/categories/poison/records?target={target}"),
+            &Value::Null,
+        );
+        r["records"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    // The last second RFC 3339 can write is stored (its month partition included); a
+    // time past it is refused by validation, naming `ts`, and its neighbour stored.
+    let (status, r) = call(
+        ingest,
+        "POST",
+        "/ingest/poison",
+        &json!([{"target": "edge", "ts": "9999-12-31T23:59:59Z", "v": 1},
+                {"target": "edge", "ts": "9999-12-31T23:59:59-01:00", "v": 2},
+                {"target": "edge", "ts": "2026-01-01T00:00:00Z", "v": 3}]),
+    );
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["errors"][0]["field"].as_str()),
+        (Some(2), Some("ts")),
+        "{r}"
+    );
+    sup.wait_until("both storable records stored", secs(30), |_| {
+        count("edge") == 2
+    });
+    // A NUL is one record's problem: it is refused naming the field, kept as a dead
+    // letter (with ␀ where the NUL was: the letter must be storable too), and the
+    // other record is stored.
+    let (status, head, raw) = http(
+        ingest,
+        "POST",
+        "/ingest/poison",
+        &[
+            ("Authorization", &format!("Bearer {admin}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"[{"target": "nul", "v": 1}, {"target": "nul", "note": "a\u0000b"}]"#,
+    );
+    let r: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    assert_eq!(
+        (status, r["accepted"].as_u64()),
+        (202, Some(1)),
+        "{head} {r}"
+    );
+    assert_eq!(r["errors"][0]["field"], "note", "{r}");
+    sup.wait_until("the record without NUL stored", secs(30), |_| {
+        count("nul") == 1
+    });
+    let (_, letters) = call(
+        api,
+        "GET",
+        "/api/v1/dead-letters?category=poison",
+        &Value::Null,
+    );
+    let nul = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["raw"]["target"] == "nul")
+        .cloned();
+    assert_eq!(nul.unwrap()["raw"]["note"], "a\u{2400}b", "{letters}");
+
+    // An operator's constraint refuses a record that passed validation: it becomes a
+    // dead letter with the database's reason, the rest of its batch is stored, and the
+    // stream goes on (no redelivery loop).
+    crate::helpers::psql(
+        &sup.home,
+        "ALTER TABLE rec_poison ADD CONSTRAINT v_below_1000 CHECK (v < 1000)",
+    );
+    let (status, r) = call(
+        ingest,
+        "POST",
+        "/ingest/poison",
+        &json!([{"target": "b", "ts": "2026-02-01T00:00:00Z", "v": 1},
+                {"target": "b", "ts": "2026-02-01T00:00:01Z", "v": 5000},
+                {"target": "b", "ts": "2026-02-01T00:00:02Z", "v": 2}]),
+    );
+    assert_eq!((status, r["accepted"].as_u64()), (202, Some(3)), "{r}");
+    sup.wait_until("the two acceptable records stored", secs(30), |_| {
+        count("b") == 2
+    });
+    let letters = || {
+        let (_, r) = call(
+            api,
+            "GET",
+            "/api/v1/dead-letters?category=poison",
+            &Value::Null,
+        );
+        r.as_array().cloned().unwrap_or_default()
+    };
+    sup.wait_until("the refused record kept as a dead letter", secs(30), |_| {
+        letters().iter().any(|l| l["source"] == "store")
+    });
+    let l = letters()
+        .into_iter()
+        .find(|l| l["source"] == "store")
+        .expect("a dead letter from the store");
+    assert_eq!(
+        (l["source"].as_str(), l["raw"]["v"].as_i64()),
+        (Some("store"), Some(5000)),
+        "{l}"
+    );
+    assert!(
+        l["reasons"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("v_below_1000"),
+        "{l}"
+    );
+    let (_, report) = call(api, "GET", "/api/v1/integrity", &Value::Null);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["stream"]["pending"], 0, "{report}");
+
+    // Writers stopped: a message waiting longer than max_pending_age is reported.
+    sup.cli_ok(&["stop", "data-consumer"]);
+    let (status, _) = call(
+        ingest,
+        "POST",
+        "/ingest/poison",
+        &json!([{"target": "late", "v": 7}]),
+    );
+    assert_eq!(status, 202);
+    sup.wait_until("integrity reports the stalled message", secs(30), |_| {
+        let (_, r) = call(api, "GET", "/api/v1/integrity", &Value::Null);
+        r["ok"] == false && r["stream"]["stalled_seq"].is_u64()
+    });
+    sup.cli_ok(&["start", "data-consumer"]);
+    sup.wait_until("stored and reconciled again", secs(30), |_| {
+        let (_, r) = call(api, "GET", "/api/v1/integrity", &Value::Null);
+        r["ok"] == true && count("late") == 1
+    });
+}
+
 /// Records `GET …/records?target=T` (up to 1000).
 fn records_of(p: &Pipeline, target: &str) -> Vec<Value> {
     let (_, _, r) = p.call(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use poem::Request;
 use poem_openapi::auth::{ApiKey, Bearer};
-use poem_openapi::{Enum, SecurityScheme};
+use poem_openapi::{ApiExtractor, Enum, SecurityScheme};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -178,15 +178,69 @@ pub struct BearerAuth(pub Principal);
 )]
 pub struct CookieAuth(pub Principal);
 
-/// Either scheme. Tried in this order, and the last error is what the client sees: so
-/// the cookie comes last, where its specific error (a missing CSRF header) matters more
-/// than "no Authorization header".
-#[derive(SecurityScheme)]
+/// Either scheme, chosen by what the request carries: an `Authorization` header is a
+/// Bearer attempt and its error is the answer (a cookie sent alongside is not tried);
+/// otherwise the session cookie. Written by hand rather than derived, because the
+/// derived alternative answers with the last scheme's bare "authorization error" and
+/// so hides why a token was refused (or that the database was down: 503, not 401).
 pub enum Auth {
     /// Bearer token.
     Bearer(BearerAuth),
     /// Session cookie.
     Cookie(CookieAuth),
+}
+
+impl<'a> poem_openapi::ApiExtractor<'a> for Auth {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <BearerAuth as ApiExtractor>::register(registry);
+        <CookieAuth as ApiExtractor>::register(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        let mut s = <BearerAuth as ApiExtractor>::security_schemes();
+        s.extend(<CookieAuth as ApiExtractor>::security_schemes());
+        s
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut poem::RequestBody,
+        _opts: poem_openapi::ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        // Our checkers answer with an ApiError (a response); poem-openapi's own
+        // extractors with a bare AuthorizationError, reworded here.
+        let ours = |e: poem::Error, what: &str| -> poem::Error {
+            if e.is_from_response() {
+                e
+            } else {
+                ApiError::unauthorized(what.to_string()).into()
+            }
+        };
+        if req
+            .headers()
+            .contains_key(poem::http::header::AUTHORIZATION)
+        {
+            return <BearerAuth as ApiExtractor>::from_request(req, body, Default::default())
+                .await
+                .map(Auth::Bearer)
+                .map_err(|e| ours(e, "the Authorization header must be `Bearer TOKEN`"));
+        }
+        if req.cookie().get(SESSION_COOKIE).is_some() {
+            return <CookieAuth as ApiExtractor>::from_request(req, body, Default::default())
+                .await
+                .map(Auth::Cookie)
+                .map_err(|e| ours(e, "the session cookie is malformed; log in again"));
+        }
+        Err(ApiError::unauthorized(format!(
+            "no credentials: send `Authorization: Bearer TOKEN` (an API or session token) or the {SESSION_COOKIE} cookie from login"
+        ))
+        .into())
+    }
 }
 
 impl Auth {

@@ -11,8 +11,8 @@ pub struct ErrorBody {
     pub code: String,
     /// What is wrong and how to fix it.
     pub message: String,
-    /// Per-item problems (e.g. one per rejected record or field).
-    #[oai(skip_serializing_if_is_empty)]
+    /// Per-item problems (e.g. one per rejected record or field); empty when the
+    /// error concerns the request as a whole. Always present.
     pub errors: Vec<Issue>,
 }
 
@@ -74,9 +74,13 @@ pub enum ApiError {
     /// An internal error (logged with details).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// A dependency (SeaweedFS, the supervisor) is not available.
+    /// The request body is not JSON (or not the media type the operation takes).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// A dependency (PostgreSQL, NATS, SeaweedFS, the supervisor) is not available:
+    /// retry after the given seconds. Never a reason to drop credentials.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
@@ -98,7 +102,8 @@ impl ApiError {
             | ApiError::Conflict(b)
             | ApiError::TooManyRequests(b, _)
             | ApiError::Internal(b)
-            | ApiError::Unavailable(b) => &b.0,
+            | ApiError::UnsupportedMediaType(b)
+            | ApiError::Unavailable(b, _) => &b.0,
         }
     }
 
@@ -134,9 +139,9 @@ impl ApiError {
     pub fn too_many(message: impl Into<String>, retry_after: u64) -> ApiError {
         ApiError::TooManyRequests(body("too_many_requests", message), retry_after)
     }
-    /// 503.
+    /// 503, retry in a few seconds.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::Unavailable(body("unavailable", message))
+        ApiError::Unavailable(body("unavailable", message), RETRY_AFTER_OUTAGE)
     }
     /// 500; the cause is logged, not shown.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
@@ -148,23 +153,52 @@ impl ApiError {
     }
 }
 
+/// Seconds a client waits before retrying after an outage (503): the supervisor
+/// restarts a crashed dependency within about a second.
+pub const RETRY_AFTER_OUTAGE: u64 = 2;
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
+        if crate::db::is_outage(&e) {
+            tracing::warn!("database unavailable: {e}");
+            return ApiError::unavailable("the database is not reachable right now; retry shortly");
+        }
         if let sqlx::Error::Database(db) = &e {
+            // Name what clashed in the request's terms, not the constraint's.
+            let what = db
+                .constraint()
+                .map(|c| constraint_subject(db.table(), c))
+                .unwrap_or_else(|| "a value".into());
             if db.is_unique_violation() {
-                return ApiError::conflict(format!(
-                    "already exists ({})",
-                    db.constraint().unwrap_or("unique")
-                ));
+                return ApiError::conflict(format!("{what} is already taken"));
             }
-            if db.is_check_violation() {
+            // Data exceptions and constraints an operator added: a value the database
+            // refuses although validation let it by.
+            if db.is_check_violation() || db.code().is_some_and(|c| c.starts_with("22")) {
                 return ApiError::bad_request(format!(
-                    "rejected by the database ({})",
-                    db.constraint().unwrap_or("check")
+                    "the database refused a value: {}",
+                    db.message()
                 ));
             }
         }
         ApiError::internal(e)
+    }
+}
+
+/// `users_username_key` of table `users` → "the username"; anything else → "a value".
+fn constraint_subject(table: Option<&str>, constraint: &str) -> String {
+    let rest = table
+        .and_then(|t| constraint.strip_prefix(t))
+        .map(|r| r.trim_start_matches('_'))
+        .unwrap_or(constraint);
+    let column = ["_key", "_pkey", "_check", "_fkey"]
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
+        .unwrap_or(rest);
+    if column.is_empty() || column == "pkey" {
+        "the name".into()
+    } else {
+        format!("the {}", column.replace('_', " "))
     }
 }
 

@@ -6,6 +6,7 @@
 //! generated from the route definitions; `openapi/tmidb.json` is its committed copy.
 
 pub mod auth;
+pub mod boundary;
 pub mod error;
 pub mod export;
 pub mod files;
@@ -72,6 +73,13 @@ pub fn spec_json() -> String {
     service().spec()
 }
 
+/// The methods the api declares for a concrete path (the `Allow` of a 405).
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    static SPEC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| serde_json::from_str(&spec_json()).expect("spec"));
+    boundary::declared_methods(spec, path)
+}
+
 /// The whole HTTP application over `state`.
 pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
     let api = service();
@@ -82,7 +90,14 @@ pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
         .nest("/api/docs", docs)
         .at("/api/openapi.json", spec)
         .data(state)
-        .with(poem::middleware::CatchPanic::new())
+        .around(|ep, req| boundary::guard(ep, req, allowed_methods))
+        .with(poem::middleware::CatchPanic::new().with_handler(|_| {
+            boundary::error_response(
+                poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the log has the details",
+            )
+        }))
 }
 
 /// Why the api could not start.
@@ -134,13 +149,21 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
     }
     let app = build_app(state).around(move |ep, req| async move {
         // Refuse oversized uploads from their Content-Length, before a byte is spooled.
-        let len = req.header("content-length").and_then(|v| v.parse::<u64>().ok());
-        if req.method() == poem::http::Method::POST && req.uri().path() == "/api/v1/files" && len.is_some_and(|l| l > max_body) {
-            let msg = format!("{{\"code\":\"too_large\",\"message\":\"the upload is larger than api.max_upload_bytes ({} bytes)\"}}", max_body - (1 << 20));
-            return Ok(poem::Response::builder()
-                .status(poem::http::StatusCode::PAYLOAD_TOO_LARGE)
-                .content_type("application/json")
-                .body(msg));
+        let len = req
+            .header("content-length")
+            .and_then(|v| v.parse::<u64>().ok());
+        if req.method() == poem::http::Method::POST
+            && req.uri().path() == "/api/v1/files"
+            && len.is_some_and(|l| l > max_body)
+        {
+            return Ok(boundary::error_response(
+                poem::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the upload is larger than api.max_upload_bytes ({} bytes)",
+                    max_body - (1 << 20)
+                ),
+            ));
         }
         ep.call(req).await.map(poem::IntoResponse::into_response)
     });

@@ -23,6 +23,65 @@ pub fn valid_identifier(s: &str) -> bool {
         && s.len() <= 48
 }
 
+/// The earliest time a record or timestamp field may hold (PostgreSQL holds earlier
+/// ones, but RFC 3339 cannot write a year before 1).
+pub const EARLIEST: &str = "0001-01-01T00:00:00Z";
+/// The end (exclusive) of the times a record may hold: RFC 3339's last year, in UTC.
+pub const END: &str = "10000-01-01T00:00:00Z";
+
+/// Whether `t` lies in [`EARLIEST`, `END`): what every timestamp passes before it is
+/// stored, so no time the database (or its month partitions) cannot take is accepted.
+pub fn storable_time(t: DateTime<Utc>) -> Result<(), String> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is outside the storable range {EARLIEST} .. 9999-12-31T23:59:59Z (UTC)",
+            t.to_rfc3339()
+        ))
+    }
+}
+
+/// Checks text that will be stored: PostgreSQL text and jsonb cannot hold NUL.
+fn storable_text(s: &str) -> Result<(), String> {
+    match s.find('\0') {
+        Some(at) => Err(format!(
+            "holds a NUL character (\\u0000) at character {}; remove it",
+            s[..at].chars().count()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks every string and key of a JSON value (see [`storable_text`]).
+fn storable_json(v: &Value) -> Result<(), String> {
+    match v {
+        Value::String(s) => storable_text(s),
+        Value::Array(a) => a.iter().try_for_each(storable_json),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            storable_text(k).map_err(|e| format!("key {e}"))?;
+            storable_json(x)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A copy of `v` with every NUL character replaced by `␀` (U+2400), for keeping a
+/// record the database could not take as a readable dead letter.
+pub fn without_nul(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace('\0', "\u{2400}")),
+        Value::Array(a) => Value::Array(a.iter().map(without_nul).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.replace('\0', "\u{2400}"), without_nul(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// A double-quoted SQL identifier; only for names that passed [`valid_identifier`].
 pub fn quote(ident: &str) -> String {
     debug_assert!(
@@ -265,7 +324,12 @@ impl Schema {
         };
         let mut problems = vec![];
         let target = match obj.get("target") {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s.clone(),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => {
+                if let Err(e) = storable_text(s) {
+                    problems.push(problem("target", e));
+                }
+                s.clone()
+            }
             Some(Value::String(_)) => {
                 problems.push(problem("target", "must be 1..200 characters"));
                 String::new()
@@ -281,15 +345,13 @@ impl Schema {
         };
         let ts = match obj.get("ts") {
             None | Some(Value::Null) => now,
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|e| {
-                    problems.push(problem(
-                        "ts",
-                        format!("`{s}` is not an RFC 3339 time ({e})"),
-                    ));
+            Some(Value::String(s)) => match parse_time(s) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(problem("ts", e));
                     now
-                }),
+                }
+            },
             Some(_) => {
                 problems.push(problem("ts", "must be an RFC 3339 string"));
                 now
@@ -327,6 +389,15 @@ impl Schema {
             Err(problems)
         }
     }
+}
+
+/// Parses an RFC 3339 time that can be stored (see [`storable_time`]).
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))?
+        .with_timezone(&Utc);
+    storable_time(t)?;
+    Ok(t)
 }
 
 /// Checks one value; returns it normalised (timestamps as RFC 3339 UTC).
@@ -367,6 +438,7 @@ fn check_value(f: &Field, v: &Value) -> Result<Value, String> {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("expected a string, got {v}"))?;
+            storable_text(s)?;
             if let Some(max) = f.max_length
                 && s.chars().count() > max as usize
             {
@@ -383,11 +455,12 @@ fn check_value(f: &Field, v: &Value) -> Result<Value, String> {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("expected an RFC 3339 string, got {v}"))?;
-            let t = DateTime::parse_from_rfc3339(s)
-                .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))?;
-            Ok(Value::String(t.with_timezone(&Utc).to_rfc3339()))
+            Ok(Value::String(parse_time(s)?.to_rfc3339()))
         }
-        FieldType::Json => Ok(v.clone()),
+        FieldType::Json => {
+            storable_json(v)?;
+            Ok(v.clone())
+        }
     }
 }
 
@@ -519,6 +592,53 @@ mod tests {
             .validate(&json!({"target": "x"}), now)
             .unwrap_err();
         assert_eq!(missing, vec![problem("temp", "is required")]);
+    }
+
+    #[test]
+    fn what_postgresql_cannot_store_is_refused_by_field() {
+        let mut s = weather();
+        s.fields.push(f("note", FieldType::Text));
+        s.fields.push(f("doc", FieldType::Json));
+        let now = Utc::now();
+        for (rec, field) in [
+            (
+                json!({"target": "t", "temp": 1, "ts": "9999-12-31T23:59:59-01:00"}),
+                "ts",
+            ),
+            (
+                json!({"target": "t", "temp": 1, "ts": "0000-06-01T00:00:00Z"}),
+                "ts",
+            ),
+            (
+                json!({"target": "t", "temp": 1, "at": "9999-12-31T23:30:00-02:00"}),
+                "at",
+            ),
+            (json!({"target": "a\u{0}b", "temp": 1}), "target"),
+            (json!({"target": "t", "temp": 1, "note": "x\u{0}"}), "note"),
+            (
+                json!({"target": "t", "temp": 1, "doc": {"k": ["\u{0}"]}}),
+                "doc",
+            ),
+            (
+                json!({"target": "t", "temp": 1, "doc": {"k\u{0}": 1}}),
+                "doc",
+            ),
+        ] {
+            let p = s.validate(&rec, now).unwrap_err();
+            assert_eq!(p.len(), 1, "{rec}: {p:?}");
+            assert_eq!(p[0].field.as_deref(), Some(field), "{rec}: {p:?}");
+        }
+        let edge = s
+            .validate(
+                &json!({"target": "t", "temp": 1, "ts": "9999-12-31T23:59:59Z"}),
+                now,
+            )
+            .unwrap();
+        assert_eq!(edge.ts.to_rfc3339(), "9999-12-31T23:59:59+00:00");
+        assert_eq!(
+            without_nul(&json!({"a\u{0}": ["b\u{0}"]})),
+            json!({"a\u{2400}": ["b\u{2400}"]})
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::Storage;
@@ -76,14 +76,14 @@ fn ident(name: &str) -> Result<String, CategoryError> {
 #[derive(Default)]
 pub struct PartitionCache(Mutex<HashSet<(String, i32, u32)>>);
 
-fn month_start(y: i32, m: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0)
-        .single()
-        .expect("valid month")
-}
-
 fn next_month(y: i32, m: u32) -> (i32, u32) {
     if m == 12 { (y + 1, 1) } else { (y, m + 1) }
+}
+
+/// A partition bound as PostgreSQL reads it: chrono's RFC 3339 writes year 10000 as
+/// `+10000-…`, which PostgreSQL takes for a time-zone displacement.
+fn bound(y: i32, m: u32) -> String {
+    format!("{y:04}-{m:02}-01 00:00:00+00")
 }
 
 /// Creates the monthly partition holding `(y, m)` unless it exists.
@@ -99,8 +99,8 @@ async fn ensure_month(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{}') TO ('{}')",
         quote(&format!("{t}_p{y:04}{m:02}")),
         quote(&t),
-        month_start(y, m).to_rfc3339(),
-        month_start(ny, nm).to_rfc3339()
+        bound(y, m),
+        bound(ny, nm)
     );
     sqlx::query(sql(ddl)).execute(&mut **tx).await?;
     Ok(())

@@ -86,9 +86,10 @@ pub async fn insert(
     let rows: Vec<Value> = letters
         .iter()
         .map(|l| {
-            serde_json::json!({"id": l.id, "category": l.category, "source": l.source,
-                "position": l.position, "raw": l.raw, "reasons": l.reasons,
-                "schema_version": l.schema_version})
+            // A dead letter keeps what the records table could not: NULs become ␀.
+            crate::api::schema::without_nul(&serde_json::json!({"id": l.id,
+                "category": l.category, "source": l.source, "position": l.position,
+                "raw": l.raw, "reasons": l.reasons, "schema_version": l.schema_version}))
         })
         .collect();
     sqlx::query(

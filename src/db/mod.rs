@@ -46,6 +46,39 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Whether a database error means "PostgreSQL is not there right now" (connection
+/// refused or lost, pool exhausted, server starting up or shutting down) rather than
+/// something wrong with the request.
+pub fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // 08: connection exceptions; 57P0x: admin shutdown, crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            c.starts_with("08") || c.starts_with("57P") || c == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// Whether a failed statement was refused for what it carried (a value, a row the
+/// table or a rollup cannot take) rather than for the database being away or busy:
+/// retrying the same statement will fail the same way.
+pub fn is_about_the_data(e: &sqlx::Error) -> bool {
+    match e {
+        // A value that did not convert to its column type (bind time).
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            !is_outage(e) && !matches!(d.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
 /// How time-series tables are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {

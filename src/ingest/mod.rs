@@ -412,6 +412,15 @@ async fn push(
     }
 }
 
+/// The methods of the data-manager's routes (the `Allow` of a 405).
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    if path.starts_with("/ingest/") {
+        vec!["POST"]
+    } else {
+        vec!["GET", "HEAD"]
+    }
+}
+
 #[handler]
 fn healthz() -> &'static str {
     "ok"
@@ -447,7 +456,8 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     let app = Route::new()
         .at("/ingest/:category", poem::post(push))
         .at("/healthz", poem::get(healthz))
-        .data(m);
+        .data(m)
+        .around(|ep, req| crate::api::boundary::json_errors(ep, req, allowed_methods));
     let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((
         "127.0.0.1",
         port,

@@ -187,7 +187,7 @@ async fn submit_patiently(
     let mut delay = Duration::from_millis(250);
     loop {
         match m.submit(category, source, transform, items.clone()).await {
-            Err(ApiError::TooManyRequests(..) | ApiError::Unavailable(_)) => {
+            Err(ApiError::TooManyRequests(..) | ApiError::Unavailable(..)) => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -736,3 +736,39 @@ pub fn sse(
     }
     events
 }
+
+/// psql as `postgres` against the `tmidb` database of the stack in `home`; returns
+/// trimmed stdout and panics (with stderr) when psql fails.
+pub fn psql(home: &Path, sql: &str) -> String {
+    let port = Sup::attach(home)
+        .cli_ok(&["config", "get", "ports.postgresql"])
+        .trim()
+        .to_string();
+    let o = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "tmidb",
+            "-tAc",
+            sql,
+            "-p",
+            &port,
+        ])
+        .env(
+            "PGPASSWORD",
+            std::fs::read_to_string(home.join("secrets/postgresql.password"))
+                .unwrap()
+                .trim(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}

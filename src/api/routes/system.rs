@@ -191,7 +191,12 @@ impl SystemApi {
         auth: Auth,
     ) -> ApiResult<Json<crate::integrity::Report>> {
         auth.principal().require_admin()?;
-        let r = crate::integrity::reconcile(&state.pool, state.nats.as_ref()).await?;
+        let r = crate::integrity::reconcile(
+            &state.pool,
+            state.nats.as_ref(),
+            state.cfg.ingest_max_pending_age,
+        )
+        .await?;
         crate::integrity::log(&r);
         Ok(Json(r))
     }
