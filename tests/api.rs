@@ -227,6 +227,7 @@ fn login_sessions_cookies_csrf_and_roles() {
         Some(&pw),
     );
     assert_eq!(status, 403, "{err}");
+    let (other, _, _) = api.login("vera", "viewer-password-1");
     let (status, _, _) = api.call(
         "PUT",
         "/api/v1/users/me/password",
@@ -235,6 +236,17 @@ fn login_sessions_cookies_csrf_and_roles() {
     );
     assert_eq!(status, 204);
     api.login("vera", "viewer-password-2");
+    // The change ends the user's other sessions, not the one that made it.
+    let me = |t: &str| {
+        api.call(
+            "GET",
+            "/api/v1/auth/me",
+            &[("Authorization", &bearer(t))],
+            None,
+        )
+        .0
+    };
+    assert_eq!((me(&other), me(&vtok)), (401, 200));
 
     // Logout ends the session.
     let (status, head, _) = api.call(
@@ -345,6 +357,38 @@ fn api_tokens_scopes_expiry_and_revocation() {
     assert_eq!(status, 201, "{t}");
     let secret = t["token"].as_str().unwrap().to_string();
     assert!(secret.starts_with("tmid_"));
+    // What a caller cannot hold is refused: an expiry outside 1..3650 days (0 made an
+    // already-expired token, 100000000 a 500), a scope beyond the role.
+    let admin_h = [("Authorization", bearer(&admin))];
+    let admin_h: Vec<(&str, &str)> = admin_h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for days in [0, 3651, 100_000_000] {
+        let body = json!({"name": "t", "scopes": ["read:weather"], "expires_in_days": days});
+        let (status, _, e) = api.call("POST", "/api/v1/tokens", &admin_h, Some(&body));
+        assert_eq!(status, 400, "{days} days: {e}");
+    }
+    let vb = json!({"username": "tokviewer", "password": "viewer-password-1", "role": "viewer"});
+    assert_eq!(
+        api.call("POST", "/api/v1/users", &admin_h, Some(&vb)).0,
+        201
+    );
+    let (vt, _, _) = api.login("tokviewer", "viewer-password-1");
+    let vh = [("Authorization", bearer(&vt))];
+    let vh: Vec<(&str, &str)> = vh.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for scope in ["admin", "write:weather"] {
+        let body = json!({"name": "t", "scopes": [scope]});
+        let (status, _, e) = api.call("POST", "/api/v1/tokens", &vh, Some(&body));
+        assert_eq!(status, 403, "a viewer asking for {scope}: {e}");
+    }
+    let body = json!({"name": "t", "scopes": ["read:weather"]});
+    assert_eq!(api.call("POST", "/api/v1/tokens", &vh, Some(&body)).0, 201);
+    // A page of 0 records is not a request for one.
+    let (status, _, _) = api.call(
+        "GET",
+        "/api/v1/categories/weather/records?limit=0",
+        &admin_h,
+        None,
+    );
+    assert_eq!(status, 400);
     // Scoped down: an admin's read token cannot list users.
     let (status, _, _) = api.call(
         "GET",
@@ -498,6 +542,17 @@ fn category_life_cycle_with_a_schema_version_bump() {
         (old["version"].as_i64(), old["current_version"].as_i64()),
         (Some(1), Some(2))
     );
+    // A timestamp field kept unchanged is no type change (the check once compared
+    // `timestamptz` with PostgreSQL's `timestamp with time zone`).
+    let when = json!({"name": "events", "fields": [{"name": "at", "type": "timestamp"}]});
+    assert_eq!(
+        api.call("POST", "/api/v1/categories", &auth, Some(&when)).0,
+        201
+    );
+    let more =
+        json!({"fields": [{"name": "at", "type": "timestamp"}, {"name": "n", "type": "int"}]});
+    let (status, _, c) = api.call("PUT", "/api/v1/categories/events", &auth, Some(&more));
+    assert_eq!((status, c["version"].as_i64()), (200, Some(2)), "{c}");
     assert_eq!(
         api.call("GET", "/api/v1/categories/weather?version=9", &auth, None)
             .0,

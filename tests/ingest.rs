@@ -421,6 +421,41 @@ fn a_record_the_database_refuses_becomes_a_dead_letter_and_the_rest_of_its_batch
         r["ok"] == false && r["stream"]["stalled_seq"].is_u64()
     });
     sup.cli_ok(&["start", "data-consumer"]);
+    // PostgreSQL killed mid-session: until it is back every answer is 200 or 503 with
+    // Retry-After, never 401 (a client would log its user out) or 500.
+    let pg = sup.pid_of("postgresql");
+    assert!(pg > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pg),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let (status, head, body) = p.call(api, "GET", "/api/v1/categories", &admin, &Value::Null);
+        seen.insert(status);
+        assert!(
+            status == 200 || status == 503,
+            "{status} while PostgreSQL restarts: {head} {body}"
+        );
+        if status == 503 {
+            assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+            assert_eq!(body["code"], "unavailable", "{body}");
+        }
+        if (status == 200 && seen.contains(&503)) || started.elapsed() > secs(30) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The pool's connections died with the server: the first answers were 503.
+    assert!(seen.contains(&503), "{seen:?}");
+    sup.wait_state("postgresql", "ready", secs(30));
+    assert_eq!(
+        p.call(api, "GET", "/api/v1/categories", &admin, &Value::Null)
+            .0,
+        200
+    );
     sup.wait_until("stored and reconciled again", secs(30), |_| {
         let (_, r) = call(api, "GET", "/api/v1/integrity", &Value::Null);
         r["ok"] == true && count("late") == 1

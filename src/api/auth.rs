@@ -99,6 +99,8 @@ pub struct Principal {
     pub role: Role,
     /// Token scopes (None: a session, limited by the role only).
     pub scopes: Option<Vec<Scope>>,
+    /// The stored hash of the session token, when the caller is a session.
+    pub session_hash: Option<Vec<u8>>,
 }
 
 impl Principal {
@@ -307,6 +309,7 @@ pub async fn bearer_principal(st: &AppState, token: &str) -> ApiResult<Principal
         username,
         role: Role::parse(&role),
         scopes: Some(scopes),
+        session_hash: None,
     })
 }
 
@@ -343,6 +346,7 @@ async fn session(st: &AppState, token: &str) -> ApiResult<(Principal, String)> {
             username,
             role: Role::parse(&role),
             scopes: None,
+            session_hash: Some(token_hash(token)),
         },
         csrf,
     ))
@@ -483,6 +487,7 @@ mod tests {
             username: "u".into(),
             role,
             scopes: scopes.map(|s| s.iter().map(|x| Scope::parse(x).unwrap()).collect()),
+            session_hash: None,
         }
     }
 

@@ -123,6 +123,15 @@ impl FieldType {
         }
     }
 
+    /// The column type as PostgreSQL's `format_type` spells it (how an existing
+    /// column's type is compared with a field's).
+    pub fn pg_type_name(self) -> &'static str {
+        match self {
+            FieldType::Timestamp => "timestamp with time zone",
+            other => other.sql(),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             FieldType::Int => "int",

@@ -346,7 +346,7 @@ pub async fn update(
     let mut problems = vec![];
     for f in fields {
         if let Some((_, ty)) = existing.iter().find(|(c, _)| *c == f.name)
-            && ty != f.kind.sql()
+            && ty != f.kind.pg_type_name()
         {
             problems.push(crate::api::schema::Problem {
                 field: Some(f.name.clone()),

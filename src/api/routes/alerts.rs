@@ -98,6 +98,7 @@ impl AlertsApi {
         auth: Auth,
         category: Query<Option<String>>,
         /// At most this many (default 100, at most 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<Vec<Notification>>> {
         match &category.0 {

@@ -64,7 +64,8 @@ pub struct NewToken {
     pub name: String,
     /// `admin`, `read:CATEGORY`, `write:CATEGORY` (`*` for every category).
     pub scopes: Vec<String>,
-    /// Days until it expires (none: never).
+    /// Days until it expires, 1 to 3650 (none: never).
+    #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
     pub expires_in_days: Option<u32>,
 }
 
@@ -279,8 +280,19 @@ impl AuthApi {
             ));
         }
         for s in &body.scopes {
-            if let Err(e) = Scope::parse(s) {
-                return Err(ApiError::bad_request(e));
+            let scope = Scope::parse(s).map_err(ApiError::bad_request)?;
+            // A token narrows its owner; a scope the owner's role cannot use would
+            // look like a grant and be none.
+            let holds = match &scope {
+                Scope::Admin => p.role == auth::Role::Admin,
+                Scope::Write(_) => p.role != auth::Role::Viewer,
+                Scope::Read(_) => true,
+            };
+            if !holds {
+                return Err(ApiError::forbidden(format!(
+                    "a {} cannot hold the scope `{s}`",
+                    p.role.as_str()
+                )));
             }
         }
         if p.scopes.is_some() {

@@ -362,6 +362,7 @@ impl CategoriesApi {
         #[oai(default)]
         filter: Query<Vec<String>>,
         /// Page size (default 1000, at most 10 000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

@@ -132,6 +132,7 @@ impl DeadLettersApi {
         /// `pending` (default) or `replayed`.
         status: Query<Option<String>>,
         /// Page size (default 100, at most 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
         /// The last id of the previous page.
         after: Query<Option<Uuid>>,

@@ -250,11 +250,20 @@ impl UsersApi {
         }
         auth::check_password_strength(&body.new_password)?;
         let hash = auth::hash_password(body.new_password.clone()).await?;
+        let mut tx = state.pool.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
             .bind(p.user_id)
             .bind(hash)
-            .execute(&state.pool)
+            .execute(&mut *tx)
             .await?;
+        // Whoever else held a session of this user (a stolen one, another browser)
+        // must log in again with the new password.
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2")
+            .bind(p.user_id)
+            .bind(&p.session_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(NoContent::Done)
     }
 }
