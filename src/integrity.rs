@@ -38,7 +38,9 @@ pub struct StreamCheck {
     /// Seconds the oldest message not yet stored has waited (0: none waits).
     pub oldest_pending_secs: u64,
     /// Its stream sequence, when it has waited longer than `ingest.max_pending_age`:
-    /// the writers are stalled (or the database is away).
+    /// the writers are stalled (or the database is away). Absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled_seq: Option<u64>,
 }
 
@@ -69,6 +71,8 @@ pub struct Report {
     /// True when there are no gaps and every category matches.
     pub ok: bool,
     /// The stream (absent when NATS could not be asked).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCheck>,
     /// Per category.
     pub categories: Vec<CategoryCheck>,
