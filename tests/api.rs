@@ -457,32 +457,7 @@ fn api_tokens_scopes_expiry_and_revocation() {
         401
     );
     // The stored form is a hash, never the secret.
-    let o = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "tmidb",
-            "-tAc",
-            "SELECT encode(token_hash, 'hex') FROM api_tokens",
-        ])
-        .arg("-p")
-        .arg(
-            crate::helpers::Sup::attach(&api.home)
-                .cli_ok(&["config", "get", "ports.postgresql"])
-                .trim(),
-        )
-        .env(
-            "PGPASSWORD",
-            std::fs::read_to_string(api.home.join("secrets/postgresql.password"))
-                .unwrap()
-                .trim(),
-        )
-        .output()
-        .unwrap();
-    let stored = String::from_utf8_lossy(&o.stdout);
+    let stored = psql(api, "SELECT encode(token_hash, 'hex') FROM api_tokens");
     assert!(
         !stored.contains(&secret) && stored.lines().any(|l| l.len() == 64),
         "{stored}"
