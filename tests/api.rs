@@ -157,6 +157,13 @@ fn every_error_is_the_json_error_shape() {
         b"",
     );
     assert_eq!(s, 400, "a NUL in the query");
+    let (s, _, _) = raw(
+        "POST",
+        "/api/v1/dead-letters/replay?category=nope",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(s, 404, "replaying into a category that does not exist");
 }
 
 #[test]

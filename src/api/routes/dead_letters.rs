@@ -230,6 +230,8 @@ impl DeadLettersApi {
         category: Query<String>,
     ) -> ApiResult<Json<ReplayResult>> {
         auth.principal().require_write(&category.0)?;
+        // A category that does not exist is 404, not "replayed 0".
+        state.schemas.get(&state.pool, &category.0).await?;
         let letters = store::list(
             &state.pool,
             Some(&category.0),
