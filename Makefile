@@ -22,11 +22,17 @@ deps: ## install missing services: PostgreSQL 15, nats-server (Debian), SeaweedF
 	fi
 	@echo ">> services present: postgres $$($(PG_BIN)/postgres --version | awk '{print $$3}'), $$(/usr/sbin/nats-server --version), weed"
 
-test-deps: deps ## what only the tests need: zsh and fish (completion scripts), man-db, openapi-python-client
+# The contract tools, pinned, in their own virtualenv (tests/contract.rs runs them).
+PYTOOLS := $(CURDIR)/target/pytools
+PYTOOLS_PINS := schemathesis==4.32.5 openapi-python-client==0.29.1
+
+test-deps: deps ## what only the tests need: zsh and fish (completion scripts), man-db, psql, schemathesis and openapi-python-client (PyPI, pinned)
 	@missing=""; for t in zsh:zsh fish:fish man:man-db psql:postgresql-client-15; do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then echo ">> installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
-	@python3 -c 'import openapi_python_client' 2>/dev/null || { echo ">> installing openapi-python-client (PyPI)"; \
-	  python3 -m pip install -q openapi-python-client 2>/dev/null || python3 -m pip install -q --break-system-packages openapi-python-client; }
+	@if [ "$$(cat $(PYTOOLS)/pins 2>/dev/null)" != "$(PYTOOLS_PINS)" ]; then \
+	  echo ">> installing $(PYTOOLS_PINS) into $(PYTOOLS)"; rm -rf $(PYTOOLS); \
+	  python3 -m venv $(PYTOOLS) && $(PYTOOLS)/bin/pip install -q $(PYTOOLS_PINS) && echo "$(PYTOOLS_PINS)" > $(PYTOOLS)/pins; \
+	fi
 
 build: deps ## debug build
 	$(CARGO) build --bins

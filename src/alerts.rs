@@ -91,14 +91,17 @@ impl Op {
 
 /// An alert rule as stored and shown.
 #[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AlertRule {
     /// Id.
     #[oai(read_only)]
     #[serde(default = "Uuid::new_v4")]
     pub id: Uuid,
-    /// Name (unique), used in notifications.
+    /// Name (unique, 1..100 characters), used in notifications.
+    #[oai(validator(min_length = 1, max_length = 100))]
     pub name: String,
     /// Category watched.
+    #[oai(validator(pattern = "^[a-z][a-z0-9_]*$", min_length = 1, max_length = 48))]
     pub category: String,
     // `threshold` or `absence` (a plain $ref in the spec).
     pub kind: AlertKind,
@@ -135,6 +138,7 @@ fn yes() -> bool {
 
 /// A firing or resolved notification (stored, published, POSTed to webhooks).
 #[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Notification {
     /// Id (receivers can drop repeats of a retried delivery by it).
     pub id: Uuid,
@@ -158,7 +162,7 @@ impl AlertRule {
     /// Checks a rule against its category's schema; every problem is reported.
     pub fn check(&self, schema: &Schema) -> Vec<Problem> {
         let mut out = vec![];
-        if self.name.trim().is_empty() || self.name.len() > 100 {
+        if !(1..=100).contains(&self.name.chars().count()) {
             out.push(Problem::new("name", "must be 1..100 characters"));
         }
         match self.kind {

@@ -19,6 +19,7 @@ use crate::api::schema::{quote, table};
 
 /// The data stream against the ledger.
 #[derive(Debug, Clone, PartialEq, Object, Serialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StreamCheck {
     /// The stream incarnation (`TMIDB_DATA@<created>`).
     pub stream: String,
@@ -65,6 +66,7 @@ pub struct CategoryCheck {
 
 /// A reconciliation.
 #[derive(Debug, Clone, PartialEq, Object, Serialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Report {
     /// When it ran.
     pub checked_at: DateTime<Utc>,

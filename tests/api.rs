@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::api_stack;
+use crate::helpers::{api_stack, multipart};
 
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
@@ -1113,27 +1113,6 @@ fn system_routes_drive_the_supervisor_for_admins_only() {
     );
 }
 
-/// A multipart part: name, optional (file name, content type), bytes.
-type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
-
-fn multipart(fields: &[Part]) -> (String, Vec<u8>) {
-    let boundary = "tmidbBoundary7d1f";
-    let mut body = vec![];
-    for (name, file, data) in fields {
-        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        match file {
-            Some((filename, ct)) => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes(),
-            ),
-            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
-        }
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 #[test]
 fn files_round_trip_20mb_with_ranges_and_503_without_seaweedfs() {
     use sha2::Digest;
@@ -1345,44 +1324,4 @@ fn files_round_trip_20mb_with_ranges_and_503_without_seaweedfs() {
         .0,
         404
     );
-}
-
-#[test]
-fn a_client_generated_from_the_committed_spec_works() {
-    let api = api_stack();
-    let out = tempfile::tempdir().unwrap();
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/tmidb.json");
-    let gen_dir = out.path().join("tmidb_client");
-    let g = std::process::Command::new("openapi-python-client")
-        .args([
-            "generate",
-            "--path",
-            spec,
-            "--meta",
-            "none",
-            "--output-path",
-        ])
-        .arg(&gen_dir)
-        .output()
-        .expect("openapi-python-client (make test installs it from PyPI)");
-    let log = String::from_utf8_lossy(&g.stdout).to_string() + &String::from_utf8_lossy(&g.stderr);
-    assert!(g.status.success(), "{log}");
-    assert!(
-        !log.contains("Unable to process") && !log.contains("Warning"),
-        "the spec must generate cleanly:\n{log}"
-    );
-    let run = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/client/scenario.py"
-        ))
-        .arg(out.path())
-        .arg(format!("http://127.0.0.1:{}", api.port))
-        .arg(&api.admin_password)
-        .arg("pyclient")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success() && text.contains("OK"), "{text}");
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod api;
 mod cli;
+mod contract;
 mod ingest;
 mod logs;
 mod stack;

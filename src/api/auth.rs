@@ -214,34 +214,80 @@ impl<'a> poem_openapi::ApiExtractor<'a> for Auth {
         body: &mut poem::RequestBody,
         _opts: poem_openapi::ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        // Our checkers answer with an ApiError (a response); poem-openapi's own
-        // extractors with a bare AuthorizationError, reworded here.
-        let ours = |e: poem::Error, what: &str| -> poem::Error {
-            if e.is_from_response() {
-                e
-            } else {
-                ApiError::unauthorized(what.to_string()).into()
-            }
-        };
-        if req
+        let auth = if req
             .headers()
             .contains_key(poem::http::header::AUTHORIZATION)
         {
-            return <BearerAuth as ApiExtractor>::from_request(req, body, Default::default())
+            <BearerAuth as ApiExtractor>::from_request(req, body, Default::default())
                 .await
                 .map(Auth::Bearer)
-                .map_err(|e| ours(e, "the Authorization header must be `Bearer TOKEN`"));
-        }
-        if req.cookie().get(SESSION_COOKIE).is_some() {
-            return <CookieAuth as ApiExtractor>::from_request(req, body, Default::default())
+                .map_err(|e| ours(e, "the Authorization header must be `Bearer TOKEN`"))?
+        } else if req.cookie().get(SESSION_COOKIE).is_some() {
+            <CookieAuth as ApiExtractor>::from_request(req, body, Default::default())
                 .await
                 .map(Auth::Cookie)
-                .map_err(|e| ours(e, "the session cookie is malformed; log in again"));
+                .map_err(|e| ours(e, "the session cookie is malformed; log in again"))?
+        } else {
+            return Err(ApiError::unauthorized(format!(
+                "no credentials: send `Authorization: Bearer TOKEN` (an API or session token) or the {SESSION_COOKIE} cookie from login"
+            ))
+            .into());
+        };
+        // The boundary found the body wrong and left saying so until the caller was
+        // known (see boundary::guard).
+        if let Some(refused) = req.extensions().get::<super::boundary::BodyRefused>() {
+            return Err(refused.error().into());
         }
-        Err(ApiError::unauthorized(format!(
-            "no credentials: send `Authorization: Bearer TOKEN` (an API or session token) or the {SESSION_COOKIE} cookie from login"
-        ))
-        .into())
+        Ok(auth)
+    }
+}
+
+/// Our checkers answer with an ApiError (a response); poem-openapi's own extractors
+/// with a bare "authorization error": reworded as `what`.
+fn ours(e: poem::Error, what: &str) -> poem::Error {
+    if e.is_from_response() {
+        e
+    } else {
+        ApiError::unauthorized(what.to_string()).into()
+    }
+}
+
+/// Bearer authentication alone (the data-manager's push endpoint), with the same
+/// JSON 401s as [`Auth`].
+pub struct BearerOnly(pub Principal);
+
+impl<'a> poem_openapi::ApiExtractor<'a> for BearerOnly {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <BearerAuth as ApiExtractor>::register(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        <BearerAuth as ApiExtractor>::security_schemes()
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut poem::RequestBody,
+        _opts: poem_openapi::ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        if !req
+            .headers()
+            .contains_key(poem::http::header::AUTHORIZATION)
+        {
+            return Err(ApiError::unauthorized(
+                "send `Authorization: Bearer TOKEN` (a token with write:CATEGORY)",
+            )
+            .into());
+        }
+        <BearerAuth as ApiExtractor>::from_request(req, body, Default::default())
+            .await
+            .map(|b| BearerOnly(b.0))
+            .map_err(|e| ours(e, "the Authorization header must be `Bearer TOKEN`"))
     }
 }
 
@@ -392,16 +438,6 @@ pub async fn dummy_hash() -> String {
     })
     .await
     .clone()
-}
-
-/// Password rules, as one message.
-pub fn check_password_strength(p: &str) -> ApiResult<()> {
-    if p.chars().count() < 10 {
-        return Err(ApiError::bad_request(
-            "the password needs at least 10 characters",
-        ));
-    }
-    Ok(())
 }
 
 /// Failed-login throttling per user name and per client address: more than

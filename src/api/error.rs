@@ -16,8 +16,30 @@ pub struct ErrorBody {
     pub errors: Vec<Issue>,
 }
 
+impl ErrorBody {
+    /// A body with no per-item issues.
+    pub fn new(code: &str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code: code.into(),
+            message: message.into(),
+            errors: vec![],
+        }
+    }
+
+    /// This body as a response with `status` (for errors raised outside the routes,
+    /// where there is no [`ApiError`] variant to return).
+    pub fn response(&self, status: poem::http::StatusCode) -> poem::Response {
+        use poem_openapi::types::ToJSON;
+        poem::Response::builder()
+            .status(status)
+            .content_type("application/json; charset=utf-8")
+            .body(self.to_json_string())
+    }
+}
+
 /// One problem with one item of the request.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Issue {
     /// Index of the item in the request array, if any.
     #[oai(skip_serializing_if_is_none)]
@@ -74,6 +96,9 @@ pub enum ApiError {
     /// An internal error (logged with details).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The request body is larger than the operation takes.
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
     /// The request body is not JSON (or not the media type the operation takes).
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -84,11 +109,7 @@ pub enum ApiError {
 }
 
 fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody {
-        code: code.into(),
-        message: message.into(),
-        errors: vec![],
-    })
+    Json(ErrorBody::new(code, message))
 }
 
 impl ApiError {
@@ -102,6 +123,7 @@ impl ApiError {
             | ApiError::Conflict(b)
             | ApiError::TooManyRequests(b, _)
             | ApiError::Internal(b)
+            | ApiError::TooLarge(b)
             | ApiError::UnsupportedMediaType(b)
             | ApiError::Unavailable(b, _) => &b.0,
         }
@@ -134,6 +156,10 @@ impl ApiError {
     /// 409.
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::Conflict(body("conflict", message))
+    }
+    /// 413.
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::TooLarge(body("too_large", message))
     }
     /// 429.
     pub fn too_many(message: impl Into<String>, retry_after: u64) -> ApiError {

@@ -146,8 +146,11 @@ impl FieldType {
 
 /// One field of a category.
 #[derive(Debug, Clone, PartialEq, Object, serde::Serialize, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Field {
-    /// Name (lowercase letters, digits, `_`; not a reserved key).
+    /// Name: a lowercase letter, then lowercase letters, digits or `_` (at most 48);
+    /// not a reserved key (`target`, `ts`, `id`, `schema_version`, `received_at`).
+    #[oai(validator(pattern = "^[a-z][a-z0-9_]*$", min_length = 1, max_length = 48))]
     pub name: String,
     // The type (a plain $ref in the spec: generators reject allOf around enums).
     #[oai(rename = "type")]

@@ -11,6 +11,7 @@ use crate::pipeline::DeadLetter;
 
 /// One reason a record was rejected.
 #[derive(Debug, Clone, PartialEq, Object, serde::Serialize, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Reason {
     /// The field concerned, if any.
     pub field: Option<String>,

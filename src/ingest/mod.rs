@@ -8,6 +8,7 @@
 //! (`tmidb.ingest.{category}`), `http_poll`, `file` and `exec`. Sources are defined
 //! through the api and picked up without a restart (LISTEN `tmidb_sources`).
 
+pub mod http;
 pub mod sources;
 pub mod transform;
 
@@ -15,10 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poem::http::StatusCode;
-use poem::web::{Data, Path};
-use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
-use poem_openapi::payload::Json;
 use serde_json::Value;
 
 use crate::api::AppState;
@@ -84,10 +81,6 @@ pub enum IngestError {
         /// Cause.
         source: std::io::Error,
     },
-}
-
-fn error(e: ApiError) -> Response {
-    e.into_response()
 }
 
 impl Manager {
@@ -313,14 +306,11 @@ pub fn parse_body(
 /// Transforms, validates and publishes one pushed batch.
 pub async fn push_batch(
     m: &Manager,
+    p: &crate::api::auth::Principal,
     category: &str,
     content_type: &str,
     body: &[u8],
-    token: Option<&str>,
-) -> Result<(StatusCode, InsertResult), ApiError> {
-    let token = token.ok_or_else(|| {
-        ApiError::unauthorized("send `Authorization: Bearer TOKEN` (a token with write:CATEGORY)")
-    })?;
+) -> Result<InsertResult, ApiError> {
     let _permit = m.inflight.try_acquire().map_err(|_| {
         ApiError::too_many(
             format!(
@@ -330,7 +320,6 @@ pub async fn push_batch(
             1,
         )
     })?;
-    let p = crate::api::auth::bearer_principal(&m.state, token).await?;
     p.require_write(category)?;
     let schema = m.state.schemas.get(&m.state.pool, category).await?;
     let source = m.implicit_source(category, SourceKind::HttpPush).await?;
@@ -361,13 +350,12 @@ pub async fn push_batch(
             prepared.errors,
         ));
     }
-    let result = InsertResult {
+    Ok(InsertResult {
         accepted: prepared.records.len() as u64,
         rejected,
         schema_version: prepared.schema_version,
         errors: prepared.errors,
-    };
-    Ok((StatusCode::ACCEPTED, result))
+    })
 }
 
 /// A refused publish: a full backlog is 429 (the client retries; nothing was accepted),
@@ -385,45 +373,6 @@ fn refused(cfg: &Config, e: impl std::fmt::Display) -> ApiError {
     } else {
         ApiError::unavailable(format!("JetStream refused the batch: {text}"))
     }
-}
-
-#[handler]
-async fn push(
-    req: &Request,
-    Path(category): Path<String>,
-    body: poem::Body,
-    m: Data<&Arc<Manager>>,
-) -> Response {
-    let token = req
-        .header("Authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let content_type = req
-        .header("Content-Type")
-        .unwrap_or("application/json")
-        .to_string();
-    let body = match body.into_bytes_limit(64 << 20).await {
-        Ok(b) => b,
-        Err(e) => return error(ApiError::bad_request(format!("cannot read the body: {e}"))),
-    };
-    match push_batch(&m, &category, &content_type, &body, token.as_deref()).await {
-        Ok((status, result)) => Json(result).with_status(status).into_response(),
-        Err(e) => error(e),
-    }
-}
-
-/// The methods of the data-manager's routes (the `Allow` of a 405).
-fn allowed_methods(path: &str) -> Vec<&'static str> {
-    if path.starts_with("/ingest/") {
-        vec!["POST"]
-    } else {
-        vec!["GET", "HEAD"]
-    }
-}
-
-#[handler]
-fn healthz() -> &'static str {
-    "ok"
 }
 
 /// Runs the data-manager of `home` until SIGTERM.
@@ -453,11 +402,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     let m = Arc::new(Manager::new(state, js));
     tokio::spawn(sources::run_nats(m.clone(), ingest));
     tokio::spawn(sources::supervise(m.clone(), listener));
-    let app = Route::new()
-        .at("/ingest/:category", poem::post(push))
-        .at("/healthz", poem::get(healthz))
-        .data(m)
-        .around(|ep, req| crate::api::boundary::json_errors(ep, req, allowed_methods));
+    let app = http::app(m);
     let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((
         "127.0.0.1",
         port,

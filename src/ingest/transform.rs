@@ -50,6 +50,7 @@ fn rfc3339() -> String {
 /// A source's transformation (every part optional), applied in this order: `rename`,
 /// `constants`, `defaults`, `scale`, `timestamp`, `target_field`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Object)]
+#[oai(skip_serializing_if_is_none)]
 #[serde(default, deny_unknown_fields)]
 pub struct Transform {
     /// Field renames, from → to.

@@ -221,7 +221,7 @@ impl Sup {
     }
 
     /// Polls `f` every 50 ms until it holds; panics with status and log after `timeout`.
-    pub fn wait_until(&self, what: &str, timeout: Duration, f: impl Fn(&Sup) -> bool) {
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Sup) -> bool) {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if f(self) {
@@ -339,6 +339,28 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// A multipart part: name, optional (file name, content type), bytes.
+pub type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+/// A multipart/form-data body of `fields`: (its Content-Type, its bytes).
+pub fn multipart(fields: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "tmidbBoundary7d1f";
+    let mut body = vec![];
+    for (name, file, data) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some((filename, ct)) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// A minimal HTTP/1.1 request to 127.0.0.1: (status, headers, body).

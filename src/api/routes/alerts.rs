@@ -14,6 +14,7 @@ use crate::alerts::{self, AlertRule, Notification};
 use crate::api::AppState;
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, Issue};
+use crate::api::names::{CategoryName, Name};
 
 /// Alert routes.
 pub struct AlertsApi;
@@ -23,7 +24,7 @@ pub struct AlertsApi;
 pub enum RuleCreated {
     /// Created.
     #[oai(status = 201)]
-    Created(Json<AlertRule>),
+    Created(Json<AlertRule>, #[oai(header = "Location")] String),
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Alerts")]
@@ -54,7 +55,10 @@ impl AlertsApi {
         rule.id = uuid::Uuid::new_v4();
         let r = alerts::create_rule(&state.pool, &rule).await?;
         tracing::info!(rule = %r.name, category = %r.category, by = %auth.principal().username, "alert rule defined");
-        Ok(RuleCreated::Created(Json(r)))
+        Ok(RuleCreated::Created(
+            Json(r.clone()),
+            format!("/api/v1/alert-rules/{}", r.id),
+        ))
     }
 
     /// Every alert rule (of one category).
@@ -63,7 +67,7 @@ impl AlertsApi {
         &self,
         state: Data<&Arc<AppState>>,
         _auth: Auth,
-        category: Query<Option<String>>,
+        category: Query<Option<CategoryName>>,
     ) -> ApiResult<Json<Vec<AlertRule>>> {
         Ok(Json(
             alerts::list_rules(&state.pool, category.0.as_deref()).await?,
@@ -80,7 +84,7 @@ impl AlertsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        key: Path<String>,
+        key: Path<Name>,
     ) -> ApiResult<NoContent> {
         auth.principal().require_editor()?;
         if alerts::delete_rule(&state.pool, &key.0).await? {
@@ -96,7 +100,7 @@ impl AlertsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        category: Query<Option<String>>,
+        category: Query<Option<CategoryName>>,
         /// At most this many (default 100, at most 1000).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,

@@ -14,6 +14,7 @@ use super::users::User;
 use crate::api::AppState;
 use crate::api::auth::{self, Auth, Scope};
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::names::{Label, ScopeName};
 
 /// Auth and token routes.
 pub struct AuthApi;
@@ -59,11 +60,14 @@ pub enum LogoutResponse {
 
 /// A new API token.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewToken {
-    /// A name to recognise it by.
-    pub name: String,
-    /// `admin`, `read:CATEGORY`, `write:CATEGORY` (`*` for every category).
-    pub scopes: Vec<String>,
+    /// A name to recognise it by (1..100 characters).
+    pub name: Label,
+    /// `admin`, `read:CATEGORY`, `write:CATEGORY` (`*` for every category); at least
+    /// one.
+    #[oai(validator(min_items = 1))]
+    pub scopes: Vec<ScopeName>,
     /// Days until it expires, 1 to 3650 (none: never).
     #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
     pub expires_in_days: Option<u32>,
@@ -71,6 +75,7 @@ pub struct NewToken {
 
 /// An API token (the secret is shown only when created).
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Token {
     /// Id.
     pub id: Uuid,
@@ -96,7 +101,7 @@ pub struct Token {
 pub enum TokenCreated {
     /// Created; `token` is shown this once.
     #[oai(status = 201)]
-    Created(Json<Token>),
+    Created(Json<Token>, #[oai(header = "Location")] String),
 }
 
 /// No content.
@@ -271,14 +276,6 @@ impl AuthApi {
         body: Json<NewToken>,
     ) -> ApiResult<TokenCreated> {
         let p = auth.principal();
-        if body.name.trim().is_empty() || body.name.len() > 100 {
-            return Err(ApiError::bad_request("name must be 1..100 characters"));
-        }
-        if body.scopes.is_empty() {
-            return Err(ApiError::bad_request(
-                "give at least one scope: admin, read:CATEGORY, write:CATEGORY",
-            ));
-        }
         for s in &body.scopes {
             let scope = Scope::parse(s).map_err(ApiError::bad_request)?;
             // A token narrows its owner; a scope the owner's role cannot use would
@@ -310,16 +307,18 @@ impl AuthApi {
         )
         .bind(Uuid::new_v4())
         .bind(p.user_id)
-        .bind(body.name.trim())
+        .bind(&body.name)
         .bind(auth::token_hash(&token))
         .bind(&body.scopes)
         .bind(expires)
         .fetch_one(&state.pool)
         .await?;
-        Ok(TokenCreated::Created(Json(Token {
+        let created = Token {
             token: Some(token),
             ..token_from(row)
-        })))
+        };
+        let location = format!("/api/v1/tokens/{}", created.id);
+        Ok(TokenCreated::Created(Json(created), location))
     }
 
     /// The calling user's tokens (admins: everyone's).

@@ -14,6 +14,7 @@ use super::auth::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, Issue};
+use crate::api::names::{CategoryName, Checked, Target};
 use crate::api::schema::{Field, quote, table};
 use crate::db::categories::{self as store, Category, CategoryError};
 
@@ -24,20 +25,23 @@ pub struct CategoriesApi;
 #[derive(Debug, Object)]
 pub struct NewCategory {
     /// Name: a lowercase letter, then lowercase letters, digits or `_` (at most 48).
-    pub name: String,
+    pub name: CategoryName,
     /// What its records are.
     #[oai(default)]
     pub description: String,
-    /// The fields of version 1.
+    /// The fields of version 1 (1 to 200).
+    #[oai(validator(min_items = 1, max_items = 200))]
     pub fields: Vec<Field>,
 }
 
 /// A new version of a category's schema.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CategoryChange {
     /// New description (unchanged when absent).
     pub description: Option<String>,
-    /// The complete field list of the new version.
+    /// The complete field list of the new version (1 to 200).
+    #[oai(validator(min_items = 1, max_items = 200))]
     pub fields: Vec<Field>,
 }
 
@@ -46,7 +50,7 @@ pub struct CategoryChange {
 pub enum CategoryCreated {
     /// Created at version 1.
     #[oai(status = 201)]
-    Created(Json<Category>),
+    Created(Json<Category>, #[oai(header = "Location")] String),
 }
 
 impl From<CategoryError> for ApiError {
@@ -89,6 +93,7 @@ pub enum InsertResponse {
 
 /// A page of records.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RecordPage {
     /// Records: `target`, `ts`, `schema_version` and the fields that have values.
     pub records: Vec<Value>,
@@ -98,6 +103,7 @@ pub struct RecordPage {
 
 /// One time bucket of one target.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Bucket {
     /// Target.
     pub target: String,
@@ -127,15 +133,50 @@ pub enum ExportFormat {
     Csv,
 }
 
-/// Export answers (streamed).
-#[derive(ApiResponse)]
-pub enum ExportResponse {
-    /// NDJSON.
-    #[oai(status = 200, content_type = "application/x-ndjson")]
-    Ndjson(poem_openapi::payload::Binary<poem::Body>),
-    /// CSV.
-    #[oai(status = 200, content_type = "text/csv")]
-    Csv(poem_openapi::payload::Binary<poem::Body>),
+/// An export, streamed in its format. One 200 answer with two media types: the
+/// `ApiResponse` derive would give each its own 200, and the document keeps one.
+pub struct ExportResponse {
+    format: ExportFormat,
+    body: poem::Body,
+}
+
+impl ExportFormat {
+    fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Ndjson => "application/x-ndjson",
+            ExportFormat::Csv => "text/csv",
+        }
+    }
+}
+
+impl poem::IntoResponse for ExportResponse {
+    fn into_response(self) -> poem::Response {
+        poem::Response::builder()
+            .content_type(self.format.content_type())
+            .body(self.body)
+    }
+}
+
+impl ApiResponse for ExportResponse {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses};
+        use poem_openapi::types::Type;
+        let media = |f: ExportFormat| MetaMediaType {
+            content_type: f.content_type(),
+            schema: <poem_openapi::types::Binary<Vec<u8>> as Type>::schema_ref(),
+        };
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "The records: NDJSON (`format=ndjson`) or CSV (`format=csv`).",
+                status: Some(200),
+                status_range: None,
+                content: vec![media(ExportFormat::Ndjson), media(ExportFormat::Csv)],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(_: &mut poem_openapi::registry::Registry) {}
 }
 
 /// Most buckets one aggregation returns.
@@ -190,7 +231,10 @@ impl CategoriesApi {
         .await?;
         state.schemas.forget(&c.name);
         tracing::info!(category = %c.name, by = %auth.principal().username, "category created");
-        Ok(CategoryCreated::Created(Json(c)))
+        Ok(CategoryCreated::Created(
+            Json(c.clone()),
+            format!("/api/v1/categories/{}", c.name),
+        ))
     }
 
     /// Every category at its current version.
@@ -213,7 +257,7 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         _auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         version: Query<Option<i32>>,
     ) -> ApiResult<Json<Category>> {
         Ok(Json(store::get(&state.pool, &name.0, version.0).await?))
@@ -230,7 +274,7 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         body: Json<CategoryChange>,
     ) -> ApiResult<Json<Category>> {
         auth.principal().require_editor()?;
@@ -267,7 +311,7 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         force: Query<Option<bool>>,
     ) -> ApiResult<NoContent> {
         auth.principal().require_editor()?;
@@ -290,7 +334,7 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         body: Json<Vec<Value>>,
     ) -> ApiResult<InsertResponse> {
         auth.principal().require_write(&name.0)?;
@@ -351,9 +395,9 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         /// Only this target.
-        target: Query<Option<String>>,
+        target: Query<Option<Target>>,
         /// From this time (inclusive).
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
@@ -379,7 +423,7 @@ impl CategoriesApi {
         );
         let mut binds: Vec<(String, &'static str)> = vec![];
         if let Some(t) = &target.0 {
-            binds.push((t.clone(), "text"));
+            binds.push((t.to_string(), "text"));
             sql.push_str(&format!(" AND target = ${}::text", binds.len()));
         }
         if let Some(f) = from.0 {
@@ -480,12 +524,12 @@ impl CategoriesApi {
             }
             body.extend_from_slice(rec.as_bytes());
         }
-        body.extend_from_slice(b"],\"next_cursor\":");
-        body.extend_from_slice(
-            serde_json::to_string(&next_cursor)
-                .expect("json")
-                .as_bytes(),
-        );
+        body.push(b']');
+        // Absent on the last page, as documented (never null).
+        if let Some(c) = next_cursor {
+            body.extend_from_slice(b",\"next_cursor\":");
+            body.extend_from_slice(serde_json::to_string(&c).expect("json").as_bytes());
+        }
         body.push(b'}');
         Ok(RecordPageResponse::Page(poem_openapi::payload::Binary(
             body,
@@ -508,13 +552,13 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         /// A numeric field.
         field: Query<String>,
         /// Bucket width: `30s`, `1m`, `1h`, `1d`.
         interval: Query<String>,
         /// Only this target.
-        target: Query<Option<String>>,
+        target: Query<Option<Target>>,
         /// From this time (inclusive).
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
@@ -633,11 +677,11 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         /// `ndjson` (default) or `csv`.
         format: Query<Option<ExportFormat>>,
         /// Only this target.
-        target: Query<Option<String>>,
+        target: Query<Option<Target>>,
         /// From this time (inclusive).
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
@@ -650,14 +694,11 @@ impl CategoriesApi {
             state.pool.clone(),
             (*schema).clone(),
             format == ExportFormat::Csv,
-            target.0,
+            target.0.map(Checked::into_string),
             from.0,
             to.0,
         );
-        Ok(match format {
-            ExportFormat::Ndjson => ExportResponse::Ndjson(poem_openapi::payload::Binary(body)),
-            ExportFormat::Csv => ExportResponse::Csv(poem_openapi::payload::Binary(body)),
-        })
+        Ok(ExportResponse { format, body })
     }
 
     /// The latest record of every target (or of one).
@@ -671,8 +712,8 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
-        target: Query<Option<String>>,
+        name: Path<CategoryName>,
+        target: Query<Option<Target>>,
     ) -> ApiResult<Json<Vec<Value>>> {
         auth.principal().require_read(&name.0)?;
         let schema = state.schemas.get(&state.pool, &name.0).await?;
@@ -705,7 +746,7 @@ impl CategoriesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        name: Path<String>,
+        name: Path<CategoryName>,
         /// The id of the last event received (sent by EventSource on reconnect).
         #[oai(name = "Last-Event-ID")]
         last_event_id: poem_openapi::param::Header<Option<u64>>,

@@ -18,12 +18,23 @@ use super::auth::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, Issue};
+use crate::api::names::CategoryName;
 use crate::db::dead_letters::{self as store, Reason, StoredDeadLetter};
 use crate::ingest::Item;
 use crate::ingest::transform::Transform;
 
 /// Dead-letter routes.
 pub struct DeadLettersApi;
+
+/// Whether a dead letter still waits (`pending`) or was replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum LetterStatus {
+    /// Not replayed yet.
+    Pending,
+    /// Replayed into its category.
+    Replayed,
+}
 
 /// A fixed payload.
 #[derive(Debug, Object)]
@@ -128,9 +139,9 @@ impl DeadLettersApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        category: Query<Option<String>>,
+        category: Query<Option<CategoryName>>,
         /// `pending` (default) or `replayed`.
-        status: Query<Option<String>>,
+        status: Query<Option<LetterStatus>>,
         /// Page size (default 100, at most 1000).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
@@ -141,18 +152,16 @@ impl DeadLettersApi {
             Some(c) => auth.principal().require_read(c)?,
             None => auth.principal().require_admin()?,
         }
-        let status = status.0.unwrap_or_else(|| "pending".into());
-        if status != "pending" && status != "replayed" {
-            return Err(ApiError::bad_request(format!(
-                "status `{status}` must be pending or replayed"
-            )));
-        }
+        let status = match status.0.unwrap_or(LetterStatus::Pending) {
+            LetterStatus::Pending => "pending",
+            LetterStatus::Replayed => "replayed",
+        };
         let limit = limit.0.unwrap_or(100).clamp(1, 1000);
         Ok(Json(
             store::list(
                 &state.pool,
                 category.0.as_deref(),
-                Some(&status),
+                Some(status),
                 limit,
                 after.0,
             )
@@ -227,7 +236,7 @@ impl DeadLettersApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        category: Query<String>,
+        category: Query<CategoryName>,
     ) -> ApiResult<Json<ReplayResult>> {
         auth.principal().require_write(&category.0)?;
         // A category that does not exist is 404, not "replayed 0".

@@ -18,23 +18,26 @@ use crate::api::AppState;
 use crate::api::auth::{Auth, Principal};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::files::{FileStore, Hashing, parse_range};
+use crate::api::names::{CategoryName, Target};
 
 /// File routes.
 pub struct FilesApi;
 
 /// An upload.
 #[derive(Debug, Multipart)]
+#[oai(deny_unknown_fields)]
 pub struct UploadForm {
     /// The file (its name and content type are kept).
     pub file: Upload,
     /// The target it belongs to.
-    pub target: Option<String>,
+    pub target: Option<Target>,
     /// The category it belongs to (needs write access to it).
-    pub category: Option<String>,
+    pub category: Option<CategoryName>,
 }
 
 /// A stored file's metadata.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct FileInfo {
     /// Id.
     pub id: Uuid,
@@ -91,7 +94,7 @@ const COLUMNS: &str =
 pub enum Uploaded {
     /// Stored.
     #[oai(status = 201)]
-    Created(Json<FileInfo>),
+    Created(Json<FileInfo>, #[oai(header = "Location")] String),
 }
 
 /// Download answers (streamed).
@@ -189,8 +192,8 @@ impl FilesApi {
         {
             let _ = bucket.delete_object(&key).await;
             if reader.size > state.cfg.max_upload_bytes {
-                return Err(ApiError::bad_request(format!(
-                    "the file is larger than the limit of {} bytes",
+                return Err(ApiError::too_large(format!(
+                    "the file is larger than api.max_upload_bytes ({} bytes)",
                     state.cfg.max_upload_bytes
                 )));
             }
@@ -213,7 +216,10 @@ impl FilesApi {
         .fetch_one(&state.pool)
         .await?;
         tracing::info!(file = %id, size = reader.size, "file uploaded");
-        Ok(Uploaded::Created(Json(info(&row))))
+        Ok(Uploaded::Created(
+            Json(info(&row)),
+            format!("/api/v1/files/{id}"),
+        ))
     }
 
     /// List files, optionally by target or category.
@@ -222,8 +228,8 @@ impl FilesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        target: Query<Option<String>>,
-        category: Query<Option<String>>,
+        target: Query<Option<Target>>,
+        category: Query<Option<CategoryName>>,
     ) -> ApiResult<Json<Vec<FileInfo>>> {
         let p = auth.principal();
         let rows: Vec<FileRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -16,6 +16,7 @@ use super::auth::NoContent;
 use crate::api::AppState;
 use crate::api::auth::{Auth, Principal};
 use crate::api::error::{ApiError, ApiResult, Issue};
+use crate::api::names::{CategoryName, Name};
 use crate::db::sources::{self as store, Source, SourceKind};
 use crate::ingest::transform::Transform;
 
@@ -30,10 +31,11 @@ pub struct SourcesApi;
 /// to the tmiDB home). `exec`: `command` (program and arguments), `env`.
 #[derive(Debug, Object)]
 pub struct SourceDefinition {
-    /// Name (unique): lowercase letters, digits, `_`, `.`, `-`.
-    pub name: String,
+    /// Name (unique): lowercase letters, digits, `_`, `.`, `-`, starting with a letter
+    /// or digit.
+    pub name: Name,
     /// The category its records belong to.
-    pub category: String,
+    pub category: CategoryName,
     // How it gets records.
     pub kind: SourceKind,
     /// Kind-specific settings (see above).
@@ -60,17 +62,7 @@ fn yes() -> bool {
 pub enum SourceCreated {
     /// Created.
     #[oai(status = 201)]
-    Created(Json<Source>),
-}
-
-fn check_name(name: &str) -> Option<Issue> {
-    (!crate::api::schema::valid_name(name)).then(|| Issue {
-        index: None,
-        field: Some("name".into()),
-        reason: format!(
-            "`{name}` must be lowercase letters, digits, _ . - (starting with a letter or digit)"
-        ),
-    })
+    Created(Json<Source>, #[oai(header = "Location")] String),
 }
 
 async fn check(state: &AppState, p: &Principal, d: &SourceDefinition) -> ApiResult<()> {
@@ -84,11 +76,11 @@ async fn check(state: &AppState, p: &Principal, d: &SourceDefinition) -> ApiResu
         })?;
     }
     state.schemas.get(&state.pool, &d.category).await?;
-    let mut issues: Vec<Issue> = check_name(&d.name).into_iter().collect();
-    let problems = crate::ingest::sources::check_config(d.kind, &d.config)
+    let issues: Vec<Issue> = crate::ingest::sources::check_config(d.kind, &d.config)
         .into_iter()
-        .chain(d.transform.check());
-    issues.extend(problems.map(Issue::from));
+        .chain(d.transform.check())
+        .map(Issue::from)
+        .collect();
     if issues.is_empty() {
         Ok(())
     } else {
@@ -109,8 +101,8 @@ fn source(id: Uuid, d: SourceDefinition) -> Source {
     let now = chrono::Utc::now();
     Source {
         id,
-        name: d.name,
-        category: d.category,
+        name: d.name.into_string(),
+        category: d.category.into_string(),
         kind: d.kind,
         config: d.config,
         transform: d.transform,
@@ -139,7 +131,10 @@ impl SourcesApi {
         }
         let s = store::save(&state.pool, &source(Uuid::new_v4(), body.0)).await?;
         tracing::info!(source = %s.name, kind = s.kind.as_str(), by = %auth.principal().username, "source defined");
-        Ok(SourceCreated::Created(Json(s)))
+        Ok(SourceCreated::Created(
+            Json(s.clone()),
+            format!("/api/v1/sources/{}", s.id),
+        ))
     }
 
     /// Every source (of one category).
@@ -148,7 +143,7 @@ impl SourcesApi {
         &self,
         state: Data<&Arc<AppState>>,
         _auth: Auth,
-        category: Query<Option<String>>,
+        category: Query<Option<CategoryName>>,
     ) -> ApiResult<Json<Vec<Source>>> {
         let all = store::list(&state.pool).await?;
         Ok(Json(
@@ -164,7 +159,7 @@ impl SourcesApi {
         &self,
         state: Data<&Arc<AppState>>,
         _auth: Auth,
-        key: Path<String>,
+        key: Path<Name>,
     ) -> ApiResult<Json<Source>> {
         Ok(Json(find(&state, &key.0).await?))
     }
@@ -175,7 +170,7 @@ impl SourcesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        key: Path<String>,
+        key: Path<Name>,
         body: Json<SourceDefinition>,
     ) -> ApiResult<Json<Source>> {
         let old = find(&state, &key.0).await?;
@@ -200,7 +195,7 @@ impl SourcesApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: Auth,
-        key: Path<String>,
+        key: Path<Name>,
     ) -> ApiResult<NoContent> {
         auth.principal().require_editor()?;
         let s = find(&state, &key.0).await?;

@@ -19,6 +19,7 @@ pub struct SystemApi;
 
 /// What readiness depends on.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Readiness {
     /// PostgreSQL answers.
     pub postgresql: bool,
@@ -41,6 +42,7 @@ pub enum ReadyResponse {
 
 /// A unit as the supervisor reports it.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Unit {
     /// Instance name.
     pub name: String,

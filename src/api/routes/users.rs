@@ -14,6 +14,7 @@ use super::auth::NoContent;
 use crate::api::AppState;
 use crate::api::auth::{self, Auth, Role};
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::names::{Name, Password};
 
 /// User routes.
 pub struct UsersApi;
@@ -36,23 +37,24 @@ pub struct User {
 /// A new user.
 #[derive(Debug, Object)]
 pub struct NewUser {
-    /// Name.
-    pub username: String,
+    /// Name: lowercase letters, digits, `_`, `.`, `-`, starting with a letter or digit.
+    pub username: Name,
     /// Password (at least 10 characters).
     #[oai(write_only)]
-    pub password: String,
+    pub password: Password,
     // The role.
     pub role: Role,
 }
 
 /// Changes to a user.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct UserChange {
     // New role.
     pub role: Option<Role>,
-    /// New password.
+    /// New password (at least 10 characters).
     #[oai(write_only)]
-    pub password: Option<String>,
+    pub password: Option<Password>,
 }
 
 /// A password change.
@@ -63,7 +65,7 @@ pub struct PasswordChange {
     pub current_password: String,
     /// The new password (at least 10 characters).
     #[oai(write_only)]
-    pub new_password: String,
+    pub new_password: Password,
 }
 
 /// User creation answers.
@@ -71,7 +73,7 @@ pub struct PasswordChange {
 pub enum UserCreated {
     /// Created.
     #[oai(status = 201)]
-    Created(Json<User>),
+    Created(Json<User>, #[oai(header = "Location")] String),
 }
 
 type UserRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
@@ -98,16 +100,6 @@ pub async fn fetch(state: &AppState, id: Uuid) -> ApiResult<User> {
         .ok_or_else(|| ApiError::not_found(format!("no user {id}")))
 }
 
-fn check_username(name: &str) -> ApiResult<()> {
-    if crate::api::schema::valid_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid user name `{name}`: lowercase letters, digits, _ . -, starting with a letter or digit"
-        )))
-    }
-}
-
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Users")]
 impl UsersApi {
     /// Every user (admin).
@@ -131,9 +123,7 @@ impl UsersApi {
         body: Json<NewUser>,
     ) -> ApiResult<UserCreated> {
         auth.principal().require_admin()?;
-        check_username(&body.username)?;
-        auth::check_password_strength(&body.password)?;
-        let hash = auth::hash_password(body.password.clone()).await?;
+        let hash = auth::hash_password(body.password.to_string()).await?;
         let row: UserRow = sqlx::query_as(
             "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)
              RETURNING id, username, role, created_at, updated_at",
@@ -150,7 +140,9 @@ impl UsersApi {
             }
             other => other,
         })?;
-        Ok(UserCreated::Created(Json(user_from(row))))
+        let user = user_from(row);
+        let location = format!("/api/v1/users/{}", user.id);
+        Ok(UserCreated::Created(Json(user), location))
     }
 
     /// One user (admin).
@@ -188,8 +180,7 @@ impl UsersApi {
                 .await?;
         }
         if let Some(pw) = &body.password {
-            auth::check_password_strength(pw)?;
-            let hash = auth::hash_password(pw.clone()).await?;
+            let hash = auth::hash_password(pw.to_string()).await?;
             sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
                 .bind(id.0)
                 .bind(hash)
@@ -248,8 +239,7 @@ impl UsersApi {
         if !auth::verify_password(body.current_password.clone(), hash).await {
             return Err(ApiError::forbidden("the current password is wrong"));
         }
-        auth::check_password_strength(&body.new_password)?;
-        let hash = auth::hash_password(body.new_password.clone()).await?;
+        let hash = auth::hash_password(body.new_password.to_string()).await?;
         let mut tx = state.pool.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
             .bind(p.user_id)
