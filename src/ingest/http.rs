@@ -227,16 +227,6 @@ pub fn app(m: Arc<Manager>) -> impl poem::Endpoint {
 mod tests {
     #[test]
     fn committed_openapi_ingest_spec_matches_the_code() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/ingest.json");
-        let spec = super::spec_json();
-        if std::env::var_os("TMIDB_WRITE_OPENAPI").is_some() {
-            std::fs::write(&path, &spec).unwrap();
-            return;
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == spec,
-            "openapi/ingest.json differs from the code; run `make openapi` and commit it"
-        );
+        crate::api::assert_committed("openapi/ingest.json", &super::spec_json());
     }
 }
