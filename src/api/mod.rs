@@ -388,6 +388,22 @@ pub async fn shutdown_signal() {
     let _ = crate::supervisor::notify::notify_parent("STOPPING=1");
 }
 
+/// `file` (relative to the package) holds `spec`; with `TMIDB_WRITE_OPENAPI` set
+/// (`make openapi`), writes it there instead.
+#[cfg(test)]
+pub(crate) fn assert_committed(file: &str, spec: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    if std::env::var_os("TMIDB_WRITE_OPENAPI").is_some() {
+        std::fs::write(&path, spec).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == spec,
+        "{file} differs from the code; run `make openapi` and commit it"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     /// The committed spec is what the code generates; `TMIDB_WRITE_OPENAPI=1` (what
@@ -403,20 +419,4 @@ mod tests {
     fn committed_openapi_spec_matches_the_code() {
         super::assert_committed("openapi/tmidb.json", &super::spec_json());
     }
-}
-
-/// `file` (relative to the package) holds `spec`; with `TMIDB_WRITE_OPENAPI` set
-/// (`make openapi`), writes it there instead.
-#[cfg(test)]
-pub(crate) fn assert_committed(file: &str, spec: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    if std::env::var_os("TMIDB_WRITE_OPENAPI").is_some() {
-        std::fs::write(&path, spec).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == spec,
-        "{file} differs from the code; run `make openapi` and commit it"
-    );
 }
