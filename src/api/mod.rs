@@ -88,13 +88,7 @@ pub fn refine(spec: &str) -> String {
     use serde_json::{Value, json};
     let mut doc: Value = serde_json::from_str(spec).expect("poem-openapi writes JSON");
     let mut requested = std::collections::BTreeSet::new();
-    for op in doc["paths"]
-        .as_object_mut()
-        .into_iter()
-        .flat_map(|p| p.values_mut())
-        .filter_map(|p| p.as_object_mut())
-        .flat_map(|p| p.values_mut())
-    {
+    for op in operations_mut(&mut doc) {
         if let Some(body) = op.get("requestBody") {
             collect_refs(body, &mut requested);
         }
@@ -150,12 +144,7 @@ pub fn refine(spec: &str) -> String {
 /// stored with) is any media type, `*/*`; OpenAPI ignores a declared Content-Type
 /// header, so it goes.
 fn stored_media_types(doc: &mut serde_json::Value) {
-    for r in doc["paths"]
-        .as_object_mut()
-        .into_iter()
-        .flat_map(|p| p.values_mut())
-        .filter_map(|p| p.as_object_mut())
-        .flat_map(|p| p.values_mut())
+    for r in operations_mut(doc)
         .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
         .flat_map(|r| r.values_mut())
     {
@@ -178,6 +167,16 @@ fn stored_media_types(doc: &mut serde_json::Value) {
             }
         }
     }
+}
+
+/// Every operation object of the document.
+fn operations_mut(doc: &mut serde_json::Value) -> impl Iterator<Item = &mut serde_json::Value> {
+    doc.get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
 }
 
 /// The component schema names `v` refers to.
@@ -263,6 +262,9 @@ fn docs_html(api: &OpenApiService<routes::Api, ()>) -> String {
 pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
     let api = service();
     let docs = docs_html(&api);
+    // Compile the body validators now: a document they cannot read fails the start,
+    // not the first request.
+    contract();
     Route::new()
         .nest("/", api)
         .at(

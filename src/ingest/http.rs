@@ -208,6 +208,7 @@ fn contract() -> &'static crate::api::boundary::Contract {
 /// The data-manager's HTTP application over `m`.
 pub fn app(m: Arc<Manager>) -> impl poem::Endpoint {
     let spec = spec_json();
+    contract();
     Route::new()
         .nest("/", service())
         .at(
