@@ -726,6 +726,64 @@ fn every_source_kind_lands_transformed_records_and_bad_ones_become_replayable_de
     sup.wait_until("the exec source's program stopped", secs(30), |_| {
         crate::helpers::pids_with_cmdline("exec sleep 600").is_empty()
     });
+
+    // Force-deleting the category ends all that was its own: its sources stop, its dead
+    // letters go, and its stream messages read as no gaps. A category of the same name
+    // created again starts from nothing.
+    assert!(!pending_letters(&p).is_empty());
+    let (status, _, r) = p.call(
+        api,
+        "DELETE",
+        "/api/v1/categories/meter?force=true",
+        &admin,
+        &Value::Null,
+    );
+    assert_eq!(status, 204, "{r}");
+    sup.wait_until("the file source stopped", secs(30), |_| {
+        sup.records().iter().any(|r| {
+            r["msg"] == "source stopped: changed, disabled or removed"
+                && r["fields"]["source"] == "meters-drop"
+        })
+    });
+    std::fs::write(
+        drop.join("m8.csv"),
+        "meter_id,time,power\nm8,26/11/2026 10:00:00,1\n",
+    )
+    .unwrap();
+    let (_, _, integrity) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
+    assert_eq!(integrity["ok"], true, "{integrity}");
+    assert_eq!(integrity["stream"]["gaps"], 0, "{integrity}");
+    let (s, _, r) = post(
+        "/api/v1/categories",
+        json!({"name": "meter", "fields": [{"name": "power", "type": "float", "required": true}]}),
+    );
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(pending_letters(&p), Vec::<Value>::new());
+    let (status, _, r) = post(
+        "/api/v1/sources",
+        json!({"name": "meters-drop2", "category": "meter", "kind": "file", "config": {"path": "drop2"},
+               "transform": {"timestamp": {"field": "time", "format": "%d/%m/%Y %H:%M:%S"}, "target_field": "meter_id"}}),
+    );
+    assert_eq!(status, 201, "{r}");
+    let drop2 = p._home.path().join("drop2");
+    sup.wait_until(
+        "the new file source watches its directory",
+        secs(30),
+        |_| drop2.join("done").is_dir(),
+    );
+    std::fs::write(
+        drop2.join("m9.csv"),
+        "meter_id,time,power\nm9,26/11/2026 10:00:00,1\n",
+    )
+    .unwrap();
+    sup.wait_until("the new source's file stored", secs(30), |_| {
+        records_of(&p, "m9").len() == 1
+    });
+    assert!(
+        drop.join("m8.csv").exists(),
+        "the deleted source took a file"
+    );
+    assert_eq!(records_of(&p, "m8"), Vec::<Value>::new());
 }
 
 #[test]

@@ -407,15 +407,21 @@ pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<u64, Categ
         .bind(name)
         .execute(&mut *tx)
         .await?;
-    // Its rollups and ledger rows go with it (no foreign key: they outlive nothing else).
-    sqlx::query("DELETE FROM rollups WHERE category = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM ingest_batches WHERE category = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    // Its rollups, dead letters and row accounting go with it (no foreign keys: a
+    // category of the same name created later starts from nothing). The ledger rows of
+    // stream messages stay, detached from the category: they still account for their
+    // stream sequences, which would otherwise read as integrity gaps.
+    for statement in [
+        "DELETE FROM rollups WHERE category = $1",
+        "DELETE FROM dead_letters WHERE category = $1",
+        "DELETE FROM ingest_batches WHERE category = $1 AND stream IS NULL",
+        "UPDATE ingest_batches SET category = NULL, new_rows = 0, records = 0, checksum = 0
+           WHERE category = $1",
+    ] {
+        sqlx::query(statement).bind(name).execute(&mut *tx).await?;
+    }
+    // Its sources went by cascade: the data-manager stops their runners.
+    super::notify(&mut tx, super::sources::CHANNEL, name).await?;
     super::notify(&mut tx, CHANNEL, name).await?;
     tx.commit().await?;
     Ok(n as u64)

@@ -318,7 +318,9 @@ pub async fn run_nats(m: Arc<Manager>, consumer: async_nats::jetstream::consumer
 /// Keeps one runner per enabled `file` / `exec` / `http_poll` source, re-synced on
 /// every source change.
 pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener) {
-    let mut running: HashMap<Uuid, (DateTime<Utc>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    // Per running source: its version (`updated_at`), name and task.
+    let mut running: HashMap<Uuid, (DateTime<Utc>, String, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
     loop {
         match crate::db::sources::list(&m.state.pool).await {
             Ok(all) => {
@@ -332,17 +334,22 @@ pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener
                             )
                     })
                     .collect();
-                running.retain(|id, (at, task)| {
+                running.retain(|id, (at, name, task)| {
                     let keep = wanted.iter().any(|s| s.id == *id && s.updated_at == *at);
                     if !keep {
                         task.abort();
+                        tracing::info!(source = %name, "source stopped: changed, disabled or removed");
                     }
                     keep
                 });
                 for s in wanted {
                     if let std::collections::hash_map::Entry::Vacant(e) = running.entry(s.id) {
                         tracing::info!(source = %s.name, kind = s.kind.as_str(), category = %s.category, "source started");
-                        e.insert((s.updated_at, tokio::spawn(run_source(m.clone(), s.clone()))));
+                        e.insert((
+                            s.updated_at,
+                            s.name.clone(),
+                            tokio::spawn(run_source(m.clone(), s.clone())),
+                        ));
                     }
                 }
             }
