@@ -163,9 +163,7 @@ async fn write_refs(
                     .iter()
                     .zip(mine)
                     .filter(|(_, a)| a.is_some())
-                    .map(|(r, _)| {
-                        record_json(r.target, r.ts, r.values.clone().into_iter().collect())
-                    })
+                    .map(|(r, _)| r.stored_json(schema.version))
                     .collect();
                 out.live.push((category.to_string(), *seq, records));
             }
@@ -265,11 +263,7 @@ pub async fn write_isolated(
                     added[i] = a;
                     out.alerts += alerts;
                     if a.is_some() {
-                        records.push(record_json(
-                            r.target.as_str(),
-                            r.ts,
-                            r.values.clone().into_iter().collect(),
-                        ));
+                        records.push(row.stored_json(schema.version));
                     }
                 }
                 Err(e) if crate::db::is_about_the_data(&e) => {
@@ -455,7 +449,10 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 if w.alerts > 0 {
                     nudge.notify_one();
                 }
-                publish_live(&js, &epoch, w.live).await;
+                let live = w.live.into_iter().map(|(category, seq, records)| {
+                    (category, format!("live-{epoch}-{seq}"), records)
+                });
+                crate::pipeline::publish_live(&js, live).await;
                 tracing::debug!(messages = taken.len(), new = w.new_rows, "batch committed");
             }
             Err(e) => {
@@ -474,39 +471,6 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     }
     tracing::info!("data-consumer stopping");
     Ok(())
-}
-
-/// Publishes committed records for live followers (best effort: they are stored
-/// already; a retry after a crash is dropped by the duplicate window).
-async fn publish_live(
-    js: &async_nats::jetstream::Context,
-    epoch: &str,
-    live: Vec<(String, u64, Vec<serde_json::Value>)>,
-) {
-    let mut acks = vec![];
-    for (category, seq, records) in live {
-        let event = crate::pipeline::Event::Records {
-            category: category.clone(),
-            records,
-        };
-        let payload = serde_json::to_vec(&event).expect("json");
-        match crate::pipeline::publish(
-            js,
-            format!("{}{category}", crate::pipeline::LIVE_PREFIX),
-            &format!("live-{epoch}-{seq}"),
-            payload,
-        )
-        .await
-        {
-            Ok(a) => acks.push(a),
-            Err(e) => tracing::warn!("live records not published: {e}"),
-        }
-    }
-    for a in acks {
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), a).await {
-            tracing::warn!("live records not published: {e}");
-        }
-    }
 }
 
 /// Absence checks and alert delivery: every second, and at once after a commit that

@@ -275,6 +275,30 @@ pub async fn publish(
         .await
 }
 
+/// Publishes committed records for live followers on `tmidb.live.{category}`: per
+/// batch its category, a `Nats-Msg-Id` and the records as the api shows them. Best
+/// effort: the records are stored already, and a batch published again after a crash
+/// is dropped by the duplicate window.
+pub async fn publish_live(
+    js: &jetstream::Context,
+    batches: impl IntoIterator<Item = (String, String, Vec<Value>)>,
+) {
+    let mut acks = vec![];
+    for (category, msg_id, records) in batches {
+        let subject = format!("{LIVE_PREFIX}{category}");
+        let payload = serde_json::to_vec(&Event::Records { category, records }).expect("json");
+        match publish(js, subject, &msg_id, payload).await {
+            Ok(a) => acks.push(a),
+            Err(e) => tracing::warn!("live records not published: {e}"),
+        }
+    }
+    for a in acks {
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), a).await {
+            tracing::warn!("live records not published: {e}");
+        }
+    }
+}
+
 /// The shared durable pull consumer (created if missing).
 pub async fn consumer(
     stream: &stream::Stream,

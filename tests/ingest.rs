@@ -849,6 +849,44 @@ fn rollups_match_sql_alerts_fire_and_resolve_to_a_webhook_and_sse_resumes_withou
         last_id.parse::<u64>().unwrap() + 1,
         "no gap: {resumed:?}"
     );
+    // Records stored through the api follow the same rules: kept once however often
+    // sent, and shown on the stream exactly as they are stored.
+    let direct = json!([{"target": "s4", "ts": "2026-11-26T07:00:00.123456789Z", "power": 4}]);
+    for expected in [201, 201] {
+        let (status, _, r) = post("/api/v1/categories/meter/records", direct.clone());
+        assert_eq!((status, &r["accepted"]), (expected, &json!(1)), "{r}");
+    }
+    // A different record after them: the stream holds s4 once, then s5.
+    let (status, _, r) = post(
+        "/api/v1/categories/meter/records",
+        json!([{"target": "s5", "ts": "2026-11-26T07:00:00Z", "power": 5}]),
+    );
+    assert_eq!(status, 201, "{r}");
+    let after = ids.last().unwrap().to_string();
+    let live = crate::helpers::sse(
+        api,
+        "/api/v1/categories/meter/stream",
+        &[("Authorization", &auth), ("Last-Event-ID", &after)],
+        secs(30),
+        |ev| ev.iter().any(|e| e.2["records"][0]["target"] == "s5"),
+    );
+    let (_, _, stored) = p.call(
+        api,
+        "GET",
+        "/api/v1/categories/meter/records?target=s4",
+        &admin,
+        &Value::Null,
+    );
+    assert_eq!(stored["records"].as_array().unwrap().len(), 1, "{stored}");
+    let stored = &stored["records"][0];
+    assert_eq!(stored["ts"], "2026-11-26T07:00:00.123456+00:00", "{stored}");
+    let events: Vec<&Value> = live
+        .iter()
+        .filter(|e| e.1 == "records")
+        .map(|e| &e.2["records"])
+        .collect();
+    assert_eq!(events.len(), 2, "the duplicate published nothing: {live:?}");
+    assert_eq!(events[0], &json!([stored]), "{live:?}");
 
     // Rollups, maintained as records are stored, equal aggregating the records.
     let mut batch = vec![];
@@ -872,7 +910,8 @@ fn rollups_match_sql_alerts_fire_and_resolve_to_a_webhook_and_sse_resumes_withou
             .map(|a| a.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>())
             .unwrap_or(0)
     };
-    sup.wait_until("603 records", secs(30), |_| count() == 603);
+    // s1..s5 and the batch.
+    sup.wait_until("605 records", secs(30), |_| count() == 605);
     let compare = || {
         for (field, interval) in [("power", "1m"), ("power", "1h"), ("n", "1m"), ("n", "1h")] {
             let get = |raw: bool| {
@@ -913,7 +952,7 @@ fn rollups_match_sql_alerts_fire_and_resolve_to_a_webhook_and_sse_resumes_withou
     } else {
         json!({"target": format!("r{}", i % 3), "ts": format!("2026-11-26T11:{:02}:{:02}Z", i % 60, (i * 7) % 60), "n": i * 3})
     }).collect::<Vec<_>>()));
-    sup.wait_until("703 records with power", secs(30), |_| count() == 703);
+    sup.wait_until("705 records with power", secs(30), |_| count() == 705);
     compare();
 
     // Alerts: a threshold fires and resolves, delivered to a webhook that fails at

@@ -396,20 +396,38 @@ impl Schema {
             }
         }
         if problems.is_empty() {
-            Ok(Record { target, ts, values })
+            Ok(Record {
+                target,
+                ts: chrono::SubsecRound::trunc_subsecs(ts, 6),
+                values,
+            })
         } else {
             Err(problems)
         }
     }
 }
 
-/// Parses an RFC 3339 time that can be stored (see [`storable_time`]).
+/// Parses an RFC 3339 time that can be stored (see [`storable_time`]), cut to the
+/// microsecond (what the database holds, so what is hashed, stored and shown agree).
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     let t = DateTime::parse_from_rfc3339(s)
         .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))?
         .with_timezone(&Utc);
     storable_time(t)?;
-    Ok(t)
+    Ok(chrono::SubsecRound::trunc_subsecs(t, 6))
+}
+
+/// A stored time as the api shows it, the way PostgreSQL writes a `timestamptz` in
+/// JSON in UTC: `2026-11-26T08:00:00.25+00:00` (fraction without trailing zeros).
+pub fn stored_time(t: DateTime<Utc>) -> String {
+    let mut s = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let micros = t.timestamp_subsec_micros();
+    if micros > 0 {
+        s.push('.');
+        s.push_str(format!("{micros:06}").trim_end_matches('0'));
+    }
+    s.push_str("+00:00");
+    s
 }
 
 /// Checks one value; returns it normalised (timestamps as RFC 3339 UTC).
@@ -467,7 +485,7 @@ fn check_value(f: &Field, v: &Value) -> Result<Value, String> {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("expected an RFC 3339 string, got {v}"))?;
-            Ok(Value::String(parse_time(s)?.to_rfc3339()))
+            Ok(Value::String(stored_time(parse_time(s)?)))
         }
         FieldType::Json => {
             storable_json(v)?;
@@ -588,7 +606,21 @@ mod tests {
         let no_ts = weather()
             .validate(&json!({"target": "st1", "temp": 1}), now)
             .unwrap();
-        assert_eq!(no_ts.ts, now);
+        assert_eq!(no_ts.ts, chrono::SubsecRound::trunc_subsecs(now, 6));
+        // Times are cut to the microsecond the database keeps, and shown as it shows them.
+        let fine = weather()
+            .validate(
+                &json!({"target": "st1", "ts": "2026-11-26T10:00:00.123456789Z", "temp": 1,
+                        "at": "2026-11-26T11:00:00.250+01:00"}),
+                now,
+            )
+            .unwrap();
+        assert_eq!(stored_time(fine.ts), "2026-11-26T10:00:00.123456+00:00");
+        assert_eq!(fine.values["at"], "2026-11-26T10:00:00.25+00:00");
+        assert_eq!(
+            stored_time(parse_time("0500-01-01T00:00:00Z").unwrap()),
+            "0500-01-01T00:00:00+00:00"
+        );
         let bad = weather()
             .validate(&json!({"temp": "warm", "humidity": 120, "sky": "purple", "n": 1.5, "wind": 3, "at": "noon"}), now)
             .unwrap_err();

@@ -78,6 +78,21 @@ pub struct Row<'a> {
     pub values: &'a BTreeMap<String, Value>,
 }
 
+impl Row<'_> {
+    /// The row as the api shows a stored record (what `GET …/records` answers): `target`,
+    /// `ts` as PostgreSQL writes it, `schema_version`, then the fields that have a value.
+    pub fn stored_json(&self, schema_version: i32) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("target".into(), self.target.into());
+        m.insert("ts".into(), crate::api::schema::stored_time(self.ts).into());
+        m.insert("schema_version".into(), schema_version.into());
+        for (k, v) in self.values.iter().filter(|(_, v)| !v.is_null()) {
+            m.insert(k.clone(), v.clone());
+        }
+        Value::Object(m)
+    }
+}
+
 impl<'a> From<&'a crate::pipeline::WireRecord> for Row<'a> {
     fn from(r: &'a crate::pipeline::WireRecord) -> Self {
         Row {
@@ -315,21 +330,22 @@ pub async fn record(
     Ok(())
 }
 
-/// Stores records outside the pipeline (the api's direct inserts): fresh ids, rollups,
-/// alert evaluation and a ledger entry in one transaction; returns how many were
-/// stored.
+/// Stores records outside the pipeline (the api's direct inserts) with their content
+/// ids, as the pipeline does (a record already stored is skipped): rollups, alert
+/// evaluation and a ledger entry in one transaction. Returns the rows it added, as the
+/// api shows them (for live followers).
 pub async fn insert_direct(
     pool: &sqlx::PgPool,
     schema: &Schema,
     records: &[Record],
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<Value>, sqlx::Error> {
     if records.is_empty() {
-        return Ok(0);
+        return Ok(vec![]);
     }
     let rows: Vec<Row> = records
         .iter()
         .map(|r| Row {
-            id: uuid::Uuid::new_v4(),
+            id: r.content_id(&schema.category),
             target: &r.target,
             ts: r.ts,
             values: &r.values,
@@ -338,10 +354,15 @@ pub async fn insert_direct(
     let mut rollups = Rollups::default();
     let mut tx = pool.begin().await?;
     let added = insert(&mut tx, schema, &rows, &mut rollups).await?;
-    crate::alerts::evaluate(&mut tx, &schema.category, &rows).await?;
+    let new: Vec<Row> = rows
+        .into_iter()
+        .zip(&added)
+        .filter_map(|(r, a)| a.map(|_| r))
+        .collect();
+    crate::alerts::evaluate(&mut tx, &schema.category, &new).await?;
     apply_rollups(&mut tx, &rollups).await?;
     let entry = LedgerEntry::of(None, Some(&schema.category), &added);
     record(&mut tx, std::slice::from_ref(&entry)).await?;
     tx.commit().await?;
-    Ok(entry.new_rows as u64)
+    Ok(new.iter().map(|r| r.stored_json(schema.version)).collect())
 }

@@ -70,7 +70,8 @@ impl From<CategoryError> for ApiError {
 /// What an insert did.
 #[derive(Debug, Object)]
 pub struct InsertResult {
-    /// Records stored.
+    /// Records accepted: stored, or already stored (a record with the same target,
+    /// time and values is kept once, however often it is sent).
     pub accepted: u64,
     /// Records rejected (see `errors`).
     pub rejected: u64,
@@ -323,7 +324,9 @@ impl CategoriesApi {
     }
 
     /// Insert records (a JSON array, at most 10 000): each is validated against the
-    /// current schema; valid ones are stored, invalid ones reported by index.
+    /// current schema; valid ones are stored, invalid ones reported by index. A record
+    /// identical to one stored (target, time to the microsecond, values) is kept once, as
+    /// through the ingest endpoint; the records stored appear on the category's stream.
     #[oai(
         path = "/categories/:name/records",
         method = "post",
@@ -368,9 +371,13 @@ impl CategoriesApi {
             ok.iter().map(|r| r.ts),
         )
         .await?;
-        let accepted = crate::db::batches::insert_direct(&state.pool, &schema, &ok).await?;
+        let added = crate::db::batches::insert_direct(&state.pool, &schema, &ok).await?;
+        if let (Some(js), false) = (&state.nats, added.is_empty()) {
+            let msg_id = format!("live-api-{}", uuid::Uuid::new_v4());
+            crate::pipeline::publish_live(js, [(schema.category.clone(), msg_id, added)]).await;
+        }
         let result = InsertResult {
-            accepted,
+            accepted: ok.len() as u64,
             rejected: rejected as u64,
             schema_version: schema.version,
             errors,
@@ -733,9 +740,10 @@ impl CategoriesApi {
     }
 
     /// Live records and alerts of a category as Server-Sent Events: `records` events
-    /// (the records of one committed batch) and `alert` events. Each event's id is its
-    /// sequence in the event stream; reconnecting with `Last-Event-ID` (or `since`)
-    /// resumes right after it, without gaps, for 24 hours of history.
+    /// (the records of one committed batch, each as `GET …/records` shows it) and
+    /// `alert` events. Each event's id is its sequence in the event stream; reconnecting
+    /// with `Last-Event-ID` (or `since`) resumes right after it, without gaps, for 24
+    /// hours of history.
     #[oai(
         path = "/categories/:name/stream",
         method = "get",
