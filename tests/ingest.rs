@@ -677,6 +677,19 @@ fn every_source_kind_lands_transformed_records_and_bad_ones_become_replayable_de
         "only the voltage record is valid now: {r}"
     );
     assert!(r["failed"].as_u64().unwrap() >= 3, "{r}");
+    // Each reason names its dead letter: exactly the ones still pending.
+    let mut named: Vec<&str> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    named.sort();
+    named.dedup();
+    let pending = pending_letters(&p);
+    let mut still: Vec<&str> = pending.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    still.sort();
+    assert_eq!(named, still, "{r}");
     sup.wait_until("the replayed record", secs(30), |_| {
         records_of(&p, "v1")
             .first()

@@ -17,7 +17,7 @@ use super::ApiTags;
 use super::auth::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::api::error::{ApiError, ApiResult, Issue};
+use crate::api::error::{ApiError, ApiResult};
 use crate::api::names::CategoryName;
 use crate::db::dead_letters::{self as store, Reason, StoredDeadLetter};
 use crate::ingest::Item;
@@ -50,8 +50,20 @@ pub struct ReplayResult {
     pub replayed: u64,
     /// Letters still invalid (their reasons are updated).
     pub failed: u64,
-    /// Why each failed one failed (`index` is its position in this replay).
-    pub errors: Vec<Issue>,
+    /// Why each failed one failed, by dead-letter id.
+    pub errors: Vec<LetterIssue>,
+}
+
+/// One reason a dead letter is still invalid.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct LetterIssue {
+    /// The dead letter.
+    pub id: Uuid,
+    /// The field concerned, if any.
+    pub field: Option<String>,
+    /// Why it is invalid.
+    pub reason: String,
 }
 
 /// Most letters one replay-all handles (call again for more).
@@ -79,7 +91,6 @@ async fn replay(state: &AppState, letters: Vec<StoredDeadLetter>) -> ApiResult<R
         failed: 0,
         errors: vec![],
     };
-    let mut base = 0u64;
     for ((category, source), letters) in groups {
         let transform = crate::db::sources::get(&state.pool, &source)
             .await?
@@ -111,8 +122,8 @@ async fn replay(state: &AppState, letters: Vec<StoredDeadLetter>) -> ApiResult<R
                     .collect();
                 store::replayed(&state.pool, l.id, Err((p.schema_version, &reasons))).await?;
                 out.failed += 1;
-                out.errors.extend(reasons.into_iter().map(|r| Issue {
-                    index: Some(base + i as u64),
+                out.errors.extend(reasons.into_iter().map(|r| LetterIssue {
+                    id: l.id,
                     field: r.field,
                     reason: r.reason,
                 }));
@@ -121,7 +132,6 @@ async fn replay(state: &AppState, letters: Vec<StoredDeadLetter>) -> ApiResult<R
                 out.replayed += 1;
             }
         }
-        base += letters.len() as u64;
     }
     Ok(out)
 }
