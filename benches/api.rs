@@ -26,7 +26,14 @@ fn main() {
     let stack = common::Stack::start(
         "tmidb-apibench-",
         42500,
-        &["postgresql-init", "postgresql", "migrate", "api"],
+        &[
+            "postgresql-init",
+            "postgresql",
+            "migrate",
+            "nats-init",
+            "nats",
+            "api",
+        ],
         42500 + 11,
     );
     let (home, token, port) = (stack.home(), stack.token.clone(), 42500 + 11);

@@ -131,6 +131,7 @@ fn main() {
         "postgresql-init",
         "postgresql",
         "migrate",
+        "nats-init",
         "nats",
         "api",
         "data-manager",
@@ -155,10 +156,16 @@ fn main() {
     let cfg = tmidb::config::Config::load(home).unwrap();
     let pool = rt.block_on(tmidb::db::connect(&cfg, 2)).unwrap();
     let nats = rt
-        .block_on(async_nats::connect(format!(
-            "127.0.0.1:{}",
-            cfg.ports["nats"]
-        )))
+        .block_on(
+            async_nats::ConnectOptions::with_user_and_password(
+                "api".into(),
+                std::fs::read_to_string(tmidb::setup::nats_password_file(&cfg, "api"))
+                    .unwrap()
+                    .trim()
+                    .into(),
+            )
+            .connect(format!("127.0.0.1:{}", cfg.ports["nats"])),
+        )
         .unwrap();
     let js = {
         let _in_runtime = rt.enter();

@@ -330,7 +330,7 @@ fn retryable(e: &sqlx::Error) -> bool {
 pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 4).await?;
-    let (_client, js, mut stream) = crate::pipeline::connect(&cfg).await?;
+    let (_client, js, mut stream) = crate::pipeline::connect(&cfg, "data-consumer").await?;
     let consumer = crate::pipeline::consumer(&stream, cfg.ingest_ack_wait).await?;
     let epoch = crate::pipeline::stream_epoch(&mut stream).await?;
     crate::integrity::mark_ledger_start(&pool, &stream, &epoch).await;

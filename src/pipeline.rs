@@ -179,24 +179,43 @@ pub enum PipelineError {
     /// A JetStream call failed.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// The service's NATS password is not readable.
+    #[error(
+        "cannot read the NATS password {}: {message} (`tmidb-supervisor setup nats`, run by the nats-init unit, makes it)",
+        path.display()
+    )]
+    Credentials {
+        /// The password file.
+        path: std::path::PathBuf,
+        /// Cause.
+        message: String,
+    },
 }
 
-/// Connects to the stack's NATS (retrying for up to 10 s, since NATS may be restarting)
-/// and makes sure every stream exists with its current settings.
+/// Connects to the stack's NATS as `user` (one of [`crate::setup::NATS_SERVICES`],
+/// with its password from `secrets/`), retrying for up to 10 s since NATS may be
+/// restarting, and makes sure every stream exists with its current settings.
 pub async fn connect(
     cfg: &Config,
+    user: &str,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), PipelineError> {
     let port = cfg.ports["nats"];
-    let client = async_nats::ConnectOptions::new()
-        .name("tmidb")
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(format!("127.0.0.1:{port}"))
-        .await
-        .map_err(|e| PipelineError::Connect {
-            port,
-            message: e.to_string(),
-        })?;
+    let file = crate::setup::nats_password_file(cfg, user);
+    let password = std::fs::read_to_string(&file).map_err(|e| PipelineError::Credentials {
+        path: file.clone(),
+        message: e.to_string(),
+    })?;
+    let client =
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.trim().into())
+            .name(format!("tmidb {user}"))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(format!("127.0.0.1:{port}"))
+            .await
+            .map_err(|e| PipelineError::Connect {
+                port,
+                message: e.to_string(),
+            })?;
     let js = jetstream::new(client.clone());
     let js_err = |e: &dyn std::fmt::Display| PipelineError::JetStream(e.to_string());
     // Work queues: acknowledged messages leave the stream, so `max_bytes` bounds the

@@ -186,6 +186,68 @@ pub fn seaweedfs(cfg: &Config) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// The NATS users of tmiDB's own services: each connects with its own password.
+pub const NATS_SERVICES: &[&str] = &["api", "data-manager", "data-consumer"];
+
+/// The NATS user for external publishers: may publish on `tmidb.ingest.>` (and
+/// receive JetStream's acknowledgements on `_INBOX.>`), nothing else.
+pub const NATS_PUBLISHER: &str = "publisher";
+
+/// Where the NATS password of `user` is kept (`secrets/nats.<user>.password`).
+pub fn nats_password_file(cfg: &Config, user: &str) -> PathBuf {
+    cfg.secrets_dir.join(format!("nats.{user}.password"))
+}
+
+/// The nats-server configuration for these users and passwords (alphanumeric, so
+/// they need no escaping).
+fn nats_conf(users: &[(&str, String)]) -> String {
+    let mut out = String::from(
+        "# Written by `tmidb-supervisor setup nats` from secrets/nats.*.password at every\n\
+         # start of the stack: edits here are replaced.\n\
+         authorization {\n  users = [\n",
+    );
+    for (user, password) in users {
+        let permissions = if *user == NATS_PUBLISHER {
+            ", permissions: { publish: { allow: [\"tmidb.ingest.>\"] }, \
+             subscribe: { allow: [\"_INBOX.>\"] } }"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "    {{ user: \"{user}\", password: \"{password}\"{permissions} }}\n"
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// Generates a NATS password per service and one for external publishers (kept once
+/// made) and writes the server's configuration (`secrets/nats.conf`) from them, so
+/// nats-server refuses clients without credentials. Run at every start: an
+/// installation upgraded from one without NATS credentials gets them.
+pub fn nats(cfg: &Config) -> Result<(), SetupError> {
+    let mut users = vec![];
+    for user in NATS_SERVICES.iter().chain([&NATS_PUBLISHER]) {
+        users.push((*user, secret(cfg, &format!("nats.{user}.password"), 32)?));
+    }
+    let conf = nats_conf(&users);
+    let path = cfg.secrets_dir.join("nats.conf");
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(conf.as_str()) {
+        println!("nats: {} is current", path.display());
+        return Ok(());
+    }
+    let tmp = cfg.secrets_dir.join("nats.conf.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_secret(&tmp, &conf)?;
+    std::fs::rename(&tmp, &path).map_err(io("cannot replace", &path))?;
+    println!(
+        "nats: wrote {}; external publishers connect as `{NATS_PUBLISHER}` with the password in {}",
+        path.display(),
+        nats_password_file(cfg, NATS_PUBLISHER).display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -194,5 +256,18 @@ mod tests {
         assert_eq!(t.len(), 40);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(t, super::random_token(40));
+    }
+
+    #[test]
+    fn only_the_publisher_is_restricted_in_the_nats_configuration() {
+        let conf = super::nats_conf(&[("api", "A1".into()), ("publisher", "P2".into())]);
+        let lines: Vec<&str> = conf.lines().filter(|l| l.contains("user:")).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"    { user: "api", password: "A1" }"#,
+                r#"    { user: "publisher", password: "P2", permissions: { publish: { allow: ["tmidb.ingest.>"] }, subscribe: { allow: ["_INBOX.>"] } } }"#,
+            ]
+        );
     }
 }

@@ -23,6 +23,7 @@ impl Pipeline {
             "postgresql-init",
             "postgresql",
             "migrate",
+            "nats-init",
             "nats",
             "api",
             "data-manager",
@@ -550,16 +551,35 @@ fn every_source_kind_lands_transformed_records_and_bad_ones_become_replayable_de
         &json!([{"target": "h1", "ts": "2026-11-26T08:00:00Z", "power": 1.5}, {"target": "h1", "power": "high"}]),
     );
     assert_eq!((status, r["accepted"].as_u64()), (202, Some(1)), "{r}");
-    // nats: an object, an array, and a message that is not JSON.
+    // nats, as an external publisher: credentials are required, and the publisher's
+    // reach only the ingest subjects (not the validated data stream).
+    let publisher =
+        std::fs::read_to_string(p._home.path().join("secrets/nats.publisher.password")).unwrap();
+    let as_publisher = Some(("publisher", publisher.trim()));
+    let forged = br#"{"category":"meter","schema_version":1,"records":[]}"#;
+    for (who, subject) in [
+        (None, "tmidb.ingest.meter"),
+        (Some(("publisher", "wrong")), "tmidb.ingest.meter"),
+        (as_publisher, "tmidb.data.meter"),
+    ] {
+        let refused = nats_publish(nats, who, subject, &[forged]);
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("Violation")),
+            "{who:?} on {subject}: {refused:?}"
+        );
+    }
+    // An object, an array, and a message that is not JSON.
     nats_publish(
         nats,
+        as_publisher,
         "tmidb.ingest.meter",
         &[
             br#"{"target":"n1","ts":"2026-11-26T08:00:00Z","pwr":3}"#,
             br#"[{"target":"n1","ts":"2026-11-26T08:01:00Z","pwr":4}]"#,
             b"not json at all",
         ],
-    );
+    )
+    .unwrap();
     // file: a CSV with one bad row, and a file that cannot be read.
     let drop = p._home.path().join("drop");
     sup.wait_until("the file source watches its directory", secs(30), |_| {

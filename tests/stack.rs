@@ -16,7 +16,7 @@ fn default_stack_ready_restarts_after_kill_and_dies_with_the_supervisor() {
     for u in ["postgresql", "nats", "seaweedfs", "api"] {
         sup.wait_state(u, "ready", secs(120));
     }
-    for u in ["postgresql-init", "seaweedfs-init", "migrate"] {
+    for u in ["postgresql-init", "seaweedfs-init", "nats-init", "migrate"] {
         assert_eq!(sup.state(u), "exited", "first run initialises");
     }
     // The api is up on its port: health, readiness, the spec as committed, Swagger UI.

@@ -317,7 +317,7 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
     let port = cfg.ports["api"];
     let max_body = cfg.max_upload_bytes + (1 << 20);
     let files = files::FileStore::new(&cfg);
-    let (_nats, js, _) = crate::pipeline::connect(&cfg).await?;
+    let (_nats, js, _) = crate::pipeline::connect(&cfg, "api").await?;
     let state = Arc::new(AppState {
         pool,
         cfg,

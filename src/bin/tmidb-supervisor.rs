@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         let r = match step {
             Setup::Postgresql { user } => tmidb::setup::postgresql(&cfg, &user),
             Setup::Seaweedfs => tmidb::setup::seaweedfs(&cfg),
+            Setup::Nats => tmidb::setup::nats(&cfg),
         };
         return r.map(|()| ExitCode::SUCCESS).unwrap_or_else(fail);
     }

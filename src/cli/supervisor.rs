@@ -57,4 +57,7 @@ pub enum Setup {
     },
     /// Generate the S3 identities file for SeaweedFS.
     Seaweedfs,
+    /// Generate NATS credentials (one per service, one for external publishers) and
+    /// the nats-server configuration that requires them.
+    Nats,
 }

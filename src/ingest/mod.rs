@@ -380,7 +380,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 8).await?;
     let storage = crate::db::storage(&pool).await;
-    let (_client, js, _stream) = crate::pipeline::connect(&cfg).await?;
+    let (_client, js, _stream) = crate::pipeline::connect(&cfg, "data-manager").await?;
     let ingest = crate::pipeline::ingest_consumer(&js).await?;
     let listener = crate::db::listen(
         &cfg,

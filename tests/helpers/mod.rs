@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
 pub const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
@@ -468,6 +468,7 @@ pub fn api_stack() -> &'static ApiStack {
             "postgresql-init",
             "postgresql",
             "migrate",
+            "nats-init",
             "nats",
             "api",
             "seaweedfs-init",
@@ -664,9 +665,15 @@ impl TinyServer {
     }
 }
 
-/// Publishes on core NATS the way an external system would (plain protocol), and waits
-/// for the server to have processed it (PING/PONG).
-pub fn nats_publish(port: u16, subject: &str, payloads: &[&[u8]]) {
+/// Publishes on core NATS the way an external system would (plain protocol), with
+/// `user` and `password` if given, and waits for the server to have processed it
+/// (PING/PONG). Err: the server's `-ERR` line.
+pub fn nats_publish(
+    port: u16,
+    credentials: Option<(&str, &str)>,
+    subject: &str,
+    payloads: &[&[u8]],
+) -> Result<(), String> {
     use std::io::{BufRead, Write};
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -674,22 +681,32 @@ pub fn nats_publish(port: u16, subject: &str, payloads: &[&[u8]]) {
     let mut info = String::new();
     r.read_line(&mut info).unwrap();
     assert!(info.starts_with("INFO"), "{info}");
-    let mut w = s;
-    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
-        .unwrap();
-    for p in payloads {
-        w.write_all(format!("PUB {subject} {}\r\n", p.len()).as_bytes())
-            .unwrap();
-        w.write_all(p).unwrap();
-        w.write_all(b"\r\n").unwrap();
+    let mut connect = json!({"verbose": false, "pedantic": false});
+    if let Some((user, pass)) = credentials {
+        connect["user"] = user.into();
+        connect["pass"] = pass.into();
     }
-    w.write_all(b"PING\r\n").unwrap();
+    let mut out = format!("CONNECT {connect}\r\n").into_bytes();
+    for p in payloads {
+        out.extend_from_slice(format!("PUB {subject} {}\r\n", p.len()).as_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"PING\r\n");
+    // The server may close the connection on the way (refused credentials): its
+    // answer says why.
+    let mut w = s;
+    let _ = w.write_all(&out);
     loop {
         let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-        assert!(!l.starts_with("-ERR"), "{l}");
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            return Err("connection closed".into());
+        }
+        if l.starts_with("-ERR") {
+            return Err(l.trim_end().to_string());
+        }
         if l.starts_with("PONG") {
-            break;
+            return Ok(());
         }
     }
 }
