@@ -144,11 +144,11 @@ pub struct ProbeSection {
     /// `log`: a regular expression.
     pub pattern: Option<Str>,
     /// Time between attempts.
-    pub interval: Option<Dur>,
+    pub interval: Option<Positive>,
     /// Readiness: deadline for the unit to become ready. Liveness: per-check timeout.
-    pub timeout: Option<Dur>,
+    pub timeout: Option<Positive>,
     /// Liveness: misses in a row that restart the unit.
-    pub failure_threshold: Option<u32>,
+    pub failure_threshold: Option<Count>,
 }
 
 /// Restart policies.
@@ -176,9 +176,9 @@ pub struct RestartSection {
     /// Backoff ceiling.
     pub max_delay: Option<Dur>,
     /// More than `burst` starts within `interval`: `failed`.
-    pub burst: Option<u32>,
+    pub burst: Option<Count>,
     /// The burst window.
-    pub interval: Option<Dur>,
+    pub interval: Option<Positive>,
     /// A run this long counts as stable and resets the backoff.
     pub reset_after: Option<Dur>,
 }
@@ -221,5 +221,42 @@ impl<'de> Deserialize<'de> for Dur {
                 "invalid duration `{s}` ({e}); write a number with a unit, e.g. \"100ms\", \"30s\", \"5m\""
             ))
         })
+    }
+}
+
+/// A duration that must be more than zero (an interval of 0 would spin, a timeout of 0
+/// could never be met).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positive(pub Duration);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Dur(t) = Dur::deserialize(d)?;
+        if t.is_zero() {
+            return Err(serde::de::Error::custom(
+                "must be more than 0 (an interval of 0 would spin, a timeout of 0 can never be met); write e.g. \"100ms\"",
+            ));
+        }
+        Ok(Positive(t))
+    }
+}
+
+/// A count that must be at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(std::num::NonZeroU32);
+
+impl Count {
+    /// The count.
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        std::num::NonZeroU32::new(n)
+            .map(Count)
+            .ok_or_else(|| serde::de::Error::custom("must be at least 1 (0 would allow nothing)"))
     }
 }

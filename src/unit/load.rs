@@ -82,30 +82,38 @@ pub fn load_dir(dir: &Path, vars: &BTreeMap<String, String>) -> Result<UnitSet, 
     };
     let entries =
         std::fs::read_dir(dir).map_err(|e| dir_loc(format!("cannot read unit directory: {e}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
-        })
-        .collect();
-    files.sort();
-
-    let mut texts = vec![];
     let mut errors = vec![];
-    for path in &files {
-        match std::fs::read_to_string(path) {
-            Ok(t) => texts.push((path.clone(), t)),
-            Err(e) => errors.push(UnitError {
+    let mut files: Vec<PathBuf> = vec![];
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        use std::os::unix::ffi::OsStrExt;
+        let name = path.file_name().unwrap_or_default();
+        if !name.as_bytes().ends_with(SUFFIX.as_bytes()) || name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        if name.to_str().is_none() {
+            errors.push(UnitError {
                 at: Location {
                     path: Arc::from(path.as_path()),
                     line: 1,
                     col: 1,
                 },
-                message: format!("cannot read: {e}"),
-                hint: None,
-            }),
+                message: "the file name is not valid UTF-8".into(),
+                hint: Some(
+                    "rename it: NAME.unit.toml, NAME of lowercase letters, digits, `-` and `_`"
+                        .into(),
+                ),
+            });
+            continue;
+        }
+        files.push(path);
+    }
+    files.sort();
+
+    let mut texts = vec![];
+    for path in &files {
+        match read_unit(path) {
+            Ok(t) => texts.push((path.clone(), t)),
+            Err(e) => errors.push(e),
         }
     }
 
@@ -201,6 +209,63 @@ pub fn load_dir(dir: &Path, vars: &BTreeMap<String, String>) -> Result<UnitSet, 
     }
 }
 
+/// Largest unit file read: a unit is a few hundred bytes; this bounds a mistake.
+pub const MAX_UNIT_BYTES: u64 = 1 << 20;
+
+/// Reads one unit file: a regular file (opened without blocking, so a FIFO of that
+/// name cannot hang a check or a reload), at most [`MAX_UNIT_BYTES`], UTF-8 (an error
+/// names the line and column of the first bad byte).
+fn read_unit(path: &Path) -> Result<String, UnitError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let at = |line, col| Location {
+        path: Arc::from(path),
+        line,
+        col,
+    };
+    let fail = |message: String, hint: Option<&str>| UnitError {
+        at: at(1, 1),
+        message,
+        hint: hint.map(str::to_string),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| fail(format!("cannot read: {e}"), None))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read: {e}"), None))?;
+    if !meta.is_file() {
+        return Err(fail(
+            "not a regular file (a directory, FIFO, socket or device)".into(),
+            Some(
+                "unit files are plain files; remove it or rename it so it does not end in .unit.toml",
+            ),
+        ));
+    }
+    let mut bytes = vec![];
+    file.take(MAX_UNIT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}"), None))?;
+    if bytes.len() as u64 > MAX_UNIT_BYTES {
+        return Err(fail(
+            format!("larger than {MAX_UNIT_BYTES} bytes"),
+            Some("a unit file is a few hundred bytes; is this the right file?"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..good]);
+        let (line, col) = line_col(&text, good);
+        UnitError {
+            at: at(line, col),
+            message: "not valid UTF-8".into(),
+            hint: Some("unit files are UTF-8 text; re-save the file as UTF-8".into()),
+        }
+    })
+}
+
 fn valid_name(n: &str) -> bool {
     let mut chars = n.chars();
     chars
@@ -259,6 +324,16 @@ impl Expander<'_> {
             }
         }
         out.push_str(rest);
+        // Every expanded string becomes a program argument, a path or an environment
+        // value, none of which can hold a NUL.
+        if out.contains('\0') {
+            let at = self.offset_of(s, "\0");
+            self.err(
+                at,
+                "contains a NUL character, which no argument, path or environment value can hold",
+                Some("remove it (written `\\u0000` in TOML, or coming from a variable)"),
+            );
+        }
         out
     }
 
@@ -537,7 +612,7 @@ fn resolve_one(
             probe: p,
             interval: l.interval.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
             timeout: l.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
-            failure_threshold: l.failure_threshold.unwrap_or(3).max(1),
+            failure_threshold: l.failure_threshold.map(|n| n.get()).unwrap_or(3),
         })
     });
 
@@ -546,7 +621,7 @@ fn resolve_one(
         policy: r.policy,
         delay: r.delay.map(|d| d.0).unwrap_or(Duration::from_millis(200)),
         max_delay: r.max_delay.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-        burst: r.burst.unwrap_or(5),
+        burst: r.burst.map(|n| n.get()).unwrap_or(5),
         interval: r.interval.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
         reset_after: r
             .reset_after
@@ -574,7 +649,19 @@ fn resolve_one(
         environment: svc
             .environment
             .iter()
-            .map(|(k, v)| (k.clone(), x.expand(v)))
+            .map(|(k, v)| {
+                if k.is_empty() || k.contains(['=', '\0']) {
+                    x.err(
+                        v.span().start,
+                        format!(
+                            "environment variable name `{}` is not usable",
+                            k.escape_debug()
+                        ),
+                        Some("a name is not empty and holds no `=` or NUL, e.g. LC_ALL"),
+                    );
+                }
+                (k.clone(), x.expand(v))
+            })
             .collect(),
         environment_files: svc
             .environment_files
@@ -872,6 +959,69 @@ mod tests {
         let names: Vec<_> = s.units.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["w@1", "w@2", "w@3"]);
         assert_eq!(s.units[1].command, ["x", "2", "w@2"]);
+    }
+
+    #[test]
+    fn values_that_make_no_sense_are_refused_where_they_stand() {
+        let svc = "[service]\ncommand = [\"x\"]\n";
+        for (extra, at, says) in [
+            (
+                "[readiness]\nprobe = \"tcp\"\naddress = \"127.0.0.1:1\"\ninterval = \"0s\"\n",
+                ":6:12:",
+                "more than 0",
+            ),
+            (
+                "[liveness]\nprobe = \"tcp\"\naddress = \"127.0.0.1:1\"\ntimeout = \"0ms\"\n",
+                ":6:11:",
+                "more than 0",
+            ),
+            (
+                "[liveness]\nprobe = \"tcp\"\naddress = \"127.0.0.1:1\"\nfailure_threshold = 0\n",
+                ":6:21:",
+                "at least 1",
+            ),
+            ("[restart]\ninterval = \"0s\"\n", ":4:12:", "more than 0"),
+            ("[restart]\nburst = 0\n", ":4:9:", "at least 1"),
+        ] {
+            let e = one_error(&[("u", &format!("{svc}{extra}"))]);
+            assert!(e.contains(at) && e.contains(says), "{extra}: {e}");
+        }
+        let e = one_error(&[("u", "[service]\ncommand = [\"x\", \"a\\u0000b\"]\n")]);
+        assert!(e.contains(":2:17:") && e.contains("NUL"), "{e}");
+        for key in ["\"\"", "\"A=B\""] {
+            let text = format!("[service]\ncommand = [\"x\"]\nenvironment = {{ {key} = \"v\" }}\n");
+            let e = one_error(&[("u", &text)]);
+            assert!(e.contains(":3:") && e.contains("not usable"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn files_that_are_not_unit_text_are_refused_without_blocking() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        nix::unistd::mkfifo(&d.join("fifo.unit.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::write(
+            d.join("big.unit.toml"),
+            vec![b'#'; MAX_UNIT_BYTES as usize + 1],
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("latin.unit.toml"),
+            b"[service]\n# caf\xe9\ncommand = [\"x\"]\n",
+        )
+        .unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.unit.toml");
+        std::fs::write(d.join(odd), "[service]\ncommand = [\"x\"]\n").unwrap();
+        let e = load_dir(d, &vars()).unwrap_err().to_string();
+        for want in [
+            "fifo.unit.toml:1:1: not a regular file",
+            "big.unit.toml:1:1: larger than 1048576 bytes",
+            "latin.unit.toml:2:6: not valid UTF-8",
+            "unit.toml:1:1: the file name is not valid UTF-8",
+        ] {
+            assert!(e.contains(want), "{want} missing from {e}");
+        }
     }
 
     #[test]
