@@ -69,8 +69,9 @@ pub enum ConfigError {
 struct RawConfig {
     #[serde(default)]
     paths: RawPaths,
+    /// With their positions, for errors that name the line.
     #[serde(default)]
-    ports: BTreeMap<String, u32>,
+    ports: BTreeMap<String, toml::Spanned<u32>>,
     #[serde(default)]
     bin: RawBin,
     #[serde(default)]
@@ -219,6 +220,7 @@ impl Config {
         path: &Path,
     ) -> Result<Config, ConfigError> {
         let defaults: RawConfig = parse(DEFAULTS_TOML, Path::new("<embedded defaults>"))?;
+        let user_text = user;
         let user: RawConfig = match user {
             Some(text) => parse(text, path)?,
             None => RawConfig {
@@ -238,7 +240,7 @@ impl Config {
         let data_dir = home.join(pick(&user.paths.data_dir, &defaults.paths.data_dir));
         let runtime_dir = home.join(pick(&user.paths.runtime_dir, &defaults.paths.runtime_dir));
         let secrets_dir = home.join(pick(&user.paths.secrets_dir, &defaults.paths.secrets_dir));
-        let ports = resolve_ports(&defaults.ports, &user.ports, path)?;
+        let ports = resolve_ports(&defaults.ports, &user.ports, path, user_text.unwrap_or(""))?;
 
         let mut bin = BTreeMap::new();
         bin.insert(
@@ -458,48 +460,76 @@ fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
 }
 
 fn resolve_ports(
-    defaults: &BTreeMap<String, u32>,
-    user: &BTreeMap<String, u32>,
+    defaults: &BTreeMap<String, toml::Spanned<u32>>,
+    user: &BTreeMap<String, toml::Spanned<u32>>,
     path: &Path,
+    text: &str,
 ) -> Result<BTreeMap<String, u16>, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        message,
+    // An error about a key the user wrote names its line; others name the file.
+    let invalid = |key: &str, message: String| match user.get(key) {
+        Some(v) => {
+            let (line, col) = crate::unit::line_col(text, v.span().start);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message,
+            }
+        }
+        None => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        },
     };
     for key in user.keys() {
         if key != "base" && !PORT_KEYS.contains(&key.as_str()) {
-            return Err(invalid(format!(
-                "unknown key `ports.{key}`; known port keys: base, {}",
-                PORT_KEYS.join(", ")
-            )));
+            return Err(invalid(
+                key,
+                format!(
+                    "unknown key `ports.{key}`; known port keys: base, {}",
+                    PORT_KEYS.join(", ")
+                ),
+            ));
         }
     }
-    let base = user.get("base").copied();
+    let base = user.get("base").map(|b| *b.get_ref());
     let mut ports = BTreeMap::new();
     for (i, key) in PORT_KEYS.iter().enumerate() {
         let value = match (user.get(*key), base) {
-            (Some(p), _) => *p,
+            (Some(p), _) => *p.get_ref(),
             (None, Some(b)) => b + i as u32,
-            (None, None) => defaults[*key],
+            (None, None) => *defaults[*key].get_ref(),
         };
         if value == 0 || value > 65535 {
-            return Err(invalid(format!(
-                "ports.{key} = {value} is not a TCP port (1..65535){}",
-                if base.is_some() {
-                    "; lower `ports.base` so every port fits"
-                } else {
-                    ""
-                }
-            )));
+            let culprit = if user.contains_key(*key) { key } else { "base" };
+            return Err(invalid(
+                culprit,
+                format!(
+                    "ports.{key} = {value} is not a TCP port (1..65535){}",
+                    if culprit == "base" {
+                        "; lower `ports.base` so every port fits"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
         }
         ports.insert(key.to_string(), value as u16);
     }
     let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
     for (k, p) in &ports {
         if let Some(other) = seen.insert(*p, k) {
-            return Err(invalid(format!(
-                "ports.{k} and ports.{other} are both {p}; every service needs its own port"
-            )));
+            let culprit = if user.contains_key(k.as_str()) {
+                k
+            } else {
+                other
+            };
+            return Err(invalid(
+                culprit,
+                format!(
+                    "ports.{k} and ports.{other} are both {p}; every service needs its own port"
+                ),
+            ));
         }
     }
     Ok(ports)
@@ -637,7 +667,14 @@ mod tests {
         let e = cfg(Some("[ports]\nnats = 1\napi = 1\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("both 1"), "{e}");
+        assert!(e.contains("both 1") && e.contains("tmidb.toml:"), "{e}");
+        let e = cfg(Some("[ports]\nbase = 30000\nnatz = 4222\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tmidb.toml:3:8: unknown key `ports.natz`"),
+            "{e}"
+        );
         let e = cfg(Some("[ports]\nbase = 65530\n"))
             .unwrap_err()
             .to_string();
