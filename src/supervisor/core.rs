@@ -84,8 +84,8 @@ pub enum Event {
         /// Which probe.
         how: String,
     },
-    /// Not ready by the readiness timeout.
-    ReadinessTimeout {
+    /// Not ready by the readiness timeout (a oneshot: not exited by `start_timeout`).
+    StartTimeout {
         /// Instance name.
         unit: String,
         /// Incarnation.
@@ -504,6 +504,10 @@ impl Core {
                             now,
                             out,
                         );
+                        out.push(Action::After {
+                            delay: spec.start_timeout,
+                            event: Event::StartTimeout { unit, inc },
+                        });
                     }
                     (None, _) => self.become_ready(&unit, "spawned (no readiness probe)", now, out),
                     (Some(r), _) => {
@@ -520,7 +524,7 @@ impl Core {
                         });
                         out.push(Action::After {
                             delay: r.timeout,
-                            event: Event::ReadinessTimeout { unit, inc },
+                            event: Event::StartTimeout { unit, inc },
                         });
                     }
                 }
@@ -554,13 +558,21 @@ impl Core {
                     self.become_ready(&unit, &how, now, out);
                 }
             }
-            Event::ReadinessTimeout { unit, inc } => {
+            Event::StartTimeout { unit, inc } => {
                 if self.is_current(&unit, inc, State::Starting) {
-                    let t = self.units[&unit].spec.readiness.as_ref().map(|r| r.timeout);
-                    let why = format!(
-                        "not ready within {}",
-                        humantime::format_duration(t.unwrap_or_default())
-                    );
+                    let spec = &self.units[&unit].spec;
+                    let why = match (&spec.readiness, spec.kind) {
+                        (_, ServiceType::Oneshot) => format!(
+                            "still running after start_timeout ({})",
+                            humantime::format_duration(spec.start_timeout)
+                        ),
+                        (r, _) => format!(
+                            "not ready within {}",
+                            humantime::format_duration(
+                                r.as_ref().map(|r| r.timeout).unwrap_or_default()
+                            )
+                        ),
+                    };
                     self.kill_for_failure(&unit, why, now, out);
                 }
             }
@@ -1372,6 +1384,49 @@ mod tests {
     }
 
     #[test]
+    fn a_oneshot_that_hangs_fails_at_its_start_timeout_and_blocks_dependents() {
+        let (mut h, boot) = H::new(&[
+            (
+                "init",
+                "[service]\ntype = \"oneshot\"\ncommand = [\"/bin/sleep\", \"1000\"]\nstart_timeout = \"2s\"\n[restart]\npolicy = \"no\"\n",
+            ),
+            (
+                "app",
+                "[unit]\nrequires = [\"init\"]\n[service]\ncommand = [\"/bin/sleep\", \"1\"]\n",
+            ),
+        ]);
+        let (pids, out) = h.spawn_all(&boot);
+        let timer = out.iter().find_map(|a| match a {
+            Action::After {
+                delay,
+                event: Event::StartTimeout { unit, inc },
+            } if unit == "init" => Some((*delay, *inc)),
+            _ => None,
+        });
+        let (delay, inc) = timer.expect("a oneshot's start is bounded");
+        assert_eq!(delay, Duration::from_secs(2));
+        let kill = h.step(Event::StartTimeout {
+            unit: "init".into(),
+            inc,
+        });
+        assert_eq!(signalled(&kill), [(pids["init"], Signal::SIGTERM)]);
+        let after = h.step(Event::Exited {
+            pid: pids["init"],
+            exit: ExitInfo::Signal("SIGTERM".into()),
+            last_lines: vec![],
+        });
+        assert!(spawned(&after).is_empty());
+        assert_eq!(h.state("init"), State::Failed);
+        assert!(
+            h.core.failures("init").unwrap()[0]
+                .reason
+                .contains("still running after start_timeout (2s)")
+        );
+        assert_eq!(h.state("app"), State::Inactive);
+        assert!(h.core.unit("app").unwrap().settled());
+    }
+
+    #[test]
     fn first_crash_restarts_at_once_then_backoff_doubles() {
         let (mut h, boot) = H::new(&[(
             "a",
@@ -1531,7 +1586,7 @@ mod tests {
         )]);
         let (pids, _) = h.spawn_all(&boot);
         let inc = h.core.unit("a").unwrap().inc;
-        let kill = h.step(Event::ReadinessTimeout {
+        let kill = h.step(Event::StartTimeout {
             unit: "a".into(),
             inc,
         });

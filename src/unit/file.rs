@@ -100,6 +100,8 @@ pub struct ServiceSection {
     pub stop_signal: Option<Str>,
     /// How long to wait after `stop_signal` before SIGKILL to the whole group.
     pub stop_timeout: Option<Spanned<Dur>>,
+    /// Oneshot only: not exited by then is a failed start (the process group is killed).
+    pub start_timeout: Option<Spanned<Positive>>,
     /// Restart the unit when one of these paths changes.
     #[serde(default)]
     pub watch: Vec<Str>,

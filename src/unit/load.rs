@@ -209,6 +209,9 @@ pub fn load_dir(dir: &Path, vars: &BTreeMap<String, String>) -> Result<UnitSet, 
     }
 }
 
+/// How long a oneshot may run before its start has failed, unless `start_timeout` says.
+pub const ONESHOT_START_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Largest unit file read: a unit is a few hundred bytes; this bounds a mistake.
 pub const MAX_UNIT_BYTES: u64 = 1 << 20;
 
@@ -562,6 +565,20 @@ fn resolve_one(
             })
         }
     };
+    if let Some(t) = &svc.start_timeout
+        && svc.kind != ServiceType::Oneshot
+    {
+        x.err(
+            t.span().start,
+            "`start_timeout` bounds a oneshot unit's run",
+            Some("for other types the start is bounded by `timeout` in [readiness]"),
+        );
+    }
+    let start_timeout = svc
+        .start_timeout
+        .as_ref()
+        .map(|d| d.get_ref().0)
+        .unwrap_or(ONESHOT_START_TIMEOUT);
     let listen = svc
         .listen
         .iter()
@@ -680,6 +697,7 @@ fn resolve_one(
             .as_ref()
             .map(|d| d.get_ref().0)
             .unwrap_or(Duration::from_secs(10)),
+        start_timeout,
         watch: svc
             .watch
             .iter()
@@ -986,6 +1004,11 @@ mod tests {
             let e = one_error(&[("u", &format!("{svc}{extra}"))]);
             assert!(e.contains(at) && e.contains(says), "{extra}: {e}");
         }
+        let e = one_error(&[(
+            "u",
+            "[service]\ncommand = [\"x\"]\nstart_timeout = \"1m\"\n",
+        )]);
+        assert!(e.contains(":3:17:") && e.contains("oneshot"), "{e}");
         let e = one_error(&[("u", "[service]\ncommand = [\"x\", \"a\\u0000b\"]\n")]);
         assert!(e.contains(":2:17:") && e.contains("NUL"), "{e}");
         for key in ["\"\"", "\"A=B\""] {

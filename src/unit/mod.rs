@@ -218,6 +218,8 @@ pub struct UnitSpec {
     pub stop_signal: nix::sys::signal::Signal,
     /// Grace period before SIGKILL.
     pub stop_timeout: Duration,
+    /// Oneshot: the deadline for exiting, after which the start has failed.
+    pub start_timeout: Duration,
     /// Paths whose change restarts the unit.
     pub watch: Vec<PathBuf>,
     /// Addresses the unit binds.
@@ -262,6 +264,7 @@ impl UnitSpec {
             || self.environment_files != other.environment_files
             || self.stop_signal != other.stop_signal
             || self.stop_timeout != other.stop_timeout
+            || self.start_timeout != other.start_timeout
             || self.watch != other.watch
             || self.listen != other.listen
             || self.pid_file != other.pid_file
