@@ -179,6 +179,8 @@ pub struct Config {
     pub secrets_dir: PathBuf,
     /// Every port by key (see [`PORT_KEYS`]).
     pub ports: BTreeMap<String, u16>,
+    /// `[ports] base`, when set.
+    pub ports_base: Option<u32>,
     /// Service binaries by key (`pg_dir`, `nats_server`, `weed`, `tmidb_supervisor`,
     /// `tmidb_api`).
     pub bin: BTreeMap<String, String>,
@@ -363,6 +365,7 @@ impl Config {
             runtime_dir,
             secrets_dir,
             ports,
+            ports_base: user.ports.get("base").map(|b| *b.get_ref()),
             bin,
             control_group: user.control.group.or(defaults.control.group),
         })
@@ -410,6 +413,11 @@ impl Config {
         for (k, p) in &self.ports {
             v.insert(format!("ports.{k}"), p.to_string());
         }
+        // Empty when not set, like every optional setting.
+        v.insert(
+            "ports.base".into(),
+            self.ports_base.map(|b| b.to_string()).unwrap_or_default(),
+        );
         for (k, b) in &self.bin {
             v.insert(format!("bin.{k}"), b.clone());
         }
@@ -418,10 +426,6 @@ impl Config {
             self.max_upload_bytes.to_string(),
         );
         let l = &self.logs;
-        v.insert(
-            "api.max_upload_bytes".into(),
-            self.max_upload_bytes.to_string(),
-        );
         v.insert("logs.ring_lines".into(), l.ring_lines.to_string());
         let j = match l.journald {
             Journald::Auto => "auto",
@@ -658,6 +662,8 @@ mod tests {
         assert_eq!(c.ports["nats_monitor"], 40002);
         assert_eq!(c.ports["nats"], 50000);
         assert_eq!(c.vars()["ports.ingest"], "40012");
+        assert_eq!(c.vars()["ports.base"], "40000");
+        assert_eq!(cfg(None).unwrap().vars()["ports.base"], "");
     }
 
     #[test]
