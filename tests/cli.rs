@@ -219,3 +219,36 @@ fn man_pages_render_cleanly() {
         );
     }
 }
+
+#[test]
+fn units_verify_checks_the_running_supervisors_directory_and_config_get_reads_every_setting() {
+    let h = Home::new();
+    let elsewhere = h.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(
+        elsewhere.join("a.unit.toml"),
+        "[service]\ncommand = [\"/bin/sleep\", \"100\"]\n",
+    )
+    .unwrap();
+    let sup = h.start_with(Some(&elsewhere), &[]);
+    sup.wait_state("a", "ready", secs(10));
+    assert!(
+        sup.cli_ok(&["units", "verify"])
+            .contains(&format!("{}: 1 unit instances OK", elsewhere.display()))
+    );
+    // A bad edit there is what `verify` reports (the home's own units/ is empty).
+    std::fs::write(
+        elsewhere.join("b.unit.toml"),
+        "[service]\ncommand = [\"x\"]\nbogus = 1\n",
+    )
+    .unwrap();
+    let o = sup.cli(&["units", "verify"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("elsewhere/b.unit.toml:3:1"), "{err}");
+    // `[ports] base` is a setting like any other.
+    assert_eq!(
+        sup.cli_ok(&["config", "get", "ports.base"]).trim(),
+        h.base.to_string()
+    );
+}

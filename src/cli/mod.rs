@@ -302,7 +302,7 @@ pub fn command() -> clap::Command {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let home = crate::config::absolute(&cli.home);
     match cli.command {
-        Command::Units(UnitsCommand::Verify { dir, json }) => verify(&home, dir, json),
+        Command::Units(UnitsCommand::Verify { dir, json }) => verify(&home, dir, json).await,
         Command::Completions { shell } => {
             let mut buf = vec![];
             clap_complete::generate(shell, &mut command(), "tmidb-cli", &mut buf);
@@ -326,9 +326,16 @@ pub async fn connect(cfg: &Config) -> Result<Client, ClientError> {
     .await
 }
 
-fn verify(home: &std::path::Path, dir: Option<PathBuf>, j: bool) -> Result<(), CliError> {
+/// Validates `dir`; without one, the directory the home's running supervisor reads
+/// (its `--units`), else the one it would read.
+async fn verify(home: &std::path::Path, dir: Option<PathBuf>, j: bool) -> Result<(), CliError> {
     let cfg = Config::load(home)?;
-    let dir = dir.unwrap_or_else(|| crate::supervisor::default_units_dir(&cfg.home));
+    let dir = match dir {
+        Some(d) => d,
+        None => running_units_dir(&cfg)
+            .await
+            .unwrap_or_else(|| crate::supervisor::default_units_dir(&cfg.home)),
+    };
     let result = crate::unit::load_dir(&dir, &cfg.vars());
     if j {
         let (units, errors) = match &result {
@@ -342,6 +349,16 @@ fn verify(home: &std::path::Path, dir: Option<PathBuf>, j: bool) -> Result<(), C
         out!("{}: {} unit instances OK", dir.display(), set.units.len());
     }
     Ok(())
+}
+
+/// The unit directory of the home's running supervisor, if one answers.
+async fn running_units_dir(cfg: &Config) -> Option<PathBuf> {
+    let mut client = connect(cfg).await.ok()?;
+    let key = Some("units_dir".to_string());
+    match ask(&mut client, Request::ConfigGet { key }).await.ok()? {
+        Response::Config { values } => values.into_iter().next().map(|(_, v)| PathBuf::from(v)),
+        _ => None,
+    }
 }
 
 async fn ask(client: &mut Client, req: Request) -> Result<Response, CliError> {
