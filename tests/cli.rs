@@ -252,3 +252,72 @@ fn units_verify_checks_the_running_supervisors_directory_and_config_get_reads_ev
         h.base.to_string()
     );
 }
+
+/// Every exit code of tmidb-cli(1)'s table, from the command that should give it.
+#[test]
+fn exit_codes_follow_the_documented_table() {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/tmidb-cli.1")).unwrap();
+    let h = Home::new();
+    h.unit(
+        "init",
+        "[service]\ntype = \"oneshot\"\ncommand = [\"/bin/false\"]\n[restart]\npolicy = \"no\"\n",
+    );
+    h.unit(
+        "app",
+        "[unit]\nrequires = [\"init\"]\n[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    h.unit("other", "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n");
+    let sup = h.start();
+    sup.wait_state("init", "failed", secs(10));
+    sup.wait_state("other", "ready", secs(10));
+    let cases: &[(&[&str], i32)] = &[
+        (&["start", "other"], 0),
+        (&["restart", "other"], 0),
+        (&["stop", "init"], 0),
+        (&["stop", "other"], 0),
+        (&["start", "app"], 1),
+        (&["restart", "app"], 1),
+        (&["logs", "show", "other", "--grep", "("], 2),
+        (&["logs", "show", "other", "--since", "yesterday-ish"], 2),
+        (&["logs", "level", "other", "loud"], 2),
+        (&["config", "set", "logs.channel.other.level", "loud"], 2),
+        (&["config", "set", "logs.ring_lines", "-1"], 2),
+        (&["status", "--bogus"], 2),
+        (&["start", "nope"], 4),
+        (&["logs", "show", "nope"], 4),
+        (&["config", "get", "nope"], 4),
+    ];
+    for (args, code) in cases {
+        let o = sup.cli(args);
+        assert_eq!(
+            o.status.code(),
+            Some(*code),
+            "tmidb-cli {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Start of a unit blocked by a failed requirement says why.
+    let o = sup.cli(&["start", "app"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("app: inactive") && err.contains("init"),
+        "{err}"
+    );
+    // No supervisor for this home.
+    let idle = Home::new();
+    let o = Command::new(CLI)
+        .arg("--home")
+        .arg(idle.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    for code in 0..=4 {
+        assert!(
+            page.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code}  "))),
+            "exit code {code} is not in the table of man/tmidb-cli.1"
+        );
+    }
+}

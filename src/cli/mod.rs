@@ -50,8 +50,12 @@ pub fn write_out(line: &str) {
     version,
     about = "Control a running tmiDB supervisor",
     propagate_version = true,
-    after_help = "Exit status: 0 success; 1 the operation failed; 2 bad usage; 3 no supervisor reachable; \
-4 unknown unit, channel or key.\n\nShell completion: `tmidb-cli completions SHELL` prints a script; \
+    after_help = "Exit status (every command):\n\n\
+0  success: the units reached what was asked (start, restart: ready, exited or skipped; stop: not running)\n\n\
+1  the operation failed: a unit did not reach it (the reason is printed), a file could not be saved\n\n\
+2  bad usage: an unknown option or argument, or a value that is not valid (a pattern, a time, a level, a setting)\n\n\
+3  no supervisor reachable for this home\n\n\
+4  unknown unit, channel or key\n\nShell completion: `tmidb-cli completions SHELL` prints a script; \
 `source <(COMPLETE=bash tmidb-cli)` (or zsh, fish) also completes unit names from the running supervisor."
 )]
 pub struct Cli {
@@ -287,7 +291,11 @@ impl CliError {
                 kind: ErrorKind::UnknownUnit | ErrorKind::UnknownKey,
                 ..
             } => 4,
-            CliError::Usage(_) => 2,
+            CliError::Usage(_)
+            | CliError::Remote {
+                kind: ErrorKind::InvalidArgument,
+                ..
+            } => 2,
             _ => 1,
         }
     }

@@ -367,6 +367,8 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The operation ran but a unit ended up failed.
     Failed,
+    /// An argument's value is not valid (a pattern, a time, a setting's value).
+    InvalidArgument,
 }
 
 /// Responses the supervisor sends.

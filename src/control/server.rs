@@ -280,7 +280,7 @@ fn show(
         Ok(r) => r,
         Err(e) => {
             return Response::Error {
-                kind: ErrorKind::Unexpected,
+                kind: ErrorKind::InvalidArgument,
                 message: format!("invalid --grep pattern: {e}"),
             };
         }
@@ -293,7 +293,7 @@ fn show(
         Ok(t) => t,
         Err(e) => {
             return Response::Error {
-                kind: ErrorKind::Unexpected,
+                kind: ErrorKind::InvalidArgument,
                 message: format!("invalid --since time: {e}"),
             };
         }
@@ -424,7 +424,12 @@ fn shutting_down() -> Response {
     }
 }
 
+/// Runs a start, stop or restart; with `wait`, answers once the named units have
+/// settled: an error (exit 1) naming each unit that did not reach what was asked —
+/// running (ready, exited or skipped) for start and restart, not running for stop.
 async fn lifecycle(ctx: &Ctx, req: Request, wait: bool) -> Response {
+    use super::protocol::State;
+    let stopping = matches!(req, Request::Stop { .. });
     let names = match ask_loop(ctx, req).await {
         LoopReply::Response(r) => return r,
         LoopReply::Wait(names) => names,
@@ -437,28 +442,36 @@ async fn lifecycle(ctx: &Ctx, req: Request, wait: bool) -> Response {
             .cloned()
             .collect()
     };
-    if wait {
-        let settled = |snap: &Snapshot| {
-            names
-                .iter()
-                .all(|n| snap.settled.get(n).copied().unwrap_or(true))
+    if !wait {
+        return Response::Done {
+            units: pick(&rx.borrow()),
         };
-        let _ = tokio::time::timeout(MAX_WAIT, rx.wait_for(|s| settled(s))).await;
     }
+    let settled = |snap: &Snapshot| {
+        names
+            .iter()
+            .all(|n| snap.settled.get(n).copied().unwrap_or(true))
+    };
+    let _ = tokio::time::timeout(MAX_WAIT, rx.wait_for(|s| settled(s))).await;
     let units = pick(&rx.borrow());
-    if wait
-        && units
-            .iter()
-            .any(|u| u.state == super::protocol::State::Failed)
-    {
-        let failed: Vec<String> = units
-            .iter()
-            .filter(|u| u.state == super::protocol::State::Failed)
-            .map(|u| format!("{}: {}", u.name, u.reason))
-            .collect();
+    let missed: Vec<String> = units
+        .iter()
+        .filter(|u| {
+            if stopping {
+                !matches!(
+                    u.state,
+                    State::Inactive | State::Failed | State::Exited | State::Skipped
+                )
+            } else {
+                !matches!(u.state, State::Ready | State::Exited | State::Skipped)
+            }
+        })
+        .map(|u| format!("{}: {}: {}", u.name, u.state.as_str(), u.reason))
+        .collect();
+    if !missed.is_empty() {
         return Response::Error {
             kind: ErrorKind::Failed,
-            message: failed.join("\n"),
+            message: missed.join("\n"),
         };
     }
     Response::Done { units }

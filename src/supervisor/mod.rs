@@ -760,7 +760,7 @@ impl Executor {
         };
         let bad = |what: &str| {
             (
-                ErrorKind::Failed,
+                ErrorKind::InvalidArgument,
                 format!("`{value}` is not {what} (for `{key}`)"),
             )
         };
@@ -786,8 +786,9 @@ impl Executor {
                     save(self.hub.set_channel(channel, Some(b), None))
                 }
                 "level" => {
-                    let l: crate::logs::Level =
-                        value.parse().map_err(|e: String| (ErrorKind::Failed, e))?;
+                    let l: crate::logs::Level = value
+                        .parse()
+                        .map_err(|e: String| (ErrorKind::InvalidArgument, e))?;
                     save(self.hub.set_channel(channel, None, Some(l)))
                 }
                 _ => Err((
