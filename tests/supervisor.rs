@@ -715,3 +715,97 @@ fn as_pid_1_it_reaps_orphans_and_stops_in_order_on_sigterm() {
     assert_eq!(order, ["app", "db"], "{text}");
     assert!(procs.iter().all(|p| !alive(*p)));
 }
+
+/// However a unit ends, nothing it started survives: its process group always, and
+/// with cgroup v2 (where writable) also what left the group (`setsid`).
+#[test]
+fn no_process_of_a_unit_survives_however_the_unit_or_the_supervisor_ends() {
+    let h = Home::new();
+    // Unique per run: several test runs may share the machine.
+    let tag = |case: u32| format!("{}{case}", 7_000_000 + u32::from(h.base));
+    let forky = |case: u32, then: &str| {
+        let t = tag(case);
+        format!(
+            "[service]\ncommand = [\"/bin/sh\", \"-c\", \"setsid sleep {t}1 & sleep {t}2 & {then}\"]\n[restart]\npolicy = \"no\"\n"
+        )
+    };
+    let exec_sleep = |case: u32| format!("exec sleep {}3", tag(case));
+    h.unit("stopped", &forky(1, &exec_sleep(1)));
+    h.unit("crashing", &forky(2, "sleep 1; exit 3"));
+    h.unit("removed", &forky(3, &exec_sleep(3)));
+    h.unit("terminated", &forky(4, &exec_sleep(4)));
+    let mut sup = h.start();
+    let cgroups = sup.records().iter().any(|r| {
+        r["msg"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("units are contained by a cgroup v2")
+    });
+    // With process groups only, a process that left its group escapes (documented).
+    let must_die = |case: u32| -> Vec<String> {
+        let t = tag(case);
+        let mut v = vec![format!("sleep {t}2"), format!("sleep {t}3")];
+        if cgroups {
+            v.push(format!("sleep {t}1"));
+        }
+        v
+    };
+    let gone = |sup: &crate::helpers::Sup, what: &str, case: u32| {
+        sup.wait_until(&format!("{what}: no survivor"), secs(5), |_| {
+            must_die(case)
+                .iter()
+                .all(|n| pids_with_cmdline(n).is_empty())
+        });
+    };
+    for case in [1, 2, 3, 4] {
+        let t = tag(case);
+        sup.wait_until("the unit's processes run", secs(10), |_| {
+            !pids_with_cmdline(&format!("sleep {t}1")).is_empty()
+                && !pids_with_cmdline(&format!("sleep {t}2")).is_empty()
+        });
+    }
+    sup.cli_ok(&["stop", "stopped"]);
+    gone(&sup, "tmidb-cli stop", 1);
+    sup.wait_state("crashing", "failed", secs(10));
+    gone(&sup, "a crash", 2);
+    h.remove_unit("removed");
+    sup.cli_ok(&["reload"]);
+    gone(&sup, "a reload that removes the unit", 3);
+    sup.signal(Signal::SIGTERM);
+    sup.wait_exit(secs(20));
+    gone(&sup, "supervisor SIGTERM", 4);
+
+    // SIGKILL of the supervisor: the guardian cleans up.
+    let h = Home::new();
+    let t = tag(5);
+    h.unit("killed", &forky(5, &exec_sleep(5)));
+    let mut sup = h.start();
+    sup.wait_until("the unit's processes run", secs(10), |_| {
+        !pids_with_cmdline(&format!("sleep {t}1")).is_empty()
+    });
+    sup.signal(Signal::SIGKILL);
+    sup.wait_exit(secs(5));
+    let start = Instant::now();
+    while must_die(5).iter().any(|n| !pids_with_cmdline(n).is_empty()) && start.elapsed() < secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<String> = must_die(5)
+        .into_iter()
+        .filter(|n| !pids_with_cmdline(n).is_empty())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "survivors of a SIGKILLed supervisor: {left:?}"
+    );
+    // The guardian removed the supervisor's cgroup too.
+    let root = sup.records().iter().find_map(|r| {
+        let m = r["msg"].as_str()?;
+        let rest = m.strip_prefix("units are contained by a cgroup v2 per unit under ")?;
+        Some(std::path::PathBuf::from(rest.split(',').next()?))
+    });
+    assert_eq!(root.is_some(), cgroups);
+    if let Some(root) = root {
+        assert!(!root.exists(), "{} is left", root.display());
+    }
+}

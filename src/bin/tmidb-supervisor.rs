@@ -25,6 +25,10 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = SupervisorArgs::parse();
+    if let Some(SupervisorCommand::Guardian { cgroup }) = &args.command {
+        tmidb::supervisor::contain::guardian(cgroup.as_deref());
+        return ExitCode::SUCCESS;
+    }
     let home = tmidb::config::absolute(&args.home);
     let cfg = match tmidb::config::Config::load(&home) {
         Ok(c) => c,

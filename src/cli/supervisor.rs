@@ -44,6 +44,14 @@ pub enum SupervisorCommand {
     /// First-run set-up steps used by the default oneshot units.
     #[command(subcommand)]
     Setup(Setup),
+    /// Internal: the process that kills what the units left when the supervisor dies
+    /// (started by the supervisor itself; see `supervisor::contain`).
+    #[command(hide = true)]
+    Guardian {
+        /// The supervisor's cgroup of units, removed with everything in it.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+    },
 }
 
 /// `setup` steps.

@@ -7,6 +7,7 @@
 //! (spawned / failed to spawn) are fed back before the next input, so the core never sees
 //! a half-done step.
 
+pub mod contain;
 pub mod core;
 pub mod notify;
 pub mod process;
@@ -158,6 +159,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         what: "cannot watch SIGCHLD".into(),
         source,
     })?;
+    let contain = contain::Containment::start(&reaper);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Input>();
 
@@ -178,12 +180,14 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     })?;
 
     tracing::info!(home = %cfg.home.display(), units = %units_dir.display(), socket = %socket.display(), pid = std::process::id(), "tmidb-supervisor {} starting {} units", env!("CARGO_PKG_VERSION"), set.units.len());
+    tracing::info!("units are contained by {}", contain.describe());
 
     let mut exec = Executor {
         cfg: cfg.clone(),
         units_dir,
         hub,
         reaper,
+        contain,
         ev_tx,
         in_tx,
         probes: HashMap::new(),
@@ -232,6 +236,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
     }
     server.abort();
+    exec.contain.finish();
     let _ = std::fs::remove_file(&socket);
     for (path, task) in exec.notify.values() {
         task.abort();
@@ -284,6 +289,8 @@ struct Executor {
     units_dir: PathBuf,
     hub: Arc<LogHub>,
     reaper: process::Reaper,
+    /// Keeps every process a unit starts from outliving it.
+    contain: contain::Containment,
     ev_tx: mpsc::UnboundedSender<Event>,
     in_tx: mpsc::UnboundedSender<Input>,
     probes: HashMap<String, Vec<AbortHandle>>,
@@ -317,8 +324,12 @@ impl Executor {
     fn act(&mut self, action: Action) -> Option<Event> {
         match action {
             Action::Spawn { spec, inc } => Some(self.spawn(spec, inc)),
-            Action::Signal { pgid, signal, .. } => {
-                process::signal_group(pgid, signal);
+            Action::Signal { unit, pgid, signal } => {
+                if signal == nix::sys::signal::Signal::SIGKILL {
+                    self.contain.kill(&unit, pgid);
+                } else {
+                    process::signal_group(pgid, signal);
+                }
                 None
             }
             Action::StartReadiness { spec, inc } => {
@@ -360,13 +371,14 @@ impl Executor {
                 None
             }
             Action::CleanupGroup { unit, pgid } => {
+                let cleanup = self.contain.ended(&unit, pgid);
                 tokio::spawn(async move {
                     // Members that were signalled with the main process may still be exiting.
-                    if process::group_members(pgid).is_empty() {
+                    if cleanup.survivors().is_empty() {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    let survivors = process::cleanup_group(pgid);
+                    let survivors = cleanup.run();
                     if !survivors.is_empty() {
                         tracing::warn!(unit = %unit, pgid, ?survivors, "{} process(es) of the unit's group outlived its main process; killed them", survivors.len());
                     }
@@ -446,11 +458,14 @@ impl Executor {
         };
         let since = self.hub.last_seq();
         self.spawn_seq.insert(unit.clone(), since);
-        let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref()) {
+        let cgroup = self.contain.procs_file(&unit);
+        let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref(), cgroup)
+        {
             Ok(sp) => sp,
             Err(e) => return fail(e.to_string()),
         };
         let pid = sp.child.id() as i32;
+        self.contain.spawned(pid);
         let src = Arc::new(crate::logs::Source {
             unit: spec.base.as_str().into(),
             instance: spec.instance,

@@ -313,11 +313,13 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<ExitInfo>,
 }
 
-/// Spawns a unit's main process in its own process group, dying with the supervisor.
+/// Spawns a unit's main process in its own process group (and, given its
+/// `cgroup.procs`, in the unit's cgroup), dying with the supervisor.
 pub fn spawn_unit(
     reaper: &Reaper,
     spec: &UnitSpec,
     notify_socket: Option<&Path>,
+    cgroup_procs: Option<std::ffi::CString>,
 ) -> Result<Spawned, SpawnError> {
     let id = identity(spec)?;
     prepare_state_dir(spec, id.as_ref())?;
@@ -361,18 +363,33 @@ pub fn spawn_unit(
         cmd.current_dir(dir);
     }
     if let Some(id) = &id {
-        cmd.uid(id.uid.as_raw())
-            .gid(id.gid.as_raw())
-            .env("USER", &id.name)
+        cmd.env("USER", &id.name)
             .env("LOGNAME", &id.name)
             .env("HOME", &id.home);
     }
+    let drop_to = id.as_ref().map(|i| (i.uid, i.gid));
     let parent = nix::unistd::getpid();
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-    // PR_SET_PDEATHSIG is set after std switched uid/gid, since a credential change
-    // clears it.
+    // SAFETY: only async-signal-safe calls (open, write, close, setgroups, setgid,
+    // setuid, prctl, getppid, _exit) between fork and exec, on data prepared before the
+    // fork. The order matters: the cgroup is joined while still root (moving a process
+    // needs write access to the cgroups' common ancestor), privileges are dropped next,
+    // and PR_SET_PDEATHSIG comes last, since a credential change clears it.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(procs) = &cgroup_procs {
+                // Best effort: a unit outside its cgroup is still in its process group.
+                let fd =
+                    nix::libc::open(procs.as_ptr(), nix::libc::O_WRONLY | nix::libc::O_CLOEXEC);
+                if fd >= 0 {
+                    nix::libc::write(fd, b"0".as_ptr().cast(), 1);
+                    nix::libc::close(fd);
+                }
+            }
+            if let Some((uid, gid)) = drop_to {
+                nix::unistd::setgroups(&[gid]).map_err(io::Error::from)?;
+                nix::unistd::setgid(gid).map_err(io::Error::from)?;
+                nix::unistd::setuid(uid).map_err(io::Error::from)?;
+            }
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             if nix::unistd::getppid() != parent {
                 // The supervisor died between fork and prctl.
@@ -419,13 +436,4 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
             state != Some("Z") && pgrp == Some(pgid)
         })
         .collect()
-}
-
-/// Kills whatever survived in the group of an ended main process; returns the pids found.
-pub fn cleanup_group(pgid: i32) -> Vec<i32> {
-    let survivors = group_members(pgid);
-    if !survivors.is_empty() {
-        signal_group(pgid, Signal::SIGKILL);
-    }
-    survivors
 }
