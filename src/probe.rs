@@ -47,15 +47,25 @@ async fn attempt_inner(probe: &ProbeSpec, reaper: &Reaper) -> Result<(), String>
             }
         }
         ProbeSpec::Exec(cmd) => {
-            let mut c = std::process::Command::new(&cmd[0]);
-            c.args(&cmd[1..])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            std::os::unix::process::CommandExt::process_group(&mut c, 0);
-            let (child, exit) = reaper
-                .spawn(&mut c)
-                .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
+            // Its output (stdout and stderr, the last bytes) explains a failure.
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot make a pipe: {e}"))?;
+            let (child, exit) = {
+                let mut c = std::process::Command::new(&cmd[0]);
+                let err_end = write
+                    .try_clone()
+                    .map_err(|e| format!("cannot make a pipe: {e}"))?;
+                c.args(&cmd[1..])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::from(write))
+                    .stderr(std::process::Stdio::from(err_end));
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
+                // The command (and our copies of the write end) is dropped here.
+                reaper
+                    .spawn(&mut c)
+                    .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?
+            };
+            let output = tokio::spawn(output_tail(read));
             // Kill the probe's group if this future is dropped (timeout or abort).
             struct Guard(i32, bool);
             impl Drop for Guard {
@@ -69,13 +79,40 @@ async fn attempt_inner(probe: &ProbeSpec, reaper: &Reaper) -> Result<(), String>
             let status = exit.await.map_err(|_| "probe process lost".to_string())?;
             guard.1 = true;
             if status.success() {
-                Ok(())
-            } else {
-                Err(format!("{} ended with {status}", cmd[0]))
+                output.abort();
+                return Ok(());
             }
+            // What it wrote, unless something it started still holds the pipe open.
+            let said = match tokio::time::timeout(Duration::from_millis(200), output).await {
+                Ok(Ok(t)) if !t.is_empty() => format!(": {t}"),
+                _ => String::new(),
+            };
+            Err(format!("{} ended with {status}{said}", cmd[0]))
         }
         ProbeSpec::Log(_) | ProbeSpec::Notify => Err("not an active probe".into()),
     }
+}
+
+/// The last 300 bytes a probe process wrote, as one line of text.
+async fn output_tail(read: std::os::fd::OwnedFd) -> String {
+    const KEEP: usize = 300;
+    let Ok(mut r) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) else {
+        return String::new();
+    };
+    let mut tail: Vec<u8> = vec![];
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * KEEP {
+            tail.drain(..tail.len() - KEEP);
+        }
+    }
+    let from = tail.len().saturating_sub(KEEP);
+    let text = String::from_utf8_lossy(&tail[from..]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// GETs `path` and returns the status code: probes need nothing more than the status
@@ -137,14 +174,24 @@ pub async fn readiness(
                 .interval
                 .max(Duration::from_secs(1))
                 .min(Duration::from_secs(5));
+            let mut last = String::new();
             loop {
-                if attempt(probe, per_try, &reaper).await.is_ok() {
-                    let _ = tx.send(Event::ProbeReady {
-                        unit,
-                        inc,
-                        how: probe.describe(),
-                    });
-                    return;
+                match attempt(probe, per_try, &reaper).await {
+                    Ok(()) => {
+                        let _ = tx.send(Event::ProbeReady {
+                            unit,
+                            inc,
+                            how: probe.describe(),
+                        });
+                        return;
+                    }
+                    // The reason of the last failure is kept for the timeout's message.
+                    Err(why) if why != last => {
+                        last = why.clone();
+                        let unit = unit.clone();
+                        let _ = tx.send(Event::ProbeFailed { unit, inc, why });
+                    }
+                    Err(_) => {}
                 }
                 tokio::time::sleep(r.interval).await;
             }

@@ -257,6 +257,53 @@ fn notify_readiness_and_ready_to_parent() {
     let u = sup.unit("n").unwrap();
     assert_eq!(u["state"], "ready");
     assert_eq!(u["status_text"], "warm");
+    assert!(
+        sup.cli_ok(&["status", "n"]).contains(" — warm"),
+        "the table shows STATUS= too"
+    );
+}
+
+#[test]
+fn a_readiness_timeout_says_why_the_last_attempt_failed() {
+    let h = Home::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let http = crate::helpers::TinyServer::start(0);
+    let unit = |probe: &str| {
+        format!(
+            "[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n[readiness]\n{probe}\ninterval = \"100ms\"\ntimeout = \"1500ms\"\n[restart]\npolicy = \"no\"\n"
+        )
+    };
+    h.unit(
+        "tcp",
+        &unit(&format!("probe = \"tcp\"\naddress = \"127.0.0.1:{port}\"")),
+    );
+    h.unit(
+        "http",
+        &unit(&format!(
+            "probe = \"http\"\nurl = \"http://127.0.0.1:{}/up\"\nexpect_status = 204",
+            http.port
+        )),
+    );
+    h.unit(
+        "exec",
+        &unit("probe = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"echo warming up; exit 3\"]"),
+    );
+    let sup = h.start();
+    for (u, why) in [
+        ("tcp", "Connection refused".to_string()),
+        ("http", "status 200, want 204".to_string()),
+        ("exec", "ended with exit 3: warming up".to_string()),
+    ] {
+        sup.wait_state(u, "failed", secs(10));
+        let failures = sup.cli_ok(&["failures", u]);
+        assert!(
+            failures.contains("not ready within 1s 500ms (last attempt:")
+                && failures.contains(&why),
+            "{u}: {failures}"
+        );
+    }
 }
 
 #[test]

@@ -730,8 +730,13 @@ pub fn print_units(units: &[UnitStatus], j: bool) {
         } else {
             String::new()
         };
+        // What a notify service says of itself (STATUS=), after the supervisor's reason.
+        let said = match &u.status_text {
+            Some(t) if !t.is_empty() => format!(" — {t}"),
+            _ => String::new(),
+        };
         out!(
-            "{:<22} {} {:>8} {:>8} {:>8}  {:<14} {}{dropped}",
+            "{:<22} {} {:>8} {:>8} {:>8}  {:<14} {}{said}{dropped}",
             u.name,
             state,
             u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

@@ -84,6 +84,16 @@ pub enum Event {
         /// Which probe.
         how: String,
     },
+    /// A readiness attempt failed (sent when the reason changes), for the timeout's
+    /// reason.
+    ProbeFailed {
+        /// Instance name.
+        unit: String,
+        /// Incarnation.
+        inc: u64,
+        /// Why the attempt failed.
+        why: String,
+    },
     /// Not ready by the readiness timeout (a oneshot: not exited by `start_timeout`).
     StartTimeout {
         /// Instance name.
@@ -271,6 +281,7 @@ pub struct Unit {
     remove_when_down: bool,
     blocked: bool,
     last_watchdog: Option<Instant>,
+    last_probe_failure: Option<String>,
 }
 
 impl Unit {
@@ -298,6 +309,7 @@ impl Unit {
             remove_when_down: false,
             blocked: false,
             last_watchdog: None,
+            last_probe_failure: None,
         }
     }
 
@@ -492,6 +504,7 @@ impl Core {
                 u.spawned_at = Some((now.mono, now.wall));
                 u.ready_at = None;
                 u.status_text = None;
+                u.last_probe_failure = None;
                 self.pids.insert(pid, unit.clone());
                 let spec = u.spec.clone();
                 let reason = format!("spawned pid {pid}");
@@ -558,6 +571,13 @@ impl Core {
                     self.become_ready(&unit, &how, now, out);
                 }
             }
+            Event::ProbeFailed { unit, inc, why } => {
+                if self.is_current(&unit, inc, State::Starting)
+                    && let Some(u) = self.units.get_mut(&unit)
+                {
+                    u.last_probe_failure = Some(why);
+                }
+            }
             Event::StartTimeout { unit, inc } => {
                 if self.is_current(&unit, inc, State::Starting) {
                     let spec = &self.units[&unit].spec;
@@ -566,12 +586,14 @@ impl Core {
                             "still running after start_timeout ({})",
                             humantime::format_duration(spec.start_timeout)
                         ),
-                        (r, _) => format!(
-                            "not ready within {}",
-                            humantime::format_duration(
-                                r.as_ref().map(|r| r.timeout).unwrap_or_default()
-                            )
-                        ),
+                        (r, _) => {
+                            let t = r.as_ref().map(|r| r.timeout).unwrap_or_default();
+                            let last = match &self.units[&unit].last_probe_failure {
+                                Some(why) => format!(" (last attempt: {why})"),
+                                None => String::new(),
+                            };
+                            format!("not ready within {}{last}", humantime::format_duration(t))
+                        }
                     };
                     self.kill_for_failure(&unit, why, now, out);
                 }
@@ -1586,6 +1608,11 @@ mod tests {
         )]);
         let (pids, _) = h.spawn_all(&boot);
         let inc = h.core.unit("a").unwrap().inc;
+        h.step(Event::ProbeFailed {
+            unit: "a".into(),
+            inc,
+            why: "connect 127.0.0.1:1: Connection refused".into(),
+        });
         let kill = h.step(Event::StartTimeout {
             unit: "a".into(),
             inc,
@@ -1597,11 +1624,9 @@ mod tests {
             last_lines: vec![],
         });
         assert_eq!(spawned(&after), ["a"]);
-        assert!(
-            h.core.failures("a").unwrap()[0]
-                .reason
-                .contains("not ready within 1s")
-        );
+        assert!(h.core.failures("a").unwrap()[0].reason.contains(
+            "not ready within 1s (last attempt: connect 127.0.0.1:1: Connection refused)"
+        ));
     }
 
     #[test]
