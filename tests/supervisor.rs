@@ -856,3 +856,34 @@ fn no_process_of_a_unit_survives_however_the_unit_or_the_supervisor_ends() {
         assert!(!root.exists(), "{} is left", root.display());
     }
 }
+
+#[test]
+fn a_reload_that_changes_only_what_the_process_does_not_see_keeps_it_running() {
+    let h = Home::new();
+    h.unit("svc", SLEEPER);
+    let sup = h.start();
+    sup.wait_state("svc", "ready", secs(10));
+    let pid = sup.unit("svc").unwrap()["pid"].clone();
+    h.unit(
+        "svc",
+        &format!("[unit]\ndescription = \"now described\"\n{SLEEPER}[restart]\nburst = 2\n[log]\nenabled = false\n"),
+    );
+    // (The file watcher may apply it before an explicit reload does.)
+    sup.cli_ok(&["reload"]);
+    sup.wait_until("the update applied in place", secs(10), |s| {
+        s.records().iter().any(|r| {
+            r["msg"].as_str().is_some_and(|m| {
+                m.starts_with("reload: Update") && m.contains("applied without a restart")
+            })
+        })
+    });
+    assert!(sup.cli_ok(&["units", "list"]).contains("now described"));
+    assert_eq!(sup.unit("svc").unwrap()["pid"], pid, "not restarted");
+    // A change of what it runs restarts it.
+    h.unit("svc", "[service]\ncommand = [\"/bin/sleep\", \"1001\"]\n");
+    sup.cli_ok(&["reload"]);
+    sup.wait_until("restarted", secs(10), |s| {
+        s.unit("svc")
+            .is_some_and(|u| u["pid"] != pid && u["state"] == "ready")
+    });
+}

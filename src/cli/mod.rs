@@ -85,7 +85,10 @@ pub enum Command {
     Stop(Lifecycle),
     /// Restart units and what requires them.
     Restart(Lifecycle),
-    /// Re-read unit files and tmidb.toml; apply only the difference.
+    /// Re-read unit files and tmidb.toml; apply only the difference: new units start,
+    /// removed ones stop, changed ones restart with what requires them, and a change the
+    /// process does not see (description, [restart], [log] enabled) is an `update`,
+    /// applied without a restart.
     Reload {
         /// Print the plan without applying it.
         #[arg(long)]
@@ -434,6 +437,7 @@ async fn remote(client: &mut Client, command: Command) -> Result<(), CliError> {
                             PlanAction::Start => "start",
                             PlanAction::Stop => "stop",
                             PlanAction::Restart => "restart",
+                            PlanAction::Update => "update",
                             PlanAction::Unchanged => "unchanged",
                         };
                         out!("{:<24} {:<10} {}", e.unit, a, e.why);

@@ -228,6 +228,9 @@ pub enum PlanAction {
     Stop,
     /// Changed (or requires a changed unit): restarted.
     Restart,
+    /// Changed only in what the running process does not see (description, announce,
+    /// `[restart]`, `[log] enabled`): applied without a restart.
+    Update,
     /// Left alone.
     Unchanged,
 }

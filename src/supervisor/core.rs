@@ -1058,6 +1058,18 @@ impl Core {
                         );
                     }
                 }
+                PlanAction::Update => {
+                    if let (Some(u), Some(spec)) =
+                        (self.units.get_mut(&e.unit), by_name.get(e.unit.as_str()))
+                    {
+                        // The running process keeps going; the next decision (a restart,
+                        // a burst count) follows the new settings.
+                        match &mut u.pending_spec {
+                            Some(p) => *p = (*spec).clone(),
+                            None => u.spec = (*spec).clone(),
+                        }
+                    }
+                }
                 PlanAction::Unchanged => {
                     if let (Some(u), Some(spec)) =
                         (self.units.get_mut(&e.unit), by_name.get(e.unit.as_str()))

@@ -858,6 +858,7 @@ impl Executor {
                     PlanAction::Start => "start",
                     PlanAction::Stop => "stop",
                     PlanAction::Restart => "restart",
+                    PlanAction::Update => "update",
                     PlanAction::Unchanged => "unchanged",
                 })
                 .or_default() += 1;

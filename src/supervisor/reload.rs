@@ -1,7 +1,9 @@
 //! The reload plan: what a new unit set changes. Pure.
 //!
 //! Added units start, removed units stop, changed units restart together with every unit
-//! that (transitively) `requires` one of them; everything else is left alone, pids and all.
+//! that (transitively) `requires` one of them; a change the running process does not see
+//! (description, `[restart]`, `[log] enabled`) is applied in place; everything else is
+//! left alone, pids and all.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +32,12 @@ pub fn plan(old: &[Arc<UnitSpec>], new: &[Arc<UnitSpec>]) -> Vec<PlanEntry> {
                         unit: name.to_string(),
                         action: PlanAction::Unchanged,
                         why: "no change".into(),
+                    }
+                } else if !n.restart_needed(o) {
+                    PlanEntry {
+                        unit: name.to_string(),
+                        action: PlanAction::Update,
+                        why: format!("{} changed; applied without a restart", diff.join(", ")),
                     }
                 } else {
                     changed.push(name.to_string());
@@ -80,6 +88,39 @@ mod tests {
         crate::unit::load_files(files, &Default::default())
             .unwrap()
             .units
+    }
+
+    #[test]
+    fn what_the_process_does_not_see_is_applied_without_a_restart() {
+        let db = "[service]\ncommand = [\"db\"]\n";
+        let api = "[unit]\nrequires = [\"db\"]\n[service]\ncommand = [\"api\"]\n";
+        let old = set(&[("db", db), ("api", api)]);
+        let new = set(&[
+            (
+                "db",
+                "[unit]\ndescription = \"the database\"\n[service]\ncommand = [\"db\"]\n[restart]\nburst = 9\n[log]\nenabled = false\n",
+            ),
+            ("api", api),
+        ]);
+        let p: Vec<(String, PlanAction)> = plan(&old, &new)
+            .into_iter()
+            .map(|e| (e.unit, e.action))
+            .collect();
+        assert_eq!(
+            p,
+            [
+                ("api".into(), PlanAction::Unchanged),
+                ("db".into(), PlanAction::Update)
+            ]
+        );
+        let moved = set(&[
+            (
+                "db",
+                "[service]\ncommand = [\"db\"]\n[log]\nchannel = \"x\"\n",
+            ),
+            ("api", api),
+        ]);
+        assert_eq!(plan(&old, &moved)[1].action, PlanAction::Restart);
     }
 
     #[test]

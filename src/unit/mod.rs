@@ -243,6 +243,18 @@ impl UnitSpec {
             || matches!(&self.liveness, Some(l) if l.probe == ProbeSpec::Notify)
     }
 
+    /// Whether going from `other` to this spec needs a new process: any change besides
+    /// the description, the announcement, `[restart]` and `[log] enabled`, which apply
+    /// to a running unit as they are.
+    pub fn restart_needed(&self, other: &UnitSpec) -> bool {
+        let mut same = other.clone();
+        same.description = self.description.clone();
+        same.announce = self.announce.clone();
+        same.restart = self.restart.clone();
+        same.log.enabled = self.log.enabled;
+        !self.changes(&same).is_empty()
+    }
+
     /// Names of the sections that differ from `other` (the "why" of a reload restart).
     pub fn changes(&self, other: &UnitSpec) -> Vec<&'static str> {
         let mut c = vec![];
