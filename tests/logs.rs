@@ -445,3 +445,34 @@ fn journald_gets_one_identifier_per_unit_and_files_rotate() {
             .contains("filler line 200")
     });
 }
+
+#[test]
+fn a_line_longer_than_64_kib_becomes_marked_pieces_that_join_back() {
+    let h = Home::new();
+    // 100 000 two-byte characters: the cuts must not split one.
+    h.unit(
+        "long",
+        "[service]\ncommand = [\"python3\", \"-c\", \"print('é' * 100000 + 'END'); print('short', flush=True); import time; time.sleep(1000)\"]\n",
+    );
+    let sup = h.start();
+    sup.wait_until("both lines", secs(10), |s| {
+        unified(s, "long").iter().any(|r| r["msg"] == "short")
+    });
+    let recs = unified(&sup, "long");
+    let pieces: Vec<&Value> = recs.iter().filter(|r| r["msg"] != "short").collect();
+    assert_eq!(pieces.len(), 4, "200 003 bytes in pieces of at most 64 KiB");
+    let parts: Vec<(u64, bool)> = pieces
+        .iter()
+        .map(|r| {
+            (
+                r["fields"]["part"].as_u64().unwrap(),
+                r["fields"]["continued"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(parts, [(1, true), (2, true), (3, true), (4, false)]);
+    let joined: String = pieces.iter().map(|r| r["msg"].as_str().unwrap()).collect();
+    assert_eq!(joined, format!("{}END", "é".repeat(100_000)));
+    let short = recs.iter().find(|r| r["msg"] == "short").unwrap();
+    assert!(short["fields"].get("part").is_none(), "{short}");
+}

@@ -498,6 +498,8 @@ impl LogHub {
     ) {
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let mut partial: Vec<u8> = Vec::new();
+        // Which piece of a line longer than MAX_LINE comes next (1: a line's first).
+        let mut part = 1u64;
         loop {
             let mut batch = Vec::new();
             let used = {
@@ -512,19 +514,26 @@ impl LogHub {
                 let mut start = 0;
                 while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
                     let end = start + i;
-                    if partial.is_empty() {
-                        batch.push(self.record(&src, stream, &buf[start..end], &now));
+                    let mut rec = if partial.is_empty() {
+                        self.record(&src, stream, &buf[start..end], &now)
                     } else {
                         partial.extend_from_slice(&buf[start..end]);
-                        batch.push(self.record(&src, stream, &partial, &now));
+                        let r = self.record(&src, stream, &partial, &now);
                         partial.clear();
-                    }
+                        r
+                    };
+                    mark_part(&mut rec, part, false);
+                    part = 1;
+                    batch.push(rec);
                     start = end + 1;
                 }
                 partial.extend_from_slice(&buf[start..]);
                 while partial.len() >= MAX_LINE {
-                    let rest = partial.split_off(MAX_LINE);
-                    batch.push(self.record(&src, stream, &partial, &now));
+                    let rest = partial.split_off(utf8_cut(&partial, MAX_LINE));
+                    let mut rec = self.record(&src, stream, &partial, &now);
+                    mark_part(&mut rec, part, true);
+                    part += 1;
+                    batch.push(rec);
                     partial = rest;
                 }
                 buf.len()
@@ -535,7 +544,8 @@ impl LogHub {
             }
         }
         if !partial.is_empty() {
-            let rec = self.record(&src, stream, &partial, &now_rfc3339().into());
+            let mut rec = self.record(&src, stream, &partial, &now_rfc3339().into());
+            mark_part(&mut rec, part, false);
             self.push(&src.name, vec![rec]).await;
         }
     }
@@ -560,6 +570,27 @@ impl LogHub {
             fields: c.fields,
         }
     }
+}
+
+/// Marks the pieces of a line longer than [`MAX_LINE`]: each has `part` (1, 2, …),
+/// and every piece but the last `continued: true`. A line kept whole has neither.
+fn mark_part(rec: &mut LogRecord, part: u64, continued: bool) {
+    if part > 1 || continued {
+        rec.fields.insert("part".into(), part.into());
+    }
+    if continued {
+        rec.fields.insert("continued".into(), true.into());
+    }
+}
+
+/// Where to cut `bytes` at most `max` long without splitting a UTF-8 character.
+fn utf8_cut(bytes: &[u8], max: usize) -> usize {
+    let mut at = max.min(bytes.len());
+    // Continuation bytes are 0b10xxxxxx; a character is at most 4 bytes.
+    while at > max.saturating_sub(3) && at < bytes.len() && bytes[at] & 0xC0 == 0x80 {
+        at -= 1;
+    }
+    at
 }
 
 /// The current time as RFC 3339 with microseconds.
