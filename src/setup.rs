@@ -109,6 +109,12 @@ pub fn postgresql(cfg: &Config, user: &str) -> Result<(), SetupError> {
     } else {
         None
     };
+    if let Some((uid, gid)) = id
+        && let Some(why) = crate::supervisor::process::unreachable(&data, uid, gid, user)
+    {
+        // initdb would fail with a bare "Permission denied".
+        return Err(SetupError::Tool(why));
+    }
     std::fs::create_dir_all(&data).map_err(io("cannot create", &data))?;
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
         .map_err(io("cannot chmod", &data))?;

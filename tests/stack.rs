@@ -110,3 +110,27 @@ fn default_stack_ready_restarts_after_kill_and_dies_with_the_supervisor() {
     assert_eq!(sup.state("postgresql-init"), "skipped");
     assert_eq!(sup.state("seaweedfs-init"), "skipped");
 }
+
+#[test]
+fn a_home_the_postgres_user_cannot_reach_is_named_before_initdb_runs() {
+    let outer = tempfile::tempdir().unwrap();
+    let locked = outer.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let home = locked.join("home");
+    let o = Command::new(crate::helpers::SUPERVISOR)
+        .arg("--home")
+        .arg(&home)
+        .args(["setup", "postgresql", "--user", "postgres"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("user postgres cannot reach")
+            && err.contains(&format!("{} is mode 700", locked.display()))
+            && err.contains("chmod o+x"),
+        "{err}"
+    );
+    assert!(!home.join("data/postgresql/PG_VERSION").exists());
+}

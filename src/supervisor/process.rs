@@ -216,31 +216,39 @@ fn prepare_state_dir(spec: &UnitSpec, id: Option<&Identity>) -> Result<(), Spawn
 }
 
 fn check_reachable(dir: &Path, id: &Identity) -> Result<(), SpawnError> {
+    match unreachable(dir, id.uid, id.gid, &id.name) {
+        Some(why) => Err(SpawnError::Failed(why)),
+        None => Ok(()),
+    }
+}
+
+/// Why `user` (`uid`, primary group `gid`) cannot reach `dir`: the first ancestor it may
+/// not traverse, its mode, and the fix. None when every ancestor lets it through.
+pub fn unreachable(dir: &Path, uid: Uid, gid: Gid, user: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     for anc in dir.ancestors().skip(1) {
         let Ok(m) = std::fs::metadata(anc) else {
             continue;
         };
         let mode = m.mode();
-        let ok = if m.uid() == id.uid.as_raw() {
+        let ok = if m.uid() == uid.as_raw() {
             mode & 0o100 != 0
-        } else if m.gid() == id.gid.as_raw() {
+        } else if m.gid() == gid.as_raw() {
             mode & 0o010 != 0
         } else {
             mode & 0o001 != 0
         };
         if !ok {
-            return Err(SpawnError::Failed(format!(
-                "user {} cannot reach {} because {} is mode {:o}; run `chmod o+x {}` or choose a home outside it",
-                id.name,
+            return Some(format!(
+                "user {user} cannot reach {} because {} is mode {:o}; run `chmod o+x {}` or choose a home outside it",
                 dir.display(),
                 anc.display(),
                 mode & 0o7777,
                 anc.display()
-            )));
+            ));
         }
     }
-    Ok(())
+    None
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#` comments skipped, quotes stripped).
@@ -361,6 +369,11 @@ pub fn spawn_unit(
     }
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
+    }
+    if let (Some(id), Some(dir)) = (&id, &spec.working_dir)
+        && let Some(why) = unreachable(&dir.join("."), id.uid, id.gid, &id.name)
+    {
+        return Err(SpawnError::Failed(format!("working_dir: {why}")));
     }
     if let Some(id) = &id {
         cmd.env("USER", &id.name)
