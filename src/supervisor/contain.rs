@@ -32,6 +32,11 @@ pub struct Containment {
     cgroups: Option<PathBuf>,
     /// The write end of the guardian's pipe (None: the guardian could not start).
     guardian: Option<std::fs::File>,
+    /// Each running main process's cgroup, by its pid (= its process group).
+    running: std::collections::HashMap<i32, PathBuf>,
+    /// Spawns so far: each incarnation gets a cgroup of its own, so cleaning up after
+    /// one can never touch the next.
+    spawns: u64,
 }
 
 impl Containment {
@@ -62,7 +67,12 @@ impl Containment {
                 None
             }
         };
-        Containment { cgroups, guardian }
+        Containment {
+            cgroups,
+            guardian,
+            running: Default::default(),
+            spawns: 0,
+        }
     }
 
     /// What contains the units, for the start-up log.
@@ -78,52 +88,60 @@ impl Containment {
         }
     }
 
-    /// The `cgroup.procs` file a new process of `unit` writes itself into (the unit's
-    /// cgroup is created, and emptied of anything left from an earlier run).
-    pub fn procs_file(&self, unit: &str) -> Option<CString> {
-        let dir = self.cgroups.as_ref()?.join(unit);
-        if dir.is_dir() {
-            kill_cgroup(&dir);
-        } else if let Err(e) = std::fs::create_dir(&dir) {
+    /// A new cgroup for the next process of `unit` (`<root>/<unit>.<n>`), and the
+    /// `cgroup.procs` file the child writes itself into before it execs.
+    pub fn prepare(&mut self, unit: &str) -> Option<(PathBuf, CString)> {
+        self.spawns += 1;
+        let dir = self
+            .cgroups
+            .as_ref()?
+            .join(format!("{unit}.{}", self.spawns));
+        if let Err(e) = std::fs::create_dir(&dir) {
             tracing::warn!(unit, "cannot create cgroup {}: {e}", dir.display());
             return None;
         }
-        CString::new(
+        let procs = CString::new(
             dir.join("cgroup.procs")
                 .into_os_string()
                 .into_encoded_bytes(),
         )
-        .ok()
+        .ok()?;
+        Some((dir, procs))
     }
 
-    /// Tells the guardian about a unit's new process group.
-    pub fn spawned(&mut self, pgid: i32) {
-        self.tell(&format!("+{pgid}\n"));
+    /// Records a spawned main process (`pgid`: its pid and group) and its cgroup, and
+    /// tells the guardian of the group. A failed spawn passes `None` for the pid.
+    pub fn spawned(&mut self, pgid: Option<i32>, cgroup: Option<PathBuf>) {
+        match (pgid, cgroup) {
+            (Some(p), dir) => {
+                if let Some(d) = dir {
+                    self.running.insert(p, d);
+                }
+                self.tell(&format!("+{p}\n"));
+            }
+            (None, Some(d)) => {
+                let _ = std::fs::remove_dir(d);
+            }
+            (None, None) => {}
+        }
     }
 
     /// The unit's main process has ended: the guardian forgets its group, and the
     /// returned cleanup (run after a moment, off the event loop) kills whatever of the
-    /// unit outlived it, in the group and in the unit's cgroup, and returns the pids.
-    pub fn ended(&mut self, unit: &str, pgid: i32) -> Cleanup {
+    /// incarnation outlived it, in the group and in its cgroup, and returns the pids.
+    pub fn ended(&mut self, pgid: i32) -> Cleanup {
         self.tell(&format!("-{pgid}\n"));
         Cleanup {
             pgid,
-            cgroup: self.cgroups.as_ref().map(|r| r.join(unit)),
+            cgroup: self.running.remove(&pgid),
         }
     }
 
-    /// Sends SIGKILL to every process of `unit` (the group and the cgroup).
-    pub fn kill(&self, unit: &str, pgid: i32) {
+    /// Sends SIGKILL to every process of the incarnation whose main process is `pgid`.
+    pub fn kill(&self, pgid: i32) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        if let Some(root) = &self.cgroups {
-            kill_cgroup(&root.join(unit));
-        }
-    }
-
-    /// Removes a unit's cgroup once it is empty (the unit left the set).
-    pub fn forget(&self, unit: &str) {
-        if let Some(root) = &self.cgroups {
-            let _ = std::fs::remove_dir(root.join(unit));
+        if let Some(dir) = self.running.get(&pgid) {
+            kill_cgroup(dir);
         }
     }
 
@@ -164,14 +182,14 @@ impl Cleanup {
         all
     }
 
-    /// Kills them; returns the pids found.
+    /// Kills them, and removes the incarnation's cgroup; returns the pids found.
     pub fn run(&self) -> Vec<i32> {
         let survivors = self.survivors();
         if !survivors.is_empty() {
             let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-            if let Some(dir) = &self.cgroup {
-                kill_cgroup(dir);
-            }
+        }
+        if let Some(dir) = &self.cgroup {
+            remove_tree(dir);
         }
         survivors
     }

@@ -324,9 +324,9 @@ impl Executor {
     fn act(&mut self, action: Action) -> Option<Event> {
         match action {
             Action::Spawn { spec, inc } => Some(self.spawn(spec, inc)),
-            Action::Signal { unit, pgid, signal } => {
+            Action::Signal { pgid, signal, .. } => {
                 if signal == nix::sys::signal::Signal::SIGKILL {
-                    self.contain.kill(&unit, pgid);
+                    self.contain.kill(pgid);
                 } else {
                     process::signal_group(pgid, signal);
                 }
@@ -371,13 +371,12 @@ impl Executor {
                 None
             }
             Action::CleanupGroup { unit, pgid } => {
-                let cleanup = self.contain.ended(&unit, pgid);
-                tokio::spawn(async move {
+                let cleanup = self.contain.ended(pgid);
+                tokio::task::spawn_blocking(move || {
                     // Members that were signalled with the main process may still be exiting.
-                    if cleanup.survivors().is_empty() {
-                        return;
+                    if !cleanup.survivors().is_empty() {
+                        std::thread::sleep(Duration::from_millis(50));
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                     let survivors = cleanup.run();
                     if !survivors.is_empty() {
                         tracing::warn!(unit = %unit, pgid, ?survivors, "{} process(es) of the unit's group outlived its main process; killed them", survivors.len());
@@ -458,14 +457,16 @@ impl Executor {
         };
         let since = self.hub.last_seq();
         self.spawn_seq.insert(unit.clone(), since);
-        let cgroup = self.contain.procs_file(&unit);
-        let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref(), cgroup)
-        {
+        let (cgroup, procs) = self.contain.prepare(&unit).unzip();
+        let mut sp = match process::spawn_unit(&self.reaper, &spec, notify_path.as_deref(), procs) {
             Ok(sp) => sp,
-            Err(e) => return fail(e.to_string()),
+            Err(e) => {
+                self.contain.spawned(None, cgroup);
+                return fail(e.to_string());
+            }
         };
         let pid = sp.child.id() as i32;
-        self.contain.spawned(pid);
+        self.contain.spawned(Some(pid), cgroup);
         let src = Arc::new(crate::logs::Source {
             unit: spec.base.as_str().into(),
             instance: spec.instance,
