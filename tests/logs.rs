@@ -350,11 +350,26 @@ fn a_blocked_follower_does_not_slow_a_child() {
     let go = h.path().join("go");
     h.unit(
         "chatty",
-        &format!("[service]\ntype = \"oneshot\"\ncommand = [\"/bin/sh\", \"-c\", \"while [ ! -e {} ]; do sleep 0.05; done; seq 300000\"]\n", go.display()),
+        &format!("[service]\ntype = \"oneshot\"\ncommand = [\"/bin/sh\", \"-c\", \"while [ ! -e {} ]; do echo waiting; sleep 0.05; done; seq 300000\"]\n", go.display()),
     );
     let sup = h.start();
+    // A follow of a unit the supervisor has not loaded yet is refused.
+    sup.wait_state("chatty", "starting", secs(10));
     let mut stalled = stalled_follower(&sup.home.join("run/tmidb.sock"), "chatty");
-    std::thread::sleep(Duration::from_millis(200));
+    // The follow is live once a `waiting` line arrives (however loaded the machine is);
+    // from then on the follower reads nothing.
+    stalled.set_read_timeout(Some(secs(20))).unwrap();
+    let mut len = [0u8; 4];
+    loop {
+        stalled.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        stalled.read_exact(&mut body).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_ne!(v["response"], "error", "{v}");
+        if v["response"] == "logs" && !v["records"].as_array().unwrap().is_empty() {
+            break;
+        }
+    }
     std::fs::write(&go, "").unwrap();
     // With a follower that never reads, the child still runs to completion.
     let start = Instant::now();
@@ -363,7 +378,6 @@ fn a_blocked_follower_does_not_slow_a_child() {
     // The follower, reading at last, is told what it missed.
     stalled.set_read_timeout(Some(secs(10))).unwrap();
     let mut saw_gap = false;
-    let mut len = [0u8; 4];
     while !saw_gap && stalled.read_exact(&mut len).is_ok() {
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         stalled.read_exact(&mut body).unwrap();
