@@ -822,11 +822,30 @@ fn no_process_of_a_unit_survives_however_the_unit_or_the_supervisor_ends() {
     sup.wait_exit(secs(20));
     gone(&sup, "supervisor SIGTERM", 4);
 
+    // A cgroup left by a supervisor that is gone (killed together with its guardian)
+    // is removed by the next one that starts.
+    let first_root = sup.records().iter().find_map(|r| {
+        let m = r["msg"].as_str()?;
+        let rest = m.strip_prefix("units are contained by a cgroup v2 per unit under ")?;
+        Some(std::path::PathBuf::from(rest.split(',').next()?))
+    });
+    let stale = first_root.as_ref().map(|r| {
+        let mut dead = Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        dead.wait().unwrap();
+        let stale = r.parent().unwrap().join(format!("tmidb-{pid}"));
+        std::fs::create_dir_all(stale.join("unit.1")).unwrap();
+        stale
+    });
+
     // SIGKILL of the supervisor: the guardian cleans up.
     let h = Home::new();
     let t = tag(5);
     h.unit("killed", &forky(5, &exec_sleep(5)));
     let mut sup = h.start();
+    if let Some(stale) = &stale {
+        assert!(!stale.exists(), "{} is left", stale.display());
+    }
     sup.wait_until("the unit's processes run", secs(10), |_| {
         !pids_with_cmdline(&format!("sleep {t}1")).is_empty()
     });

@@ -44,6 +44,7 @@ impl Containment {
     pub fn start(reaper: &Reaper) -> Containment {
         let cgroups = match own_cgroup_dir() {
             Some(own) => {
+                remove_stale(&own);
                 let root = own.join(format!("tmidb-{}", std::process::id()));
                 match std::fs::create_dir(&root) {
                     Ok(()) => Some(root),
@@ -208,6 +209,36 @@ fn own_cgroup_dir() -> Option<PathBuf> {
     })?;
     let dir = mount.join(path.trim_start_matches('/'));
     dir.join("cgroup.procs").exists().then_some(dir)
+}
+
+/// Removes the cgroup trees of supervisors that are gone (`tmidb-<pid>` whose pid is
+/// not alive), with whatever still runs in them: left when a supervisor and its
+/// guardian were both killed.
+fn remove_stale(own: &Path) {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tmidb-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            tracing::info!(
+                "removing the cgroup of a supervisor that is gone: {}",
+                e.path().display()
+            );
+            remove_tree(&e.path());
+        }
+    }
 }
 
 fn cgroup_members(dir: &Path) -> Vec<i32> {
