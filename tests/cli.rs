@@ -156,7 +156,7 @@ fn completion_scripts_parse_in_their_shells_and_complete_unit_names() {
         "beta",
         "[unit]\ninstances = 2\n[service]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
     );
-    let _sup = h.start();
+    let sup = h.start();
     let complete = |args: &[&str]| {
         let o = Command::new(CLI)
             .env("COMPLETE", "fish")
@@ -171,11 +171,20 @@ fn completion_scripts_parse_in_their_shells_and_complete_unit_names() {
             .map(|l| l.split('\t').next().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    let units = complete(&["restart", ""]);
-    for want in ["alpha", "beta", "beta@1", "beta@2"] {
-        assert!(units.contains(&want.to_string()), "{want} not in {units:?}");
+    // Completion gives the supervisor one second; on a loaded machine, ask again.
+    let want = ["alpha", "beta", "beta@1", "beta@2"].map(String::from);
+    sup.wait_until("completion lists the units", secs(20), |_| {
+        let units = complete(&["restart", ""]);
+        want.iter().all(|w| units.contains(w))
+    });
+    let mut channels = complete(&["logs", "disable", ""]);
+    for _ in 0..20 {
+        if channels.contains(&"achan".to_string()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        channels = complete(&["logs", "disable", ""]);
     }
-    let channels = complete(&["logs", "disable", ""]);
     assert!(
         channels.contains(&"achan".to_string()) && channels.contains(&"supervisor".to_string()),
         "{channels:?}"
