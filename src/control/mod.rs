@@ -1,9 +1,9 @@
-//! The control socket: protocol types ([`protocol`]), framing (here), the supervisor's
-//! server ([`server`]) and the client used by `tmidb-cli` and the api ([`client`]).
+//! The control socket: protocol types ([`protocol`]), framing (here) and the client used
+//! by `tmidb-cli` and the api ([`client`]). It knows nothing of the supervisor: the
+//! server side is [`crate::supervisor::server`].
 
 pub mod client;
 pub mod protocol;
-pub mod server;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;

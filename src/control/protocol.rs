@@ -7,13 +7,94 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::logs::Level;
-
 /// Bumped on any incompatible change to [`Request`] or [`Response`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Severity of a record, lowest first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Tracing detail.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something to look at.
+    Warn,
+    /// Something failed.
+    Error,
+    /// The process cannot go on.
+    Fatal,
+}
+
+impl Level {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Fatal => "fatal",
+        }
+    }
+
+    /// Parses the level names services commonly use (`WARNING`, `err`, `CRITICAL`, …).
+    pub fn parse_loose(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "trace" | "trc" => Level::Trace,
+            "debug" | "dbg" => Level::Debug,
+            "info" | "inf" | "information" | "notice" | "log" => Level::Info,
+            "warn" | "wrn" | "warning" => Level::Warn,
+            "error" | "err" => Level::Error,
+            "fatal" | "ftl" | "critical" | "crit" | "panic" | "emerg" | "alert" => Level::Fatal,
+            _ => return None,
+        })
+    }
+
+    /// syslog priority for journald.
+    pub fn syslog_priority(self) -> u8 {
+        match self {
+            Level::Trace | Level::Debug => 7,
+            Level::Info => 6,
+            Level::Warn => 4,
+            Level::Error => 3,
+            Level::Fatal => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Level, String> {
+        Level::parse_loose(s).ok_or_else(|| {
+            format!("unknown level `{s}`; use trace, debug, info, warn, error or fatal")
+        })
+    }
+}
 
 /// Lifecycle states of a unit instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,91 +7,9 @@
 //! (`I1126 …`, `W…`, `E…`, `F…`); anything else is `info`. Byte scans, no regex: this
 //! runs for every line of every child.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Severity of a record, lowest first.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Tracing detail.
-    Trace,
-    /// Debugging detail.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something to look at.
-    Warn,
-    /// Something failed.
-    Error,
-    /// The process cannot go on.
-    Fatal,
-}
-
-impl Level {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-            Level::Fatal => "fatal",
-        }
-    }
-
-    /// Parses the level names services commonly use (`WARNING`, `err`, `CRITICAL`, …).
-    pub fn parse_loose(s: &str) -> Option<Level> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "trace" | "trc" => Level::Trace,
-            "debug" | "dbg" => Level::Debug,
-            "info" | "inf" | "information" | "notice" | "log" => Level::Info,
-            "warn" | "wrn" | "warning" => Level::Warn,
-            "error" | "err" => Level::Error,
-            "fatal" | "ftl" | "critical" | "crit" | "panic" | "emerg" | "alert" => Level::Fatal,
-            _ => return None,
-        })
-    }
-
-    /// syslog priority for journald.
-    pub fn syslog_priority(self) -> u8 {
-        match self {
-            Level::Trace | Level::Debug => 7,
-            Level::Info => 6,
-            Level::Warn => 4,
-            Level::Error => 3,
-            Level::Fatal => 2,
-        }
-    }
-}
-
-impl std::fmt::Display for Level {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Level, String> {
-        Level::parse_loose(s).ok_or_else(|| {
-            format!("unknown level `{s}`; use trace, debug, info, warn, error or fatal")
-        })
-    }
-}
+use crate::control::protocol::Level;
 
 /// The result of classifying one line.
 pub struct Classified {

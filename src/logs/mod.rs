@@ -29,8 +29,8 @@ use serde_json::Map;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc};
 
-pub use crate::control::protocol::{LogRecord, Stream};
-pub use classify::{Level, classify, text_level};
+use crate::control::protocol::{ChannelState, Level, LogRecord, Stream};
+pub use classify::{classify, text_level};
 
 /// Longest line kept whole; longer lines are split into several records.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -197,13 +197,13 @@ impl LogHub {
     }
 
     /// Every channel with its effective state.
-    pub fn channels(&self) -> Vec<crate::control::protocol::ChannelState> {
+    pub fn channels(&self) -> Vec<ChannelState> {
         let d = self.defaults.lock().expect("lock");
         let s = self.settings.lock().expect("lock");
         d.iter()
             .map(|(ch, (enabled, units))| {
                 let o = s.channels.get(ch).cloned().unwrap_or_default();
-                crate::control::protocol::ChannelState {
+                ChannelState {
                     channel: ch.clone(),
                     units: units.clone(),
                     enabled: o.enabled.unwrap_or(*enabled),

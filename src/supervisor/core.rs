@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use crate::control::protocol::{ExitInfo, FailureRecord, PlanAction, PlanEntry, State, UnitStatus};
-use crate::graph::Graph;
+use crate::unit::graph::Graph;
 use crate::unit::{ProbeSpec, RestartPolicy, ServiceType, UnitSpec};
 
 /// Failure records kept per unit.

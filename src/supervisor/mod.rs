@@ -10,8 +10,11 @@
 pub mod contain;
 pub mod core;
 pub mod notify;
+pub mod probe;
 pub mod process;
 pub mod reload;
+mod requests;
+pub mod server;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
@@ -84,7 +87,7 @@ pub enum RunError {
     },
     /// The control socket could not be bound.
     #[error(transparent)]
-    Bind(#[from] crate::control::server::BindError),
+    Bind(#[from] server::BindError),
     /// A filesystem or OS error.
     #[error("{what}: {source}")]
     Io {
@@ -164,11 +167,11 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Input>();
 
     let socket = cfg.socket_path();
-    let listener = crate::control::server::bind(&socket, cfg.control_group.as_deref()).await?;
+    let listener = server::bind(&socket, cfg.control_group.as_deref()).await?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let server = tokio::spawn(crate::control::server::serve(
+    let server = tokio::spawn(server::serve(
         listener,
-        crate::control::server::Ctx {
+        server::Ctx {
             inputs: in_tx.clone(),
             snapshot: snap_rx,
             hub: hub.clone(),
@@ -334,7 +337,7 @@ impl Executor {
             }
             Action::StartReadiness { spec, inc } => {
                 let since = self.spawn_seq.get(&spec.name).copied().unwrap_or(0);
-                let task = tokio::spawn(crate::probe::readiness(
+                let task = tokio::spawn(probe::readiness(
                     spec.clone(),
                     inc,
                     since,
@@ -346,7 +349,7 @@ impl Executor {
                 None
             }
             Action::StartLiveness { spec, inc } => {
-                let task = tokio::spawn(crate::probe::liveness(
+                let task = tokio::spawn(probe::liveness(
                     spec.clone(),
                     inc,
                     self.ev_tx.clone(),
@@ -480,7 +483,7 @@ impl Executor {
         {
             captures.push(tokio::spawn(self.hub.clone().capture(
                 src.clone(),
-                crate::logs::Stream::Stdout,
+                crate::control::protocol::Stream::Stdout,
                 r,
             )));
         }
@@ -489,7 +492,7 @@ impl Executor {
         {
             captures.push(tokio::spawn(self.hub.clone().capture(
                 src.clone(),
-                crate::logs::Stream::Stderr,
+                crate::control::protocol::Stream::Stderr,
                 r,
             )));
         }
@@ -555,277 +558,6 @@ impl Executor {
             Ok(false) => {}
             Err(e) => tracing::warn!("cannot notify our parent: {e}"),
         }
-    }
-
-    fn control(&mut self, core: &mut Core, req: Request) -> LoopReply {
-        let err = |kind, message: String| LoopReply::Response(Response::Error { kind, message });
-        match req {
-            Request::Start { units, .. }
-            | Request::Stop { units, .. }
-            | Request::Restart { units, .. }
-                if units.is_empty() =>
-            {
-                err(ErrorKind::UnknownUnit, "name at least one unit".into())
-            }
-            req @ (Request::Start { .. } | Request::Stop { .. } | Request::Restart { .. }) => {
-                if core.shutting_down() {
-                    return err(
-                        ErrorKind::ShuttingDown,
-                        "the supervisor is shutting down".into(),
-                    );
-                }
-                type MakeEvent = fn(Vec<String>) -> Event;
-                let (units, make): (&Vec<String>, MakeEvent) = match &req {
-                    Request::Start { units, .. } => (units, Event::Start),
-                    Request::Stop { units, .. } => (units, Event::Stop),
-                    Request::Restart { units, .. } => (units, Event::Restart),
-                    _ => unreachable!("matched above"),
-                };
-                let statuses = core.statuses();
-                let names: Vec<String> = match crate::control::server::select(&statuses, units) {
-                    Ok(s) => s.into_iter().map(|u| u.name.clone()).collect(),
-                    Err(m) => return err(ErrorKind::UnknownUnit, m),
-                };
-                self.feed(core, make(names.clone()));
-                LoopReply::Wait(names)
-            }
-            Request::Reload { dry_run } => {
-                LoopReply::Response(self.reload(core, dry_run, "tmidb-cli reload"))
-            }
-            Request::Deps { unit } => {
-                let g = core.graph();
-                let text = match unit {
-                    Some(u) => {
-                        let statuses = core.statuses();
-                        match crate::control::server::select(&statuses, std::slice::from_ref(&u)) {
-                            Ok(sel) => sel
-                                .iter()
-                                .map(|s| g.tree(&s.name))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            Err(m) => return err(ErrorKind::UnknownUnit, m),
-                        }
-                    }
-                    None => g
-                        .levels()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| format!("level {i}: {}\n", l.join(" ")))
-                        .collect(),
-                };
-                LoopReply::Response(Response::Text { text })
-            }
-            Request::ConfigGet { key } => {
-                let vars = self.config_values();
-                match key {
-                    None => LoopReply::Response(Response::Config {
-                        values: vars.into_iter().collect(),
-                    }),
-                    Some(k) => match vars.get(&k) {
-                        Some(v) => LoopReply::Response(Response::Config {
-                            values: vec![(k, v.clone())],
-                        }),
-                        None => err(
-                            ErrorKind::UnknownKey,
-                            format!("unknown key `{k}`; `tmidb-cli config get` lists every key"),
-                        ),
-                    },
-                }
-            }
-            Request::ConfigSet { key, value } => match self.config_set(&key, &value) {
-                Ok(()) => LoopReply::Response(Response::Config {
-                    values: vec![(key.clone(), self.config_values()[&key].clone())],
-                }),
-                Err((kind, message)) => err(kind, message),
-            },
-            Request::UnitsList => {
-                let units = core
-                    .names()
-                    .iter()
-                    .filter_map(|n| core.unit(n))
-                    .map(|u| crate::control::protocol::UnitInfo {
-                        name: u.spec.name.clone(),
-                        state: u.state,
-                        kind: format!("{:?}", u.spec.kind).to_lowercase(),
-                        channel: u.spec.log.channel.clone(),
-                        file: u.spec.source.display().to_string(),
-                        description: u.spec.description.clone(),
-                        requires: core
-                            .graph()
-                            .requires
-                            .get(&u.spec.name)
-                            .cloned()
-                            .unwrap_or_default(),
-                        wants: core
-                            .graph()
-                            .wants
-                            .get(&u.spec.name)
-                            .cloned()
-                            .unwrap_or_default(),
-                        after: core.graph().order_of(&u.spec.name).to_vec(),
-                    })
-                    .collect();
-                LoopReply::Response(Response::Units { units })
-            }
-            Request::UnitsCat { unit } => {
-                let statuses = core.statuses();
-                let first =
-                    match crate::control::server::select(&statuses, std::slice::from_ref(&unit)) {
-                        Ok(sel) => sel[0].name.clone(),
-                        Err(m) => return err(ErrorKind::UnknownUnit, m),
-                    };
-                let file = core
-                    .unit(&first)
-                    .map(|u| u.spec.source.clone())
-                    .unwrap_or_default();
-                match std::fs::read_to_string(&file) {
-                    Ok(text) => LoopReply::Response(Response::Text {
-                        text: format!("# {}\n{text}", file.display()),
-                    }),
-                    Err(e) => err(
-                        ErrorKind::Failed,
-                        format!("cannot read {}: {e}", file.display()),
-                    ),
-                }
-            }
-            Request::LogChannels => LoopReply::Response(Response::Channels {
-                channels: self.hub.channels(),
-            }),
-            Request::LogSet {
-                channels,
-                enabled,
-                level,
-            } => {
-                if channels.is_empty() {
-                    return err(ErrorKind::UnknownUnit, "name at least one channel".into());
-                }
-                for c in &channels {
-                    if !self.hub.has_channel(c) {
-                        let known: Vec<String> =
-                            self.hub.channels().into_iter().map(|c| c.channel).collect();
-                        return err(
-                            ErrorKind::UnknownUnit,
-                            format!("unknown channel `{c}`; channels: {}", known.join(", ")),
-                        );
-                    }
-                }
-                for c in &channels {
-                    if let Err(e) = self.hub.set_channel(c, enabled, level) {
-                        return err(
-                            ErrorKind::Failed,
-                            format!("cannot save {}: {e}", self.cfg.state_path().display()),
-                        );
-                    }
-                    let what = match (enabled, level) {
-                        (Some(true), _) => "enabled in the unified output".to_string(),
-                        (Some(false), _) => "disabled in the unified output".to_string(),
-                        (None, Some(l)) => format!("lowest level now {l}"),
-                        (None, None) => "unchanged".to_string(),
-                    };
-                    tracing::info!(channel = %c, "log channel {c} {what}");
-                }
-                let all = self
-                    .hub
-                    .channels()
-                    .into_iter()
-                    .filter(|c| channels.contains(&c.channel))
-                    .collect();
-                LoopReply::Response(Response::Channels { channels: all })
-            }
-            req @ (Request::LogShow { .. } | Request::LogFollow { .. }) => err(
-                ErrorKind::Unexpected,
-                format!("handled by the server: {req:?}"),
-            ),
-            Request::Failures { unit } => match core.failures(&unit) {
-                Some(records) => LoopReply::Response(Response::Failures { records }),
-                None => err(ErrorKind::UnknownUnit, format!("unknown unit `{unit}`")),
-            },
-            Request::Status { .. } | Request::Hello { .. } => {
-                err(ErrorKind::Unexpected, "handled by the server".into())
-            }
-        }
-    }
-
-    /// tmidb.toml's effective values plus the runtime settings the supervisor owns.
-    fn config_values(&self) -> BTreeMap<String, String> {
-        let mut vars = self.cfg.vars();
-        vars.insert("units_dir".into(), self.units_dir.display().to_string());
-        vars.insert("logs.ring_lines".into(), self.hub.ring_lines().to_string());
-        for c in self.hub.channels() {
-            vars.insert(
-                format!("logs.channel.{}.enabled", c.channel),
-                c.enabled.to_string(),
-            );
-            vars.insert(
-                format!("logs.channel.{}.level", c.channel),
-                c.level.to_string(),
-            );
-        }
-        vars
-    }
-
-    /// Sets one runtime setting (persisted by the log hub).
-    fn config_set(&self, key: &str, value: &str) -> Result<(), (ErrorKind, String)> {
-        let save = |r: std::io::Result<()>| {
-            r.map_err(|e| {
-                (
-                    ErrorKind::Failed,
-                    format!("cannot save {}: {e}", self.cfg.state_path().display()),
-                )
-            })
-        };
-        let bad = |what: &str| {
-            (
-                ErrorKind::InvalidArgument,
-                format!("`{value}` is not {what} (for `{key}`)"),
-            )
-        };
-        if key == "logs.ring_lines" {
-            let n: usize = value
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad("a positive number of lines"))?;
-            return save(self.hub.set_ring_lines(n));
-        }
-        if let Some(rest) = key.strip_prefix("logs.channel.") {
-            let (channel, field) = rest.rsplit_once('.').unwrap_or((rest, ""));
-            if !self.hub.has_channel(channel) {
-                return Err((
-                    ErrorKind::UnknownKey,
-                    format!("unknown channel `{channel}` in `{key}`"),
-                ));
-            }
-            return match field {
-                "enabled" => {
-                    let b: bool = value.parse().map_err(|_| bad("true or false"))?;
-                    save(self.hub.set_channel(channel, Some(b), None))
-                }
-                "level" => {
-                    let l: crate::logs::Level = value
-                        .parse()
-                        .map_err(|e: String| (ErrorKind::InvalidArgument, e))?;
-                    save(self.hub.set_channel(channel, None, Some(l)))
-                }
-                _ => Err((
-                    ErrorKind::UnknownKey,
-                    format!("unknown key `{key}`; use logs.channel.NAME.enabled or .level"),
-                )),
-            };
-        }
-        if self.config_values().contains_key(key) {
-            return Err((
-                ErrorKind::Failed,
-                format!(
-                    "`{key}` comes from {}: edit it there (the file is re-read when it changes)",
-                    self.cfg.home.join("tmidb.toml").display()
-                ),
-            ));
-        }
-        Err((
-            ErrorKind::UnknownKey,
-            format!("unknown key `{key}`; `tmidb-cli config get` lists every key"),
-        ))
     }
 
     /// Validates the whole new set; applies the difference only if all of it is valid.

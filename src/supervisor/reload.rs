@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::control::protocol::{PlanAction, PlanEntry};
-use crate::graph::Graph;
 use crate::unit::UnitSpec;
+use crate::unit::graph::Graph;
 
 /// Compares the running set with a validated new one.
 pub fn plan(old: &[Arc<UnitSpec>], new: &[Arc<UnitSpec>]) -> Vec<PlanEntry> {

@@ -182,7 +182,7 @@ pub fn load_dir(dir: &Path, vars: &BTreeMap<String, String>) -> Result<UnitSet, 
                 })
             })
             .collect();
-        if let Some(cycle) = crate::graph::find_cycle(&edges) {
+        if let Some(cycle) = crate::unit::graph::find_cycle(&edges) {
             let first = &edges[&cycle[0]]
                 .iter()
                 .find(|d| d.name == cycle[1])

@@ -5,6 +5,7 @@
 //! of stopping at the first (or, worse, silently dropping a bad unit).
 
 pub mod file;
+pub mod graph;
 mod load;
 
 use std::collections::BTreeMap;

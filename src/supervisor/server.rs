@@ -9,10 +9,12 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::protocol::{ErrorKind, LogRecord, PROTOCOL_VERSION, Request, Response, UnitStatus};
-use super::{framed, recv, send};
+use super::{Input, LoopReply, Snapshot};
+use crate::control::protocol::{
+    ErrorKind, LogRecord, PROTOCOL_VERSION, Request, Response, UnitStatus,
+};
+use crate::control::{Conn, FrameError, framed, recv, send};
 use crate::logs::LogHub;
-use crate::supervisor::{Input, LoopReply, Snapshot};
 
 /// Longest a `wait` request waits for units to settle.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -93,7 +95,7 @@ pub async fn serve(listener: UnixListener, ctx: Ctx) {
     }
 }
 
-async fn connection(stream: UnixStream, ctx: Ctx) -> Result<(), super::FrameError> {
+async fn connection(stream: UnixStream, ctx: Ctx) -> Result<(), FrameError> {
     let mut conn = framed(stream);
     match recv::<Request>(&mut conn).await? {
         Request::Hello { version, .. } => {
@@ -124,8 +126,8 @@ async fn connection(stream: UnixStream, ctx: Ctx) -> Result<(), super::FrameErro
     }
     loop {
         let req = match recv::<Request>(&mut conn).await {
-            Err(super::FrameError::Closed) => return Ok(()),
-            Err(super::FrameError::Malformed(e)) => {
+            Err(FrameError::Closed) => return Ok(()),
+            Err(FrameError::Malformed(e)) => {
                 let resp = Response::Error {
                     kind: ErrorKind::Unexpected,
                     message: format!("malformed request: {e}"),
@@ -264,7 +266,7 @@ fn show(
     names: &[String],
     lines: usize,
     since: Option<String>,
-    level: Option<crate::logs::Level>,
+    level: Option<crate::control::protocol::Level>,
     grep: Option<String>,
 ) -> Response {
     let units = match log_sources(ctx, names) {
@@ -319,11 +321,11 @@ fn show(
 /// Subscribing before reading the rings and skipping what was already sent leaves no gap
 /// between the two; a follower that falls behind the live feed gets a `LogGap`.
 async fn follow(
-    conn: &mut super::Conn,
+    conn: &mut Conn,
     ctx: &Ctx,
     names: &[String],
     since_seq: Option<u64>,
-) -> Result<(), super::FrameError> {
+) -> Result<(), FrameError> {
     let units = match log_sources(ctx, names) {
         Ok(u) => u,
         Err(message) => {
@@ -428,7 +430,7 @@ fn shutting_down() -> Response {
 /// settled: an error (exit 1) naming each unit that did not reach what was asked —
 /// running (ready, exited or skipped) for start and restart, not running for stop.
 async fn lifecycle(ctx: &Ctx, req: Request, wait: bool) -> Response {
-    use super::protocol::State;
+    use crate::control::protocol::State;
     let stopping = matches!(req, Request::Stop { .. });
     let names = match ask_loop(ctx, req).await {
         LoopReply::Response(r) => return r,

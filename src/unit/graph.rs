@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::unit::{Dep, UnitSpec};
+use super::{Dep, UnitSpec};
 
 /// Edges between instance names.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +28,7 @@ impl Graph {
         let expand = |deps: &[Dep]| -> Vec<String> {
             let mut out = BTreeSet::new();
             for d in deps {
-                out.extend(crate::unit::expand_dep(&d.name, units));
+                out.extend(super::expand_dep(&d.name, units));
             }
             out.into_iter().collect()
         };
