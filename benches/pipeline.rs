@@ -300,7 +300,7 @@ fn main() {
                 .expect("live records within 30 s")
                 .unwrap();
             let at = Instant::now();
-            let Ok(tmidb::pipeline::Event::Records { records, .. }) =
+            let Ok(tmidb::model::wire::Event::Records { records, .. }) =
                 serde_json::from_slice(&m.payload)
             else {
                 continue;

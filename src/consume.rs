@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::api::schema::{Schema, record_json};
 use crate::config::Config;
-use crate::db::batches::{LedgerEntry, Rollups, Row};
-use crate::pipeline::{Batch, DeadBatch, DeadLetter};
+use crate::db::store::{Origin, Writer, Written};
+use crate::model::schema::{Schema, record_json};
+use crate::model::wire::Row;
+use crate::model::wire::{Batch, DeadBatch, DeadLetter};
 
 /// Why the data-consumer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,7 @@ impl Versions {
 }
 
 /// One message as decoded.
+#[derive(Debug, Clone)]
 pub enum Decoded {
     /// Validated records.
     Data(Batch),
@@ -86,21 +88,9 @@ pub fn decode(subject: &str, payload: &[u8]) -> Decoded {
     r.unwrap_or_else(|e| Decoded::Bad(e.to_string()))
 }
 
-/// What one transaction did.
-#[derive(Debug, Default)]
-pub struct Written {
-    /// Rows added.
-    pub new_rows: u64,
-    /// Alert notifications queued.
-    pub alerts: usize,
-    /// Committed records per category, for the live stream: (category, data-stream
-    /// sequence, records as JSON).
-    pub live: Vec<(String, u64, Vec<serde_json::Value>)>,
-}
-
-/// Writes decoded messages (with their stream sequences) in one transaction: the
-/// records of each category (and schema version) with one statement, their rollups,
-/// dead letters, alert evaluation and the ledger.
+/// Writes decoded messages (with their stream sequences) in one transaction through
+/// the one write path ([`Writer`]): the records of each category and schema version
+/// with one statement, dead letters, and a ledger entry per message.
 pub async fn write(
     pool: &sqlx::PgPool,
     storage: crate::db::Storage,
@@ -108,18 +98,6 @@ pub async fn write(
     partitions: &crate::db::categories::PartitionCache,
     epoch: &str,
     messages: &[(u64, Decoded)],
-) -> Result<Written, sqlx::Error> {
-    let refs: Vec<(u64, &Decoded)> = messages.iter().map(|(s, m)| (*s, m)).collect();
-    write_refs(pool, storage, versions, partitions, epoch, &refs).await
-}
-
-async fn write_refs(
-    pool: &sqlx::PgPool,
-    storage: crate::db::Storage,
-    versions: &mut Versions,
-    partitions: &crate::db::categories::PartitionCache,
-    epoch: &str,
-    messages: &[(u64, &Decoded)],
 ) -> Result<Written, sqlx::Error> {
     // The record batches by category and schema version, in name order (the order in
     // which every writer takes alert-state locks).
@@ -139,70 +117,45 @@ async fn write_refs(
         crate::db::categories::ensure_partitions(pool, storage, partitions, category, times)
             .await?;
     }
-    let mut out = Written::default();
-    let mut rollups = Rollups::default();
-    let mut ledger = vec![];
+    let mut w = Writer::default();
     let mut tx = pool.begin().await?;
     for ((category, version), batches) in &groups {
         let schema = versions
             .get(pool, category, *version)
             .await
             .map_err(sqlx::Error::Protocol)?;
-        let rows: Vec<Row> = batches
+        let rows: Vec<Vec<Row>> = batches
             .iter()
-            .flat_map(|(_, b)| b.records.iter().map(Row::from))
+            .map(|(_, b)| b.records.iter().map(Row::from).collect())
             .collect();
-        let added = crate::db::batches::insert(&mut tx, &schema, &rows, &mut rollups).await?;
-        let mut offset = 0;
-        for (seq, b) in batches {
-            let mine = &added[offset..offset + b.records.len()];
-            let entry = LedgerEntry::of(Some((epoch, *seq)), Some(category), mine);
-            out.new_rows += entry.new_rows as u64;
-            if entry.new_rows > 0 {
-                let records = rows[offset..offset + b.records.len()]
-                    .iter()
-                    .zip(mine)
-                    .filter(|(_, a)| a.is_some())
-                    .map(|(r, _)| r.stored_json(schema.version))
-                    .collect();
-                out.live.push((category.to_string(), *seq, records));
-            }
-            ledger.push(entry);
-            offset += b.records.len();
-        }
-        let new: Vec<Row> = rows
-            .into_iter()
-            .zip(&added)
-            .filter(|(_, a)| a.is_some())
-            .map(|(r, _)| r)
+        let parts: Vec<(Origin, &[Row])> = batches
+            .iter()
+            .zip(&rows)
+            .map(|((seq, _), r)| (Some((epoch, *seq)), r.as_slice()))
             .collect();
-        out.alerts += crate::alerts::evaluate(&mut tx, category, &new).await?;
+        w.records(&mut tx, &schema, &parts).await?;
     }
     for (seq, m) in messages {
         match m {
             Decoded::Data(_) => {}
             Decoded::Dead(d) => {
-                crate::db::dead_letters::insert(&mut tx, &d.letters).await?;
-                // The ledger counts record-table rows: dead letters add none.
-                ledger.push(LedgerEntry::of(Some((epoch, *seq)), Some(&d.category), &[]));
+                w.dead_letters(&mut tx, Some((epoch, *seq)), &d.category, &d.letters)
+                    .await?
             }
-            Decoded::Bad(_) => ledger.push(LedgerEntry::of(Some((epoch, *seq)), None, &[])),
+            Decoded::Bad(_) => w.unreadable(Some((epoch, *seq))),
         }
     }
-    crate::db::batches::apply_rollups(&mut tx, &rollups).await?;
-    crate::db::batches::record(&mut tx, &ledger).await?;
+    let out = w.finish(&mut tx).await?;
     tx.commit().await?;
-    // Live followers see a category's batches in stream order.
-    out.live.sort_by_key(|(_, seq, _)| *seq);
     Ok(out)
 }
 
 /// Writes messages whose transaction failed on its data (a value or row the database
 /// would not take): each message in its own transaction and each record under its own
-/// savepoint, with its rollups and alert evaluation. A record the database refuses
-/// becomes a dead letter carrying the database's reason; the rest of its message is
-/// stored and ledgered as usual, so one bad record never blocks the stream. An outage
-/// or a conflict met on the way is returned, and the caller retries the whole fetch.
+/// savepoint ([`Writer::records_each`]). A record the database refuses becomes a dead
+/// letter carrying the database's reason; the rest of its message is stored and
+/// ledgered as usual, so one bad record never blocks the stream. An outage or a
+/// conflict met on the way is returned, and the caller retries the whole fetch.
 pub async fn write_isolated(
     pool: &sqlx::PgPool,
     storage: crate::db::Storage,
@@ -213,9 +166,9 @@ pub async fn write_isolated(
 ) -> Result<Written, sqlx::Error> {
     let mut out = Written::default();
     for (seq, m) in messages {
-        let one = [(*seq, m)];
         let Decoded::Data(b) = m else {
-            let w = write_refs(pool, storage, versions, partitions, epoch, &one).await?;
+            let one = [(*seq, m.clone())];
+            let w = write(pool, storage, versions, partitions, epoch, &one).await?;
             out.new_rows += w.new_rows;
             continue;
         };
@@ -224,54 +177,31 @@ pub async fn write_isolated(
             .await
             .map_err(sqlx::Error::Protocol)?;
         let mut refused: Vec<(usize, String)> = vec![];
+        let mut rows = vec![];
         for (i, r) in b.records.iter().enumerate() {
             let t = std::iter::once(r.ts);
-            if let Err(e) =
-                crate::db::categories::ensure_partitions(pool, storage, partitions, &b.category, t)
-                    .await
+            match crate::db::categories::ensure_partitions(
+                pool,
+                storage,
+                partitions,
+                &b.category,
+                t,
+            )
+            .await
             {
-                if !crate::db::is_about_the_data(&e) {
-                    return Err(e);
-                }
-                refused.push((i, e.to_string()));
+                Ok(()) => rows.push((i, Row::from(r))),
+                Err(e) if crate::db::is_about_the_data(&e) => refused.push((i, e.to_string())),
+                Err(e) => return Err(e),
             }
         }
         let mut tx = pool.begin().await?;
-        let mut added = vec![None; b.records.len()];
-        let mut records = vec![];
-        for (i, r) in b.records.iter().enumerate() {
-            if refused.iter().any(|(j, _)| *j == i) {
-                continue;
-            }
-            let row = Row::from(r);
-            let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
-            let attempt = async {
-                let mut rollups = Rollups::default();
-                let a = crate::db::batches::insert(&mut sp, &schema, &[row], &mut rollups).await?;
-                let alerts = if a[0].is_some() {
-                    crate::alerts::evaluate(&mut sp, &b.category, &[row]).await?
-                } else {
-                    0
-                };
-                crate::db::batches::apply_rollups(&mut sp, &rollups).await?;
-                Ok::<_, sqlx::Error>((a[0], alerts))
-            }
-            .await;
-            match attempt {
-                Ok((a, alerts)) => {
-                    sp.commit().await?;
-                    added[i] = a;
-                    out.alerts += alerts;
-                    if a.is_some() {
-                        records.push(row.stored_json(schema.version));
-                    }
-                }
-                Err(e) if crate::db::is_about_the_data(&e) => {
-                    sp.rollback().await?;
-                    refused.push((i, e.to_string()));
-                }
-                Err(e) => return Err(e),
-            }
+        let mut w = Writer::default();
+        let reached: Vec<Row> = rows.iter().map(|(_, r)| *r).collect();
+        for (j, e) in w
+            .records_each(&mut tx, &schema, Some((epoch, *seq)), &reached)
+            .await?
+        {
+            refused.push((rows[j].0, e.to_string()));
         }
         let letters: Vec<DeadLetter> = refused
             .iter()
@@ -285,7 +215,7 @@ pub async fn write_isolated(
                     source: STORE_SOURCE.into(),
                     position: format!("data stream seq {seq}, record {i}"),
                     raw,
-                    reasons: vec![crate::api::schema::Problem {
+                    reasons: vec![crate::model::schema::Problem {
                         field: None,
                         reason: format!("the database refused it: {why}"),
                     }],
@@ -293,21 +223,13 @@ pub async fn write_isolated(
                 }
             })
             .collect();
-        crate::db::dead_letters::insert(&mut tx, &letters).await?;
         // Refused records are dead letters, not records of this batch.
-        let kept: Vec<Option<i64>> = added
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !refused.iter().any(|(j, _)| j == i))
-            .map(|(_, a)| *a)
-            .collect();
-        let entry = LedgerEntry::of(Some((epoch, *seq)), Some(&b.category), &kept);
-        out.new_rows += entry.new_rows as u64;
-        crate::db::batches::record(&mut tx, std::slice::from_ref(&entry)).await?;
+        crate::db::dead_letters::insert(&mut tx, &letters).await?;
+        let w = w.finish(&mut tx).await?;
         tx.commit().await?;
-        if !records.is_empty() {
-            out.live.push((b.category.clone(), *seq, records));
-        }
+        out.new_rows += w.new_rows;
+        out.alerts += w.alerts;
+        out.live.extend(w.live);
     }
     Ok(out)
 }
@@ -449,8 +371,9 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 if w.alerts > 0 {
                     nudge.notify_one();
                 }
-                let live = w.live.into_iter().map(|(category, seq, records)| {
-                    (category, format!("live-{epoch}-{seq}"), records)
+                let live = w.live.into_iter().map(|c| {
+                    let seq = c.seq.unwrap_or_default();
+                    (c.category, format!("live-{epoch}-{seq}"), c.records)
                 });
                 crate::pipeline::publish_live(&js, live).await;
                 tracing::debug!(messages = taken.len(), new = w.new_rows, "batch committed");
@@ -486,7 +409,7 @@ async fn alert_loop(
         .expect("http client");
     loop {
         let _ = tokio::time::timeout(Duration::from_secs(1), nudge.notified()).await;
-        if let Err(e) = crate::alerts::check_absence(&pool).await {
+        if let Err(e) = crate::db::alerts::check_absence(&pool).await {
             tracing::warn!("absence check failed: {e}");
         }
         loop {

@@ -15,7 +15,7 @@ use poem_openapi::Object;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::api::schema::{quote, table};
+use crate::db::{quote, table};
 
 /// The data stream against the ledger.
 #[derive(Debug, Clone, PartialEq, Object, Serialize)]

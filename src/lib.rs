@@ -26,6 +26,7 @@ pub mod db;
 pub mod ingest;
 pub mod integrity;
 pub mod logs;
+pub mod model;
 pub mod pipeline;
 pub mod service;
 pub mod setup;

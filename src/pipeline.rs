@@ -21,11 +21,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::model::wire::Event;
 
 /// Stream holding validated records and dead letters.
 pub const STREAM: &str = "TMIDB_DATA";
@@ -53,117 +52,6 @@ pub const ALERTS_PREFIX: &str = "tmidb.alerts.";
 /// Most records one message carries (larger pushes become several messages), which
 /// bounds what a data-consumer holds per fetch.
 pub const MAX_RECORDS_PER_MESSAGE: usize = 1000;
-
-/// One validated record on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireRecord {
-    /// Content id (unique per category).
-    pub id: uuid::Uuid,
-    /// Target.
-    pub target: String,
-    /// Time.
-    pub ts: DateTime<Utc>,
-    /// Field values.
-    pub values: std::collections::BTreeMap<String, Value>,
-}
-
-/// One message: a batch of one category, validated against `schema_version`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Batch {
-    /// Category.
-    pub category: String,
-    /// Schema version the records were validated against.
-    pub schema_version: i32,
-    /// The records.
-    pub records: Vec<WireRecord>,
-}
-
-impl Batch {
-    /// `Nats-Msg-Id`: a digest of the category, version and record ids.
-    pub fn msg_id(&self) -> String {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(self.category.as_bytes());
-        h.update(self.schema_version.to_le_bytes());
-        for r in &self.records {
-            h.update(r.id.as_bytes());
-        }
-        hex::encode(&h.finalize()[..16])
-    }
-}
-
-/// A record that failed transformation or validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Stable id: a digest of category, source and raw payload (the same bad record
-    /// from the same source is one dead letter).
-    pub id: uuid::Uuid,
-    /// Category.
-    pub category: String,
-    /// Source name (`http_push` / `nats` when pushed without a defined source).
-    pub source: String,
-    /// Where in the source it was (line, index, stream sequence …).
-    pub position: String,
-    /// The record as received, before transformation.
-    pub raw: Value,
-    /// Why it was rejected.
-    pub reasons: Vec<crate::api::schema::Problem>,
-    /// Schema version it was checked against.
-    pub schema_version: i32,
-}
-
-impl DeadLetter {
-    /// The id of a dead letter with this content.
-    pub fn id_for(category: &str, source: &str, raw: &Value) -> uuid::Uuid {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        for part in [category, source] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        h.update(serde_json::to_vec(raw).expect("json"));
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&h.finalize()[..16]);
-        uuid::Builder::from_random_bytes(b).into_uuid()
-    }
-}
-
-/// A message of dead letters of one category (subject `tmidb.dead.{category}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadBatch {
-    /// Category.
-    pub category: String,
-    /// The letters.
-    pub letters: Vec<DeadLetter>,
-}
-
-impl DeadBatch {
-    /// `Nats-Msg-Id`: a digest of the letter ids.
-    pub fn msg_id(&self) -> String {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"dead\0");
-        for l in &self.letters {
-            h.update(l.id.as_bytes());
-        }
-        hex::encode(&h.finalize()[..16])
-    }
-}
-
-/// What SSE clients receive (published on [`EVENTS_STREAM`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Event {
-    /// Records just committed.
-    Records {
-        /// Category.
-        category: String,
-        /// The records (`target`, `ts` and field values).
-        records: Vec<Value>,
-    },
-    /// An alert fired or resolved.
-    Alert(crate::alerts::Notification),
-}
 
 /// Why the pipeline could not reach NATS.
 #[derive(Debug, thiserror::Error)]

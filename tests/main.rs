@@ -7,6 +7,8 @@ mod api;
 mod cli;
 mod contract;
 mod ingest;
+mod layers;
 mod logs;
 mod stack;
+mod store;
 mod supervisor;

@@ -76,7 +76,7 @@ pub enum Scope {
 impl Scope {
     /// Parses `admin`, `read:X`, `write:X`.
     pub fn parse(s: &str) -> Result<Scope, String> {
-        let ok_name = |n: &str| n == "*" || super::schema::valid_identifier(n);
+        let ok_name = |n: &str| n == "*" || crate::model::schema::valid_identifier(n);
         match s.split_once(':') {
             None if s == "admin" => Ok(Scope::Admin),
             Some(("read", c)) if ok_name(c) => Ok(Scope::Read(c.into())),

@@ -51,8 +51,8 @@ pub struct Issue {
     pub reason: String,
 }
 
-impl From<crate::api::schema::Problem> for Issue {
-    fn from(p: crate::api::schema::Problem) -> Issue {
+impl From<crate::model::schema::Problem> for Issue {
+    fn from(p: crate::model::schema::Problem) -> Issue {
         Issue {
             index: None,
             field: p.field,
@@ -63,7 +63,7 @@ impl From<crate::api::schema::Problem> for Issue {
 
 impl Issue {
     /// A problem of the item at `index` of the request.
-    pub fn at(index: usize, p: crate::api::schema::Problem) -> Issue {
+    pub fn at(index: usize, p: crate::model::schema::Problem) -> Issue {
         Issue {
             index: Some(index as u64),
             ..Issue::from(p)

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::api::schema::{Schema, quote, table};
+use crate::db::{quote, table};
+use crate::model::schema::Schema;
 
 /// CSV field quoting (RFC 4180).
 fn csv_field(s: &str) -> String {

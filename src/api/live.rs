@@ -8,7 +8,8 @@ use poem_openapi::Object;
 use serde_json::Value;
 
 use crate::api::error::ApiError;
-use crate::pipeline::{EVENTS_STREAM, Event};
+use crate::model::wire::Event;
+use crate::pipeline::EVENTS_STREAM;
 
 /// One event sent to a follower.
 #[derive(Debug, Clone, PartialEq, Object)]

@@ -13,7 +13,6 @@ pub mod files;
 pub mod live;
 pub mod names;
 pub mod routes;
-pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -190,7 +190,7 @@ impl Rule for CategoryRule {
     const PATTERN: Option<&'static str> = Some("^[a-z][a-z0-9_]*$");
     const MAX_LENGTH: usize = 48;
     fn check(s: &str) -> Option<String> {
-        (!super::schema::valid_identifier(s)).then(|| {
+        (!crate::model::schema::valid_identifier(s)).then(|| {
             format!(
                 "category name `{s}` must be a lowercase letter then lowercase letters, digits or _ (at most 48)"
             )
@@ -208,7 +208,7 @@ impl Rule for NameRule {
     const PATTERN: Option<&'static str> = Some("^[a-z0-9][a-z0-9_.-]*$");
     const MAX_LENGTH: usize = 63;
     fn check(s: &str) -> Option<String> {
-        (!super::schema::valid_name(s)).then(|| {
+        (!crate::model::schema::valid_name(s)).then(|| {
             format!(
                 "`{s}` is not a valid name: 1..63 lowercase letters, digits, `_`, `.`, `-`, starting with a letter or digit"
             )

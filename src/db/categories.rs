@@ -16,7 +16,8 @@ use chrono::{DateTime, Datelike, Utc};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::Storage;
-use crate::api::schema::{Field, Schema, quote, table, valid_identifier};
+use crate::db::{quote, table};
+use crate::model::schema::{Field, Schema, valid_identifier};
 
 /// The channel announcing category changes (payload: the name), so processes other than
 /// the api drop their cached schema.
@@ -33,7 +34,7 @@ pub enum CategoryError {
     Conflict(String),
     /// The definition or change is invalid (per field).
     #[error("invalid category definition")]
-    Invalid(Vec<crate::api::schema::Problem>),
+    Invalid(Vec<crate::model::schema::Problem>),
     /// Database error.
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
@@ -152,7 +153,7 @@ pub async fn create(
     description: &str,
     fields: &[Field],
 ) -> Result<Category, CategoryError> {
-    let problems = crate::api::schema::check_definition(name, fields);
+    let problems = crate::model::schema::check_definition(name, fields);
     if !problems.is_empty() {
         return Err(CategoryError::Invalid(problems));
     }
@@ -322,7 +323,7 @@ pub async fn update(
     description: Option<&str>,
     fields: &[Field],
 ) -> Result<Category, CategoryError> {
-    let problems = crate::api::schema::check_definition(name, fields);
+    let problems = crate::model::schema::check_definition(name, fields);
     if !problems.is_empty() {
         return Err(CategoryError::Invalid(problems));
     }
@@ -348,7 +349,7 @@ pub async fn update(
         if let Some((_, ty)) = existing.iter().find(|(c, _)| *c == f.name)
             && ty != f.kind.pg_type_name()
         {
-            problems.push(crate::api::schema::Problem {
+            problems.push(crate::model::schema::Problem {
                 field: Some(f.name.clone()),
                 reason: format!("stored records hold {} in `{}`; a field's type cannot change (add a new field instead)", ty, f.name),
             });

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::pipeline::DeadLetter;
+use crate::model::wire::DeadLetter;
 
 /// One reason a record was rejected.
 #[derive(Debug, Clone, PartialEq, Object, serde::Serialize, serde::Deserialize)]
@@ -88,7 +88,7 @@ pub async fn insert(
         .iter()
         .map(|l| {
             // A dead letter keeps what the records table could not: NULs become ␀.
-            crate::api::schema::without_nul(&serde_json::json!({"id": l.id,
+            crate::model::schema::without_nul(&serde_json::json!({"id": l.id,
                 "category": l.category, "source": l.source, "position": l.position,
                 "raw": l.raw, "reasons": l.reasons, "schema_version": l.schema_version}))
         })

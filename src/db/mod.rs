@@ -5,10 +5,11 @@
 //! input are validated against a strict pattern before they reach SQL text; values only
 //! ever travel as bind parameters.
 
-pub mod batches;
+pub mod alerts;
 pub mod categories;
 pub mod dead_letters;
 pub mod sources;
+pub mod store;
 
 use std::time::Duration;
 
@@ -19,6 +20,20 @@ use crate::config::Config;
 
 /// The database tmiDB keeps its data in.
 pub const DATABASE: &str = "tmidb";
+
+/// A double-quoted SQL identifier; only for names that passed [`valid_identifier`](crate::model::schema::valid_identifier).
+pub fn quote(ident: &str) -> String {
+    debug_assert!(
+        crate::model::schema::valid_identifier(ident) || ident.starts_with("rec_"),
+        "{ident}"
+    );
+    format!("\"{ident}\"")
+}
+
+/// The SQL table of a category.
+pub fn table(category: &str) -> String {
+    format!("rec_{category}")
+}
 
 /// Why the database could not be reached or prepared.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::ingest::transform::Transform;
+use crate::model::transform::Transform;
 
 /// The channel announcing source changes.
 pub const CHANNEL: &str = "tmidb_sources";

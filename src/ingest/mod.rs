@@ -10,7 +10,6 @@
 
 pub mod http;
 pub mod sources;
-pub mod transform;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +22,9 @@ use crate::api::error::{ApiError, Issue};
 use crate::api::routes::categories::InsertResult;
 use crate::config::Config;
 use crate::db::sources::{Source, SourceKind};
-use crate::pipeline::{Batch, DEAD_PREFIX, DeadBatch, DeadLetter, SUBJECT_PREFIX, WireRecord};
-use transform::Transform;
+use crate::model::transform::Transform;
+use crate::model::wire::{Batch, DeadBatch, DeadLetter, WireRecord};
+use crate::pipeline::{DEAD_PREFIX, SUBJECT_PREFIX};
 
 /// The data-manager's state.
 pub struct Manager {
@@ -250,7 +250,7 @@ async fn send(
 pub fn parse_body(
     content_type: &str,
     body: &[u8],
-    schema: &crate::api::schema::Schema,
+    schema: &crate::model::schema::Schema,
     transform: &Transform,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     use serde_json::Value;
@@ -279,7 +279,7 @@ pub fn parse_body(
                     if cell.is_empty() {
                         continue;
                     }
-                    use crate::api::schema::FieldType as T;
+                    use crate::model::schema::FieldType as T;
                     // Typed by the field the column becomes once renamed.
                     let name = transform.rename.get(k).unwrap_or(k);
                     let kind = schema.fields.iter().find(|f| f.name == *name).map(|f| f.kind);
@@ -427,8 +427,8 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
 #[cfg(test)]
 mod tests {
     use super::parse_body;
-    use super::transform::Transform;
-    use crate::api::schema::{Field, FieldType, Schema};
+    use crate::model::schema::{Field, FieldType, Schema};
+    use crate::model::transform::Transform;
     use serde_json::json;
 
     fn schema() -> Schema {

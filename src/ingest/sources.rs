@@ -26,11 +26,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::transform::Transform;
 use super::{Item, Manager};
 use crate::api::error::ApiError;
-use crate::api::schema::Problem;
 use crate::db::sources::{Source, SourceKind};
+use crate::model::schema::Problem;
+use crate::model::transform::Transform;
 
 /// `http_poll` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -201,7 +201,7 @@ async fn submit_patiently(
 fn file_items(
     path: &Path,
     bytes: &[u8],
-    schema: &crate::api::schema::Schema,
+    schema: &crate::model::schema::Schema,
     transform: &Transform,
 ) -> Result<Vec<Item>, String> {
     let name = path

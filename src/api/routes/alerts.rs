@@ -10,11 +10,12 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::ApiTags;
 use super::auth::NoContent;
-use crate::alerts::{self, AlertRule, Notification};
 use crate::api::AppState;
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, Issue};
 use crate::api::names::{CategoryName, Name};
+use crate::db::alerts;
+use crate::model::alert::{AlertRule, Notification};
 
 /// Alert routes.
 pub struct AlertsApi;

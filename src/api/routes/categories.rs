@@ -15,8 +15,11 @@ use crate::api::AppState;
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, Issue};
 use crate::api::names::{CategoryName, Checked, Target};
-use crate::api::schema::{Field, quote, table};
 use crate::db::categories::{self as store, Category, CategoryError};
+use crate::db::store::Writer;
+use crate::db::{quote, table};
+use crate::model::schema::Field;
+use crate::model::wire::Row;
 
 /// Category routes.
 pub struct CategoriesApi;
@@ -371,10 +374,26 @@ impl CategoriesApi {
             ok.iter().map(|r| r.ts),
         )
         .await?;
-        let added = crate::db::batches::insert_direct(&state.pool, &schema, &ok).await?;
-        if let (Some(js), false) = (&state.nats, added.is_empty()) {
-            let msg_id = format!("live-api-{}", uuid::Uuid::new_v4());
-            crate::pipeline::publish_live(js, [(schema.category.clone(), msg_id, added)]).await;
+        let rows: Vec<Row> = ok
+            .iter()
+            .map(|r| Row {
+                id: r.content_id(&schema.category),
+                target: &r.target,
+                ts: r.ts,
+                values: &r.values,
+            })
+            .collect();
+        let mut tx = state.pool.begin().await?;
+        let mut w = Writer::default();
+        w.records(&mut tx, &schema, &[(None, &rows)]).await?;
+        let written = w.finish(&mut tx).await?;
+        tx.commit().await?;
+        if let Some(js) = &state.nats {
+            let live = written.live.into_iter().map(|c| {
+                let msg_id = format!("live-api-{}", uuid::Uuid::new_v4());
+                (c.category, msg_id, c.records)
+            });
+            crate::pipeline::publish_live(js, live).await;
         }
         let result = InsertResult {
             accepted: ok.len() as u64,
@@ -588,7 +607,7 @@ impl CategoriesApi {
             })?;
         if !matches!(
             f.kind,
-            crate::api::schema::FieldType::Int | crate::api::schema::FieldType::Float
+            crate::model::schema::FieldType::Int | crate::model::schema::FieldType::Float
         ) {
             return Err(ApiError::bad_request(format!(
                 "`{}` is not numeric; aggregate an int or float field",

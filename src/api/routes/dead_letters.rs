@@ -21,7 +21,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::names::CategoryName;
 use crate::db::dead_letters::{self as store, Reason, StoredDeadLetter};
 use crate::ingest::Item;
-use crate::ingest::transform::Transform;
+use crate::model::transform::Transform;
 
 /// Dead-letter routes.
 pub struct DeadLettersApi;

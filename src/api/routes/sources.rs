@@ -18,7 +18,7 @@ use crate::api::auth::{Auth, Principal};
 use crate::api::error::{ApiError, ApiResult, Issue};
 use crate::api::names::{CategoryName, Name};
 use crate::db::sources::{self as store, Source, SourceKind};
-use crate::ingest::transform::Transform;
+use crate::model::transform::Transform;
 
 /// Source routes.
 pub struct SourcesApi;

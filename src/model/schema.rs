@@ -82,15 +82,6 @@ pub fn without_nul(v: &Value) -> Value {
     }
 }
 
-/// A double-quoted SQL identifier; only for names that passed [`valid_identifier`].
-pub fn quote(ident: &str) -> String {
-    debug_assert!(
-        valid_identifier(ident) || ident.starts_with("rec_"),
-        "{ident}"
-    );
-    format!("\"{ident}\"")
-}
-
 /// Field types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize, serde::Deserialize)]
 #[oai(rename_all = "lowercase")]
@@ -517,11 +508,6 @@ impl Record {
         b.copy_from_slice(&d[..16]);
         uuid::Builder::from_random_bytes(b).into_uuid()
     }
-}
-
-/// The SQL table of a category.
-pub fn table(category: &str) -> String {
-    format!("rec_{category}")
 }
 
 /// Record JSON for an API answer: `target`, `ts`, then the fields.

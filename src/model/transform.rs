@@ -10,7 +10,7 @@ use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::schema::Problem;
+use crate::model::schema::Problem;
 
 /// `value * factor + offset`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Object)]

@@ -1,108 +1,23 @@
-//! Storing batches of validated records: one statement of typed arrays inserts them
-//! (conflicting ids skipped) and says which rows it added, with each one's checksum
-//! term; the added rows' rollup deltas are computed here and merged for the whole
-//! transaction, then applied with one upsert in key order ([`apply_rollups`], so
-//! concurrent writers lock rollup rows in the same order and cannot deadlock), and the
+//! The one record write path: [`Writer`], used by the data-consumer and by the api's
+//! direct inserts alike, so rollups, alert evaluation and the ledger cover every stored
+//! row by construction.
+//!
+//! One statement of typed arrays inserts a batch (conflicting ids skipped) and says
+//! which rows it added, with each one's checksum term; alert rules are evaluated on
+//! the added rows ([`super::alerts::evaluate`]); their rollup deltas are merged for the
+//! whole transaction, then applied with one upsert in key order ([`apply_rollups`], so
+//! concurrent writers lock rollup rows in the same order and cannot deadlock); and each
 //! batch is recorded in the ledger ([`record`]) that the integrity reconciliation
-//! reads. The data-consumer and the api's direct inserts both come through here, so
-//! rollups and the ledger cover every row.
-
-use std::collections::BTreeMap;
+//! reads.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
-use crate::api::schema::{FieldType, Record, Schema, quote, table};
-
-/// Rollup widths and their lengths in seconds.
-pub const WIDTHS: &[(&str, i64)] = &[("1m", 60), ("1h", 3600)];
-
-/// A rollup row's key: category, width, field, target, bucket start (the primary key
-/// order).
-pub type RollupKey = (String, &'static str, String, String, DateTime<Utc>);
-
-/// Count, min, max and sum of one rollup bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Agg {
-    /// Values.
-    pub count: i64,
-    /// Lowest.
-    pub min: f64,
-    /// Highest.
-    pub max: f64,
-    /// Sum.
-    pub sum: f64,
-}
-
-impl Agg {
-    fn merge(&mut self, o: Agg) {
-        self.count += o.count;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.sum += o.sum;
-    }
-}
-
-/// Rollup deltas of a transaction, merged by key, in the table's key order (bytewise,
-/// as its `COLLATE "C"` keys compare).
-#[derive(Debug, Default)]
-pub struct Rollups(pub BTreeMap<RollupKey, Agg>);
-
-impl Rollups {
-    /// Adds one value to the bucket of `key`.
-    pub fn add(&mut self, key: RollupKey, value: f64) {
-        let one = Agg {
-            count: 1,
-            min: value,
-            max: value,
-            sum: value,
-        };
-        self.0
-            .entry(key)
-            .and_modify(|a| a.merge(one))
-            .or_insert(one);
-    }
-}
-
-/// One record to store, with its id (borrowed from a pipeline batch or an api insert).
-#[derive(Debug, Clone, Copy)]
-pub struct Row<'a> {
-    /// Content id (unique per category).
-    pub id: uuid::Uuid,
-    /// Target.
-    pub target: &'a str,
-    /// Time.
-    pub ts: DateTime<Utc>,
-    /// Field values by name.
-    pub values: &'a BTreeMap<String, Value>,
-}
-
-impl Row<'_> {
-    /// The row as the api shows a stored record (what `GET …/records` answers): `target`,
-    /// `ts` as PostgreSQL writes it, `schema_version`, then the fields that have a value.
-    pub fn stored_json(&self, schema_version: i32) -> Value {
-        let mut m = serde_json::Map::new();
-        m.insert("target".into(), self.target.into());
-        m.insert("ts".into(), crate::api::schema::stored_time(self.ts).into());
-        m.insert("schema_version".into(), schema_version.into());
-        for (k, v) in self.values.iter().filter(|(_, v)| !v.is_null()) {
-            m.insert(k.clone(), v.clone());
-        }
-        Value::Object(m)
-    }
-}
-
-impl<'a> From<&'a crate::pipeline::WireRecord> for Row<'a> {
-    fn from(r: &'a crate::pipeline::WireRecord) -> Self {
-        Row {
-            id: r.id,
-            target: &r.target,
-            ts: r.ts,
-            values: &r.values,
-        }
-    }
-}
+use super::{is_about_the_data, quote, table};
+use crate::model::rollup::Rollups;
+use crate::model::schema::{FieldType, Schema};
+use crate::model::wire::Row;
 
 /// One ledger entry: a stored batch.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -212,19 +127,12 @@ fn insert_sql(schema: &Schema) -> String {
     )
 }
 
-/// Start of the `secs`-wide bucket holding `ts`: what `date_bin` from 2000-01-01 gives
-/// for widths that divide a day.
-fn bucket(ts: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
-    let start = ts.timestamp().div_euclid(secs) * secs;
-    DateTime::from_timestamp(start, 0).unwrap_or(ts)
-}
-
 /// Inserts records with their ids (ids already stored, or repeated earlier in `rows`,
 /// are skipped) in one statement of typed arrays, and adds the added rows' rollup
 /// deltas to `rollups`. Answers, per row, the checksum term
 /// (`hashtextextended(id::text, 0)`) of a row it added, None for a row skipped. Part
 /// of the caller's transaction.
-pub async fn insert(
+async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     schema: &Schema,
     rows: &[Row<'_>],
@@ -254,21 +162,7 @@ pub async fn insert(
         // The first occurrence of an id is the one stored.
         let hash = new.remove(&r.id);
         if hash.is_some() {
-            for field in &numeric {
-                let Some(v) = r.values.get(*field).and_then(Value::as_f64) else {
-                    continue;
-                };
-                for &(width, secs) in WIDTHS {
-                    let key = (
-                        schema.category.clone(),
-                        width,
-                        field.to_string(),
-                        r.target.to_string(),
-                        bucket(r.ts, secs),
-                    );
-                    rollups.add(key, v);
-                }
-            }
+            rollups.add_record(&schema.category, &numeric, r.target, r.ts, r.values);
         }
         added.push(hash);
     }
@@ -278,7 +172,7 @@ pub async fn insert(
 /// Applies merged rollup deltas: one upsert of typed arrays, in key order (the map's
 /// order, which is the order of the rows in the arrays and so the order in which every
 /// writer locks them: concurrent writers cannot deadlock on rollup rows).
-pub async fn apply_rollups(
+async fn apply_rollups(
     tx: &mut Transaction<'_, Postgres>,
     rollups: &Rollups,
 ) -> Result<(), sqlx::Error> {
@@ -311,7 +205,7 @@ pub async fn apply_rollups(
 
 /// Records stored batches in the ledger (a batch already recorded, i.e. a redelivered
 /// message, is skipped).
-pub async fn record(
+async fn record(
     tx: &mut Transaction<'_, Postgres>,
     entries: &[LedgerEntry],
 ) -> Result<(), sqlx::Error> {
@@ -330,39 +224,158 @@ pub async fn record(
     Ok(())
 }
 
-/// Stores records outside the pipeline (the api's direct inserts) with their content
-/// ids, as the pipeline does (a record already stored is skipped): rollups, alert
-/// evaluation and a ledger entry in one transaction. Returns the rows it added, as the
-/// api shows them (for live followers).
-pub async fn insert_direct(
-    pool: &sqlx::PgPool,
-    schema: &Schema,
-    records: &[Record],
-) -> Result<Vec<Value>, sqlx::Error> {
-    if records.is_empty() {
-        return Ok(vec![]);
+/// Where a stored batch came from, for the ledger: a data-stream message (stream epoch,
+/// sequence), or None for the api's direct inserts.
+pub type Origin<'a> = Option<(&'a str, u64)>;
+
+/// Rows one batch added, as the api shows them, for live followers.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Category.
+    pub category: String,
+    /// Data-stream sequence of the message (None for a direct insert).
+    pub seq: Option<u64>,
+    /// The added rows ([`Row::stored_json`]).
+    pub records: Vec<Value>,
+}
+
+/// What one transaction stored.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Rows added.
+    pub new_rows: u64,
+    /// Alert notifications queued.
+    pub alerts: usize,
+    /// Added rows per batch, in stream order.
+    pub live: Vec<Committed>,
+}
+
+/// Stores records in one transaction: gathers the rollup deltas and ledger entries of
+/// every batch and applies them in [`Writer::finish`]. The caller commits.
+#[derive(Debug, Default)]
+pub struct Writer {
+    rollups: Rollups,
+    ledger: Vec<LedgerEntry>,
+    written: Written,
+}
+
+impl Writer {
+    /// Stores the records of one schema version with one statement; `parts` splits them
+    /// into batches (one ledger entry each: a message, or a direct insert). Added rows
+    /// get their rollup deltas, alert evaluation and a place in [`Written::live`].
+    pub async fn records(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        schema: &Schema,
+        parts: &[(Origin<'_>, &[Row<'_>])],
+    ) -> Result<(), sqlx::Error> {
+        let rows: Vec<Row> = parts.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        let added = insert(tx, schema, &rows, &mut self.rollups).await?;
+        let new: Vec<Row> = rows
+            .iter()
+            .zip(&added)
+            .filter(|(_, a)| a.is_some())
+            .map(|(r, _)| *r)
+            .collect();
+        self.written.alerts += super::alerts::evaluate(tx, &schema.category, &new).await?;
+        let mut offset = 0;
+        for (origin, part) in parts {
+            self.entry(*origin, schema, part, &added[offset..offset + part.len()]);
+            offset += part.len();
+        }
+        Ok(())
     }
-    let rows: Vec<Row> = records
-        .iter()
-        .map(|r| Row {
-            id: r.content_id(&schema.category),
-            target: &r.target,
-            ts: r.ts,
-            values: &r.values,
-        })
-        .collect();
-    let mut rollups = Rollups::default();
-    let mut tx = pool.begin().await?;
-    let added = insert(&mut tx, schema, &rows, &mut rollups).await?;
-    let new: Vec<Row> = rows
-        .into_iter()
-        .zip(&added)
-        .filter_map(|(r, a)| a.map(|_| r))
-        .collect();
-    crate::alerts::evaluate(&mut tx, &schema.category, &new).await?;
-    apply_rollups(&mut tx, &rollups).await?;
-    let entry = LedgerEntry::of(None, Some(&schema.category), &added);
-    record(&mut tx, std::slice::from_ref(&entry)).await?;
-    tx.commit().await?;
-    Ok(new.iter().map(|r| r.stored_json(schema.version)).collect())
+
+    /// Stores the records of one batch each under its own savepoint (with its rollups
+    /// and alert evaluation), for a batch whose transaction failed on its data. Returns
+    /// the records the database refused (index in `rows`, its error); the rest are
+    /// stored and ledgered as one batch. An outage or conflict is returned as the error.
+    pub async fn records_each(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        schema: &Schema,
+        origin: Origin<'_>,
+        rows: &[Row<'_>],
+    ) -> Result<Vec<(usize, sqlx::Error)>, sqlx::Error> {
+        let (mut kept, mut added, mut refused) = (vec![], vec![], vec![]);
+        for (i, row) in rows.iter().enumerate() {
+            let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
+            let attempt = async {
+                let mut rollups = Rollups::default();
+                let a = insert(&mut sp, schema, &[*row], &mut rollups).await?;
+                let alerts = if a[0].is_some() {
+                    super::alerts::evaluate(&mut sp, &schema.category, &[*row]).await?
+                } else {
+                    0
+                };
+                apply_rollups(&mut sp, &rollups).await?;
+                Ok::<_, sqlx::Error>((a[0], alerts))
+            }
+            .await;
+            match attempt {
+                Ok((a, alerts)) => {
+                    sp.commit().await?;
+                    self.written.alerts += alerts;
+                    kept.push(*row);
+                    added.push(a);
+                }
+                Err(e) if is_about_the_data(&e) => {
+                    sp.rollback().await?;
+                    refused.push((i, e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.entry(origin, schema, &kept, &added);
+        Ok(refused)
+    }
+
+    /// Stores dead letters of one message (they add no record-table rows).
+    pub async fn dead_letters(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        origin: Origin<'_>,
+        category: &str,
+        letters: &[crate::model::wire::DeadLetter],
+    ) -> Result<(), sqlx::Error> {
+        super::dead_letters::insert(tx, letters).await?;
+        self.ledger
+            .push(LedgerEntry::of(origin, Some(category), &[]));
+        Ok(())
+    }
+
+    /// Ledgers a message that was not a record batch (it stores nothing).
+    pub fn unreadable(&mut self, origin: Origin<'_>) {
+        self.ledger.push(LedgerEntry::of(origin, None, &[]));
+    }
+
+    fn entry(&mut self, origin: Origin<'_>, schema: &Schema, rows: &[Row], added: &[Option<i64>]) {
+        let entry = LedgerEntry::of(origin, Some(&schema.category), added);
+        self.written.new_rows += entry.new_rows as u64;
+        if entry.new_rows > 0 {
+            self.written.live.push(Committed {
+                category: schema.category.clone(),
+                seq: origin.map(|(_, q)| q),
+                records: rows
+                    .iter()
+                    .zip(added)
+                    .filter(|(_, a)| a.is_some())
+                    .map(|(r, _)| r.stored_json(schema.version))
+                    .collect(),
+            });
+        }
+        self.ledger.push(entry);
+    }
+
+    /// Applies the gathered rollups and ledger entries; the caller commits.
+    pub async fn finish(
+        mut self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<Written, sqlx::Error> {
+        apply_rollups(tx, &self.rollups).await?;
+        record(tx, &self.ledger).await?;
+        // Live followers see a category's batches in stream order.
+        self.written.live.sort_by_key(|c| c.seq);
+        Ok(self.written)
+    }
 }

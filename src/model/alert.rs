@@ -1,0 +1,330 @@
+//! Alert rules and notifications, and the pure part of their evaluation.
+//!
+//! A rule is a threshold on a numeric field (`temperature > 30`) or the absence of data
+//! from a target for a window. Thresholds are evaluated on the records stored, in the
+//! storing transaction ([`crate::db::store`], with the state in [`crate::db::alerts`]);
+//! absence is checked periodically; delivery is [`crate::alerts`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::schema::{FieldType, Problem, Schema};
+
+/// What a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// `field op value` on the latest record of a target.
+    Threshold,
+    /// No record from a target for `window`.
+    Absence,
+}
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum Op {
+    /// >
+    Gt,
+    /// >=
+    Gte,
+    /// <
+    Lt,
+    /// <=
+    Lte,
+    /// =
+    Eq,
+    /// ≠
+    Ne,
+}
+
+impl Op {
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Op::Gt => a > b,
+            Op::Gte => a >= b,
+            Op::Lt => a < b,
+            Op::Lte => a <= b,
+            Op::Eq => a == b,
+            Op::Ne => a != b,
+        }
+    }
+
+    /// The name stored in SQL and accepted in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Gt => "gt",
+            Op::Gte => "gte",
+            Op::Lt => "lt",
+            Op::Lte => "lte",
+            Op::Eq => "eq",
+            Op::Ne => "ne",
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Gte => ">=",
+            Op::Lt => "<",
+            Op::Lte => "<=",
+            Op::Eq => "=",
+            Op::Ne => "!=",
+        }
+    }
+}
+
+/// An alert rule as stored and shown.
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
+pub struct AlertRule {
+    /// Id.
+    #[oai(read_only)]
+    #[serde(default = "Uuid::new_v4")]
+    pub id: Uuid,
+    /// Name (unique, 1..100 characters), used in notifications.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub name: String,
+    /// Category watched.
+    #[oai(validator(pattern = "^[a-z][a-z0-9_]*$", min_length = 1, max_length = 48))]
+    pub category: String,
+    // `threshold` or `absence` (a plain $ref in the spec).
+    pub kind: AlertKind,
+    /// Threshold: the numeric field compared.
+    pub field: Option<String>,
+    // Threshold: the comparison.
+    pub op: Option<Op>,
+    /// Threshold: the value compared with.
+    pub value: Option<f64>,
+    /// Only this target (absence: the target expected to report; otherwise every
+    /// target seen).
+    pub target: Option<String>,
+    /// Absence: how long without data before firing (e.g. `5m`; default `60s`).
+    #[oai(default = "default_window")]
+    #[serde(default = "default_window")]
+    pub window: String,
+    /// URLs that get each notification as a JSON POST.
+    #[oai(default)]
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// Disabled rules are kept but not evaluated.
+    #[oai(default = "yes")]
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_window() -> String {
+    "60s".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A firing or resolved notification (stored, published, POSTed to webhooks).
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
+pub struct Notification {
+    /// Id (receivers can drop repeats of a retried delivery by it).
+    pub id: Uuid,
+    /// Rule name.
+    pub rule: String,
+    /// Category.
+    pub category: String,
+    /// Target.
+    pub target: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// The value that crossed the threshold (threshold rules).
+    pub value: Option<f64>,
+    /// What happened, in words.
+    pub message: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl AlertRule {
+    /// Checks a rule against its category's schema; every problem is reported.
+    pub fn check(&self, schema: &Schema) -> Vec<Problem> {
+        let mut out = vec![];
+        if !(1..=100).contains(&self.name.chars().count()) {
+            out.push(Problem::new("name", "must be 1..100 characters"));
+        }
+        match self.kind {
+            AlertKind::Threshold => {
+                match &self.field {
+                    None => out.push(Problem::new("field", "a threshold rule needs a field")),
+                    Some(f) => match schema.fields.iter().find(|x| &x.name == f) {
+                        None => out.push(Problem::new(
+                            "field",
+                            format!("`{f}` is not a field of {}", schema.category),
+                        )),
+                        Some(x) if !matches!(x.kind, FieldType::Int | FieldType::Float) => out
+                            .push(Problem::new(
+                                "field",
+                                format!("`{f}` is not numeric (int or float)"),
+                            )),
+                        _ => {}
+                    },
+                }
+                if self.op.is_none() {
+                    out.push(Problem::new(
+                        "op",
+                        "a threshold rule needs op (gt gte lt lte eq ne)",
+                    ));
+                }
+                if !self.value.is_some_and(f64::is_finite) {
+                    out.push(Problem::new(
+                        "value",
+                        "a threshold rule needs a finite value",
+                    ));
+                }
+            }
+            AlertKind::Absence => {
+                if self.window_secs().is_none() {
+                    out.push(Problem::new(
+                        "window",
+                        format!("`{}` is not a duration of at least 1s", self.window),
+                    ));
+                }
+            }
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !(w.starts_with("http://") || w.starts_with("https://"))
+                || reqwest::Url::parse(w).is_err()
+            {
+                out.push(Problem::new(
+                    &format!("webhooks[{i}]"),
+                    format!("`{w}` is not an http(s) URL"),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The window in whole seconds, if it is a valid one.
+    pub fn window_secs(&self) -> Option<i32> {
+        humantime::parse_duration(&self.window)
+            .ok()
+            .filter(|d| d.as_secs() >= 1 && d.as_secs() < i32::MAX as u64)
+            .map(|d| d.as_secs() as i32)
+    }
+}
+
+/// The condition of `rule` per target on `records` (target, time, values), from each
+/// target's latest record: (time, holds, value). Records of other targets, and for a
+/// threshold those without a numeric value of the field, are skipped.
+pub fn conditions<'a>(
+    rule: &AlertRule,
+    records: impl IntoIterator<Item = (&'a str, DateTime<Utc>, &'a BTreeMap<String, Value>)>,
+) -> BTreeMap<&'a str, (DateTime<Utc>, bool, Option<f64>)> {
+    let mut latest: BTreeMap<&str, (DateTime<Utc>, bool, Option<f64>)> = BTreeMap::new();
+    for (target, ts, values) in records {
+        if rule.target.as_ref().is_some_and(|t| t != target) {
+            continue;
+        }
+        let (holds, value) = match rule.kind {
+            AlertKind::Absence => (false, None),
+            AlertKind::Threshold => {
+                let v = rule
+                    .field
+                    .as_ref()
+                    .and_then(|f| values.get(f))
+                    .and_then(Value::as_f64);
+                let Some(v) = v else { continue };
+                let holds = rule
+                    .op
+                    .zip(rule.value)
+                    .is_some_and(|(op, x)| op.holds(v, x));
+                (holds, Some(v))
+            }
+        };
+        let e = latest.entry(target).or_insert((ts, holds, value));
+        if ts >= e.0 {
+            *e = (ts, holds, value);
+        }
+    }
+    latest
+}
+
+/// What a transition of `rule` for `target` says, in words.
+pub fn message(rule: &AlertRule, target: &str, firing: bool, value: Option<f64>) -> String {
+    match (rule.kind, firing) {
+        (AlertKind::Threshold, true) => format!(
+            "{} {} = {} {} {}",
+            target,
+            rule.field.as_deref().unwrap_or(""),
+            value.unwrap_or(f64::NAN),
+            rule.op.map(Op::symbol).unwrap_or(""),
+            rule.value.unwrap_or(f64::NAN)
+        ),
+        (AlertKind::Threshold, false) => format!(
+            "{} {} back to {}",
+            target,
+            rule.field.as_deref().unwrap_or(""),
+            value.unwrap_or(f64::NAN)
+        ),
+        (AlertKind::Absence, _) => format!("{target} reports again"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(target: Option<&str>) -> AlertRule {
+        serde_json::from_value(serde_json::json!({
+            "name": "hot", "category": "c", "kind": "threshold", "field": "temp",
+            "op": "gt", "value": 30.0, "target": target,
+        }))
+        .unwrap()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_latest_record_of_each_target_decides_whatever_the_order() {
+        let v =
+            |x: f64| -> BTreeMap<String, Value> { [("temp".to_string(), Value::from(x))].into() };
+        let (hot, cool, text) = (
+            v(31.0),
+            v(20.0),
+            BTreeMap::from([("temp".into(), "x".into())]),
+        );
+        let late = t("2026-12-02T10:00:02Z");
+        let early = t("2026-12-02T10:00:01Z");
+        let records = [
+            ("a", late, &hot),
+            ("a", early, &cool),
+            ("b", early, &hot),
+            ("b", late, &cool),
+            ("c", late, &text),
+        ];
+        let got = conditions(&rule(None), records);
+        assert_eq!(got["a"], (late, true, Some(31.0)));
+        assert_eq!(got["b"], (late, false, Some(20.0)));
+        assert!(
+            !got.contains_key("c"),
+            "a non-numeric value is no evidence: {got:?}"
+        );
+        let only_b = conditions(&rule(Some("b")), records);
+        assert_eq!(only_b.keys().copied().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn messages_name_the_value_and_the_bound() {
+        let r = rule(None);
+        assert_eq!(message(&r, "a", true, Some(31.0)), "a temp = 31 > 30");
+        assert_eq!(message(&r, "a", false, Some(20.0)), "a temp back to 20");
+        assert!(Op::Gte.holds(30.0, 30.0) && !Op::Gt.holds(30.0, 30.0));
+    }
+}

@@ -1,0 +1,16 @@
+//! The domain: types and pure rules every front-end and service shares. Nothing here
+//! touches a socket, a file or the database; [`crate::db`] stores these types,
+//! [`crate::pipeline`] carries them, and the api, the data-manager and the
+//! data-consumer act on them.
+//!
+//! - [`alert`]: alert rules, notifications and their conditions.
+//! - [`rollup`]: rollup buckets and their deltas.
+//! - [`schema`]: category schemas, the one record validator, content ids.
+//! - [`transform`]: per-source transformations (rename, scale, time formats, …).
+//! - [`wire`]: the pipeline's messages (batches, dead letters, live events).
+
+pub mod alert;
+pub mod rollup;
+pub mod schema;
+pub mod transform;
+pub mod wire;

@@ -1,0 +1,124 @@
+//! The layering ARCHITECTURE.md states, checked against the source: a module that names
+//! one it must not know fails here, with the file and line. Comments are skipped (doc
+//! links may point anywhere); `#[cfg(test)]` code is not.
+
+use std::path::{Path, PathBuf};
+
+/// (files under this path, modules they must not name, why).
+const RULES: &[(&str, &[&str], &str)] = &[
+    (
+        "src/model",
+        &[
+            "db",
+            "api",
+            "ingest",
+            "consume",
+            "alerts",
+            "integrity",
+            "pipeline",
+            "supervisor",
+        ],
+        "the domain is pure: no I/O layer below or beside it",
+    ),
+    (
+        "src/db",
+        &[
+            "api",
+            "ingest",
+            "consume",
+            "alerts",
+            "integrity",
+            "pipeline",
+        ],
+        "db holds SQL over model and config only",
+    ),
+    (
+        "src/pipeline.rs",
+        &["api", "ingest", "consume", "db", "alerts"],
+        "the pipeline carries model types and knows no service",
+    ),
+    (
+        "src/control",
+        &["supervisor", "logs"],
+        "control is protocol, framing and client",
+    ),
+    (
+        "src/unit",
+        &["supervisor", "logs"],
+        "units and their graph know no executor",
+    ),
+    (
+        "src/config.rs",
+        &["supervisor", "api", "db"],
+        "config is read by everything",
+    ),
+];
+
+fn files(p: &Path, out: &mut Vec<PathBuf>) {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            files(&e.unwrap().path(), out);
+        }
+    } else if p.extension().is_some_and(|e| e == "rs") {
+        out.push(p.to_path_buf());
+    }
+}
+
+/// Every `crate::NAME` a line of code (not a comment) names, with file:line.
+fn named(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.push((name, format!("{}:{}", path.display(), i + 1)));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_module_names_a_layer_it_must_not_know() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut broken = vec![];
+    let mut checked = 0;
+    for (dir, forbidden, why) in RULES {
+        let mut fs = vec![];
+        files(&root.join(dir), &mut fs);
+        assert!(
+            !fs.is_empty(),
+            "{dir} holds no Rust file: the rule is stale"
+        );
+        for f in fs {
+            for (name, at) in named(&f) {
+                checked += 1;
+                if forbidden.contains(&name.as_str()) {
+                    broken.push(format!("{at}: names crate::{name} ({why})"));
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} crate paths found: the scan is broken"
+    );
+    assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_scan_sees_code_and_skips_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.rs");
+    std::fs::write(
+        &f,
+        "use crate::api::X; // crate::db\n/// [`crate::pipeline`]\n",
+    )
+    .unwrap();
+    let names: Vec<String> = named(&f).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["api"]);
+}
