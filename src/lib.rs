@@ -1,34 +1,47 @@
 //! tmiDB-Core: an all-in-one time-series data platform run by one systemd-style supervisor.
 //!
-//! Modules in reading order:
+//! Modules in reading order, lower layers first (ARCHITECTURE.md has the code map and
+//! what each layer must not know):
 //! - [`config`]: `tmidb.toml`, the home layout, ports; the `${var}` namespace.
-//! - [`unit`]: unit files: parse, validate, resolve (`file:line:col` errors).
-//! - [`graph`]: requires/wants/after edges, cycles, start levels (pure).
-//! - [`supervisor`]: the pure state machine ([`supervisor::core`]) and its executor
-//!   (spawning, reaping, signals, reload, notify sockets).
-//! - [`probe`]: readiness and liveness probes.
+//! - [`unit`](mod@unit): unit files: parse, validate, resolve (`file:line:col` errors), and their
+//!   dependency graph ([`unit::graph`], pure).
+//! - [`control`]: the control-socket protocol (every message, the log `Level`), framing
+//!   and client.
 //! - [`logs`]: capture of children's output, ring buffers, the unified stream.
-//! - [`control`]: the control-socket protocol, server and client.
+//! - [`supervisor`]: the pure state machine ([`supervisor::core`]) and its executor
+//!   (spawning, reaping, probes, signals, reload, notify sockets, the control server).
 //! - [`cli`]: the `tmidb-cli` commands.
-//! - [`setup`]: first-run set-up of PostgreSQL and SeaweedFS (secrets, initdb).
-//! - [`db`]: the database: connection, migrations (`sql/`), TimescaleDB detection.
+//! - [`setup`]: first-run set-up of PostgreSQL, NATS and SeaweedFS (secrets, initdb).
+//! - [`service`]: what every service binary does around its work.
+//! - [`model`]: the domain types and pure rules (schemas, transformations, pipeline
+//!   messages, alert rules, rollups).
+//! - [`db`]: SQL over the model: connection, migrations (`sql/`), the one record write
+//!   path ([`db::store`]).
+//! - [`pipeline`]: the JetStream streams and consumers the services meet on.
+//! - [`ingest`] (data-manager), [`consume`] (data-consumer), [`alerts`] (delivery),
+//!   [`integrity`] (reconciliation): external records → validation → JetStream →
+//!   PostgreSQL, effectively once.
 //! - [`api`]: the REST API service and its OpenAPI document.
-//! - [`pipeline`], [`ingest`] (data-manager), [`consume`] (data-consumer): external
-//!   records → validation → JetStream → PostgreSQL, effectively once.
 
-pub mod alerts;
-pub mod api;
-pub mod cli;
 pub mod config;
-pub mod consume;
+pub mod unit;
+
 pub mod control;
-pub mod db;
-pub mod ingest;
-pub mod integrity;
 pub mod logs;
-pub mod model;
-pub mod pipeline;
+pub mod supervisor;
+
+pub mod cli;
 pub mod service;
 pub mod setup;
-pub mod supervisor;
-pub mod unit;
+
+pub mod model;
+
+pub mod db;
+pub mod pipeline;
+
+pub mod alerts;
+pub mod consume;
+pub mod ingest;
+pub mod integrity;
+
+pub mod api;

@@ -371,7 +371,7 @@ fn best_template<'a>(templates: impl Iterator<Item = &'a str>, path: &str) -> Op
         .map(|(_, t)| t)
 }
 
-/// The methods `spec` declares for the concrete `path` (see [`best_template`]); HEAD
+/// The methods `spec` declares for the concrete `path` (see `best_template`); HEAD
 /// goes with GET, as poem serves it.
 pub fn declared_methods(spec: &Value, path: &str) -> Vec<&'static str> {
     const ALL: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

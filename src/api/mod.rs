@@ -82,7 +82,7 @@ pub fn spec_json() -> String {
 /// - an optional property without a default of a request body takes `null` as
 ///   "absent" (poem-openapi parses `Option<T>` so): `nullable: true`;
 /// - links from each 201 to the operations on what it created, for clients and
-///   stateful testers to follow ([`link_created`]).
+///   stateful testers to follow (`link_created`).
 pub fn refine(spec: &str) -> String {
     use serde_json::{Value, json};
     let mut doc: Value = serde_json::from_str(spec).expect("poem-openapi writes JSON");

@@ -87,7 +87,7 @@ pub enum Command {
     Restart(Lifecycle),
     /// Re-read unit files and tmidb.toml; apply only the difference: new units start,
     /// removed ones stop, changed ones restart with what requires them, and a change the
-    /// process does not see (description, [restart], [log] enabled) is an `update`,
+    /// process does not see (description, `[restart]`, `[log] enabled`) is an `update`,
     /// applied without a restart.
     Reload {
         /// Print the plan without applying it.

@@ -7,7 +7,7 @@
 //! ahead of the data (and a default partition catches anything else).
 //!
 //! SQL text only ever contains identifiers that passed `valid_identifier` (quoted);
-//! values are bind parameters. Records are stored through [`super::batches`].
+//! values are bind parameters. Records are stored through [`super::store`].
 
 use std::collections::HashSet;
 use std::sync::Mutex;

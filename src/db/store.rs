@@ -5,9 +5,9 @@
 //! One statement of typed arrays inserts a batch (conflicting ids skipped) and says
 //! which rows it added, with each one's checksum term; alert rules are evaluated on
 //! the added rows ([`super::alerts::evaluate`]); their rollup deltas are merged for the
-//! whole transaction, then applied with one upsert in key order ([`apply_rollups`], so
+//! whole transaction, then applied with one upsert in key order (`apply_rollups`, so
 //! concurrent writers lock rollup rows in the same order and cannot deadlock); and each
-//! batch is recorded in the ledger ([`record`]) that the integrity reconciliation
+//! batch is recorded in the ledger (`record`) that the integrity reconciliation
 //! reads.
 
 use chrono::{DateTime, Utc};
@@ -37,7 +37,7 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// The entry of `rows` given what [`insert`] said of each.
+    /// The entry of `rows` given what `insert` said of each.
     pub fn of(
         stream: Option<(&str, u64)>,
         category: Option<&str>,
