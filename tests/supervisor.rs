@@ -833,7 +833,10 @@ fn no_process_of_a_unit_survives_however_the_unit_or_the_supervisor_ends() {
         let mut dead = Command::new("true").spawn().unwrap();
         let pid = dead.id();
         dead.wait().unwrap();
-        let stale = r.parent().unwrap().join(format!("tmidb-{pid}"));
+        // The same PID namespace's prefix (`tmidb-<pidns>-`), a pid that is gone.
+        let name = r.file_name().unwrap().to_string_lossy().into_owned();
+        let prefix = &name[..name.rfind('-').unwrap() + 1];
+        let stale = r.parent().unwrap().join(format!("{prefix}{pid}"));
         std::fs::create_dir_all(stale.join("unit.1")).unwrap();
         stale
     });

@@ -1,7 +1,7 @@
 //! Containment: no process a unit started outlives its unit, or the supervisor.
 //!
 //! - **cgroup v2**, where the supervisor's own cgroup is writable: each unit gets
-//!   `<own cgroup>/tmidb-<pid>/<unit>`, joined by the child before it execs (and before
+//!   `<own cgroup>/tmidb-<pidns>-<pid>/<unit>`, joined by the child before it execs (and before
 //!   it drops privileges, which would forbid the move). Ending a unit kills its cgroup
 //!   (`cgroup.kill`), which reaches processes that left the unit's process group
 //!   (daemons that `setsid`).
@@ -28,7 +28,7 @@ use super::process::{Reaper, group_members};
 
 /// How a running supervisor contains its units.
 pub struct Containment {
-    /// The supervisor's cgroup of units (`…/tmidb-<pid>`), when cgroup v2 is writable.
+    /// The supervisor's cgroup of units (`…/tmidb-<pidns>-<pid>`), when cgroup v2 is writable.
     cgroups: Option<PathBuf>,
     /// The write end of the guardian's pipe (None: the guardian could not start).
     guardian: Option<std::fs::File>,
@@ -45,7 +45,7 @@ impl Containment {
         let cgroups = match own_cgroup_dir() {
             Some(own) => {
                 remove_stale(&own);
-                let root = own.join(format!("tmidb-{}", std::process::id()));
+                let root = own.join(format!("tmidb-{}-{}", pid_namespace(), std::process::id()));
                 match std::fs::create_dir(&root) {
                     Ok(()) => Some(root),
                     Err(e) => {
@@ -211,18 +211,33 @@ fn own_cgroup_dir() -> Option<PathBuf> {
     dir.join("cgroup.procs").exists().then_some(dir)
 }
 
-/// Removes the cgroup trees of supervisors that are gone (`tmidb-<pid>` whose pid is
-/// not alive), with whatever still runs in them: left when a supervisor and its
-/// guardian were both killed.
+/// The inode of our PID namespace: part of our cgroup's name, because a pid means
+/// something only in its own namespace.
+fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Removes the cgroup trees of supervisors that are gone (`tmidb-<pidns>-<pid>` of our
+/// own PID namespace whose pid is not alive), with whatever still runs in them: left
+/// when a supervisor and its guardian were both killed. Trees of supervisors in other
+/// PID namespaces (a container's, or ours seen from a container) are never judged:
+/// their pids are not ours to test.
 fn remove_stale(own: &Path) {
     let Ok(entries) = std::fs::read_dir(own) else {
         return;
     };
+    let ours = format!("tmidb-{}-", pid_namespace());
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix("tmidb-"))
+            .and_then(|n| n.strip_prefix(&ours))
             .and_then(|p| p.parse::<i32>().ok())
         else {
             continue;

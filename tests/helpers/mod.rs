@@ -166,28 +166,53 @@ impl Sup {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    pub fn status(&self) -> Vec<Value> {
+    /// `status --json`, or why the CLI could not answer (the supervisor is not up yet).
+    pub fn try_status(&self) -> Result<Vec<Value>, String> {
         let o = self.cli(&["status", "--json"]);
         if !o.status.success() {
-            return vec![];
+            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
         }
-        serde_json::from_slice(&o.stdout).unwrap()
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("status --json: {e}"))
     }
 
+    /// `status --json`; panics when the CLI fails (an empty list would pass vacuously).
+    pub fn status(&self) -> Vec<Value> {
+        let units = self
+            .try_status()
+            .unwrap_or_else(|e| panic!("tmidb-cli status: {e}"));
+        assert!(!units.is_empty(), "tmidb-cli status listed no unit");
+        units
+    }
+
+    /// One unit's status, None when the supervisor does not list it (or does not answer yet).
     pub fn unit(&self, name: &str) -> Option<Value> {
-        self.status().into_iter().find(|u| u["name"] == name)
+        self.try_status()
+            .ok()?
+            .into_iter()
+            .find(|u| u["name"] == name)
     }
 
+    /// A unit's state; `absent` when not listed, `unreachable` when the CLI fails.
     pub fn state(&self, name: &str) -> String {
-        self.unit(name)
-            .map(|u| u["state"].as_str().unwrap().to_string())
-            .unwrap_or_else(|| "absent".into())
+        match self.try_status() {
+            Err(_) => "unreachable".into(),
+            Ok(units) => units
+                .into_iter()
+                .find(|u| u["name"] == name)
+                .map(|u| u["state"].as_str().unwrap().to_string())
+                .unwrap_or_else(|| "absent".into()),
+        }
     }
 
+    /// A unit's main pid; panics unless it is a real process id (a 0 or negative pid
+    /// would signal the test's own process group).
     pub fn pid_of(&self, name: &str) -> i32 {
-        self.unit(name)
+        let pid = self
+            .unit(name)
             .and_then(|u| u["pid"].as_i64())
-            .unwrap_or_else(|| panic!("{name} has no pid:\n{}", self.table())) as i32
+            .unwrap_or_else(|| panic!("{name} has no pid:\n{}", self.table()));
+        assert!(pid > 1, "{name} reports pid {pid}:\n{}", self.table());
+        pid as i32
     }
 
     pub fn table(&self) -> String {
