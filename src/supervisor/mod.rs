@@ -169,14 +169,6 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     let socket = cfg.socket_path();
     let listener = server::bind(&socket, cfg.control_group.as_deref()).await?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let server = tokio::spawn(server::serve(
-        listener,
-        server::Ctx {
-            inputs: in_tx.clone(),
-            snapshot: snap_rx,
-            hub: hub.clone(),
-        },
-    ));
     spawn_signal_task(in_tx.clone()).map_err(|source| RunError::Io {
         what: "cannot install signal handlers".into(),
         source,
@@ -207,6 +199,16 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     let boot = core.boot(Now::current());
     exec.run_actions(&mut core, boot);
     snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
+    // Served only now: a request that came in since the bind waits in the backlog
+    // rather than seeing an empty unit list.
+    let server = tokio::spawn(server::serve(
+        listener,
+        server::Ctx {
+            inputs: exec.in_tx.clone(),
+            snapshot: snap_rx,
+            hub: exec.hub.clone(),
+        },
+    ));
 
     let mut shutdown_signals = 0;
     while !exec.done {
