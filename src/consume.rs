@@ -268,9 +268,9 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
         cfg.ingest_reconcile_interval,
         cfg.ingest_max_pending_age,
     ));
-    let _ = crate::supervisor::notify::notify_parent("READY=1\nSTATUS=consuming");
+    crate::service::notify("READY=1\nSTATUS=consuming");
     tracing::info!("data-consumer pulling from {}", crate::pipeline::CONSUMER);
-    let mut stop = std::pin::pin!(crate::api::shutdown_signal());
+    let mut stop = std::pin::pin!(crate::service::shutdown_signal());
     // A continuous pull stream, not fetch-and-expire: messages handed to an expired fetch
     // wait for ack_wait before redelivery, which stalled writes by 30 s.
     // Pull no more than one transaction ahead: a message waiting in this instance's

@@ -2,6 +2,7 @@
 //!
 //! Modules in reading order, lower layers first (ARCHITECTURE.md has the code map and
 //! what each layer must not know):
+//! - [`backoff`]: the one retry-delay rule (doubling, capped, jittered).
 //! - [`config`]: `tmidb.toml`, the home layout, ports; the `${var}` namespace.
 //! - [`unit`](mod@unit): unit files: parse, validate, resolve (`file:line:col` errors), and their
 //!   dependency graph ([`unit::graph`], pure).
@@ -21,8 +22,11 @@
 //! - [`ingest`] (data-manager), [`consume`] (data-consumer), [`alerts`] (delivery),
 //!   [`integrity`] (reconciliation): external records → validation → JetStream →
 //!   PostgreSQL, effectively once.
+//! - [`web`]: the HTTP layer the api and the data-manager share (errors, names, the
+//!   boundary, Bearer authentication, OpenAPI refinement).
 //! - [`api`]: the REST API service and its OpenAPI document.
 
+pub mod backoff;
 pub mod config;
 pub mod unit;
 
@@ -43,5 +47,7 @@ pub mod alerts;
 pub mod consume;
 pub mod ingest;
 pub mod integrity;
+
+pub mod web;
 
 pub mod api;

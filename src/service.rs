@@ -1,6 +1,7 @@
 //! What every tmiDB service binary does around its work: JSON logs through `tracing`
 //! (the supervisor merges them as structured fields), a two-thread runtime, and an exit
-//! code with the error on stderr.
+//! code with the error on stderr; telling the supervisor how it is doing ([`notify`])
+//! and stopping gracefully ([`shutdown_signal`]).
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -32,4 +33,28 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Tells the supervisor `state` (`READY=1`, `STATUS=…`, `STOPPING=1`), as sd_notify
+/// does; nothing when not run by one.
+pub fn notify(state: &str) {
+    if let Err(e) = crate::supervisor::notify::notify_parent(state) {
+        tracing::warn!("cannot tell the supervisor {state:?}: {e}");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (then tells the supervisor STOPPING=1).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    notify("STOPPING=1");
 }

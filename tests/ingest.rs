@@ -183,6 +183,36 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
         "{r}"
     );
     sup.wait_until("53 records stored", secs(30), |_| count() == 53);
+    // A line that is not JSON is a rejected record like any other: the rest is taken.
+    let nd = b"{\"target\":\"n2\",\"ts\":\"2026-05-02T00:00:00Z\",\"v\":1}\n{oops\n";
+    let (status, _, raw) = http(
+        ingest,
+        "POST",
+        "/ingest/sensor",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        nd,
+    );
+    let r: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        (
+            status,
+            r["accepted"].as_u64(),
+            r["rejected"].as_u64(),
+            r["errors"][0]["index"].as_u64()
+        ),
+        (202, Some(1), Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(
+        r["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("not JSON")),
+        "{r}"
+    );
+    sup.wait_until("54 records stored", secs(30), |_| count() == 54);
     // Auth: no token 401, wrong category 403, unknown category 404.
     assert_eq!(
         call(ingest, "POST", "/ingest/sensor", "", &json!([])).0,

@@ -12,8 +12,8 @@ use s3::region::Region;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::error::ApiError;
 use crate::config::Config;
+use crate::web::error::ApiError;
 
 /// The bucket holding every file.
 pub const BUCKET: &str = "tmidb-files";

@@ -7,9 +7,9 @@ use futures_util::stream::BoxStream;
 use poem_openapi::Object;
 use serde_json::Value;
 
-use crate::api::error::ApiError;
 use crate::model::wire::Event;
 use crate::pipeline::EVENTS_STREAM;
+use crate::web::error::ApiError;
 
 /// One event sent to a follower.
 #[derive(Debug, Clone, PartialEq, Object)]

@@ -5,6 +5,7 @@
 //! input are validated against a strict pattern before they reach SQL text; values only
 //! ever travel as bind parameters.
 
+pub mod access;
 pub mod alerts;
 pub mod categories;
 pub mod dead_letters;

@@ -3,7 +3,7 @@
 //! served at `/openapi.json`), so SDK users push records with a generated client.
 //!
 //! A push body is a JSON array of records, NDJSON or CSV with a header row, chosen
-//! by `Content-Type`; it is read as bytes and parsed by [`super::parse_body`], which
+//! by `Content-Type`; it is read as bytes and parsed by [`super::payload::read`], which
 //! types CSV cells by the category's fields.
 
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiRequest, ApiResponse, OpenApi, OpenApiService};
 
-use super::Manager;
-use crate::api::auth::BearerOnly;
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::names::CategoryName;
-use crate::api::routes::categories::InsertResult;
+use super::{Manager, PushError};
+use crate::web::bearer::BearerOnly;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::intake::InsertResult;
+use crate::web::names::CategoryName;
 
 /// The largest push body (bytes); larger ones are 413.
 pub const MAX_PUSH_BYTES: usize = 64 << 20;
@@ -182,6 +182,21 @@ impl IngestApi {
     }
 }
 
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            PushError::Busy(_) | PushError::Saturated(_) => ApiError::too_many(message, 1),
+            PushError::Unavailable(_) => ApiError::unavailable(message),
+            PushError::Category(e) => e.into(),
+            PushError::Db(e) => e.into(),
+            PushError::Denied(d) => d.into(),
+            PushError::Malformed(_) => ApiError::bad_request(message),
+            PushError::AllRejected { errors, .. } => ApiError::invalid(message, errors),
+        }
+    }
+}
+
 /// The OpenAPI service of the data-manager.
 pub fn service() -> OpenApiService<IngestApi, ()> {
     OpenApiService::new(IngestApi, TITLE, env!("CARGO_PKG_VERSION"))
@@ -193,16 +208,16 @@ pub fn service() -> OpenApiService<IngestApi, ()> {
 
 /// The document as served at `/openapi.json` and committed in `openapi/ingest.json`.
 pub fn spec_json() -> String {
-    crate::api::refine(&service().spec())
+    crate::web::refine(&service().spec())
 }
 
 /// What the data-manager's document promises (its push bodies are not checked as a
 /// whole: each record is validated against its category, and a bad one becomes a dead
 /// letter while the rest is stored).
-fn contract() -> &'static crate::api::boundary::Contract {
-    static CONTRACT: std::sync::OnceLock<crate::api::boundary::Contract> =
+fn contract() -> &'static crate::web::boundary::Contract {
+    static CONTRACT: std::sync::OnceLock<crate::web::boundary::Contract> =
         std::sync::OnceLock::new();
-    CONTRACT.get_or_init(|| crate::api::boundary::Contract::new(&spec_json()))
+    CONTRACT.get_or_init(|| crate::web::boundary::Contract::new(&spec_json()))
 }
 
 /// The data-manager's HTTP application over `m`.
@@ -219,15 +234,15 @@ pub fn app(m: Arc<Manager>) -> impl poem::Endpoint {
                     .body(spec.clone())
             }),
         )
-        .data(m.state.clone())
+        .data(m.pool.clone())
         .data(m)
-        .around(|ep, req| crate::api::boundary::json_errors(ep, req, contract()))
+        .around(|ep, req| crate::web::boundary::json_errors(ep, req, contract()))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn committed_openapi_ingest_spec_matches_the_code() {
-        crate::api::assert_committed("openapi/ingest.json", &super::spec_json());
+        crate::web::assert_committed("openapi/ingest.json", &super::spec_json());
     }
 }

@@ -26,8 +26,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Item, Manager};
-use crate::api::error::ApiError;
+use super::payload::{Format, Item};
+use super::{Manager, PushError};
+use crate::backoff::Backoff;
+use crate::db::categories::CategoryError;
 use crate::db::sources::{Source, SourceKind};
 use crate::model::schema::Problem;
 use crate::model::transform::Transform;
@@ -144,102 +146,26 @@ fn duration(text: &str) -> Option<Duration> {
         .filter(|d| d.as_secs() >= 1)
 }
 
-/// Items of one message or line-based text: a JSON object, a JSON array of objects, or
-/// NDJSON; a line that is not JSON is kept as a string (and dead-lettered).
-pub fn items_of(payload: &[u8], position: &str) -> Vec<Item> {
-    if let Ok(v) = serde_json::from_slice::<Value>(payload) {
-        return match v {
-            Value::Array(a) => a
-                .into_iter()
-                .enumerate()
-                .map(|(i, raw)| Item {
-                    position: format!("{position} index {i}"),
-                    raw,
-                })
-                .collect(),
-            raw => vec![Item {
-                position: position.to_string(),
-                raw,
-            }],
-        };
-    }
-    payload
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, l)| Item {
-            position: format!("{position} line {}", i + 1),
-            raw: serde_json::from_slice(l)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(l).into_owned())),
-        })
-        .collect()
-}
+/// How long a source holds its input while the pipeline is busy or full, or NATS or
+/// PostgreSQL is away: that wait is the back-pressure.
+const PATIENCE: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 
-/// Publishes with retries while the pipeline is saturated or NATS is away (the caller
-/// holds its input meanwhile, which is the back-pressure); other errors are returned.
-async fn submit_patiently(
-    m: &Manager,
-    category: &str,
-    source: &str,
-    transform: &Transform,
-    items: Vec<Item>,
-) -> Result<crate::api::routes::categories::InsertResult, ApiError> {
-    let mut delay = Duration::from_millis(250);
+/// Runs `attempt` until it succeeds or fails for good (not [`PushError::is_transient`]),
+/// waiting [`PATIENCE`] between tries.
+async fn patiently<T, F>(source: &str, mut attempt: impl FnMut() -> F) -> Result<T, PushError>
+where
+    F: std::future::Future<Output = Result<T, PushError>>,
+{
+    let mut retry = PATIENCE.retry();
     loop {
-        match m.submit(category, source, transform, items.clone()).await {
-            Err(ApiError::TooManyRequests(..) | ApiError::Unavailable(..)) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+        match attempt().await {
+            Err(e) if e.is_transient() => {
+                tracing::debug!(source, "records not taken yet, retrying: {e}");
+                retry.wait().await;
             }
             other => return other,
         }
     }
-}
-
-/// A file's records by its extension: `.csv` (header row), `.ndjson` / `.jsonl`, or
-/// `.json` (an array or one object).
-fn file_items(
-    path: &Path,
-    bytes: &[u8],
-    schema: &crate::model::schema::Schema,
-    transform: &Transform,
-) -> Result<Vec<Item>, String> {
-    let name = path
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let (ct, unit) = match ext.as_str() {
-        "csv" => ("text/csv", "row"),
-        "ndjson" | "jsonl" => ("application/x-ndjson", "line"),
-        _ => ("application/json", "index"),
-    };
-    if ct == "application/json" && !bytes.trim_ascii_start().starts_with(b"[") {
-        let raw: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        return Ok(vec![Item {
-            position: name,
-            raw,
-        }]);
-    }
-    let values =
-        super::parse_body(ct, bytes, schema, transform).map_err(|e| e.body().message.clone())?;
-    Ok(values
-        .into_iter()
-        .enumerate()
-        .map(|(i, raw)| Item {
-            // CSV rows are numbered as lines (the header is line 1).
-            position: match unit {
-                "row" => format!("{name} line {}", i + 2),
-                "line" => format!("{name} record {}", i + 1),
-                _ => format!("{name} index {i}"),
-            },
-            raw,
-        })
-        .collect())
 }
 
 /// Largest file a `file` source reads (bigger ones go to `failed/`).
@@ -272,38 +198,45 @@ pub async fn run_nats(m: Arc<Manager>, consumer: async_nats::jetstream::consumer
                 .unwrap_or("")
                 .to_string();
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let items = items_of(&msg.payload, &format!("stream sequence {seq}"));
+            let label = format!("stream sequence {seq}");
             let result = match m.implicit_source(&category, SourceKind::Nats).await {
-                Ok(Some(s)) => submit_patiently(&m, &category, &s.name, &s.transform, items).await,
-                Ok(None) => {
-                    submit_patiently(&m, &category, "nats", &Transform::default(), items).await
+                Ok(s) => {
+                    let (name, transform) = s
+                        .map(|s| (s.name, s.transform))
+                        .unwrap_or_else(|| ("nats".into(), Transform::default()));
+                    patiently(&name, || {
+                        m.take(
+                            &category,
+                            &name,
+                            &transform,
+                            Format::Sniff,
+                            &msg.payload,
+                            &label,
+                        )
+                    })
+                    .await
                 }
                 Err(e) => Err(e),
             };
             match result {
                 Ok(r) => {
-                    if r.rejected > 0 {
+                    if !r.dead.is_empty() {
                         tracing::warn!(
                             category,
                             seq,
-                            rejected = r.rejected,
+                            rejected = r.dead.len(),
                             "NATS records rejected (see the dead letters)"
                         );
                     }
                     let _ = msg.ack().await;
                 }
-                Err(ApiError::NotFound(b)) => {
+                Err(PushError::Category(CategoryError::NotFound(why))) => {
                     // No such category: nothing could ever take these records.
-                    tracing::error!(subject = %msg.subject, seq, "raw NATS records dropped: {}", b.0.message);
+                    tracing::error!(subject = %msg.subject, seq, "raw NATS records dropped: {why}");
                     let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        category,
-                        seq,
-                        "raw NATS records not taken yet: {}",
-                        e.body().message
-                    );
+                    tracing::warn!(category, seq, "raw NATS records not taken yet: {e}");
                     let _ = msg
                         .ack_with(async_nats::jetstream::AckKind::Nak(Some(
                             Duration::from_secs(2),
@@ -322,7 +255,7 @@ pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener
     let mut running: HashMap<Uuid, (DateTime<Utc>, String, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     loop {
-        match crate::db::sources::list(&m.state.pool).await {
+        match crate::db::sources::list(&m.pool).await {
             Ok(all) => {
                 let wanted: Vec<&Source> = all
                     .iter()
@@ -359,7 +292,7 @@ pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener
         loop {
             match tokio::time::timeout(Duration::from_secs(60), listener.recv()).await {
                 Ok(Ok(n)) if n.channel() == crate::db::categories::CHANNEL => {
-                    m.state.schemas.forget(n.payload());
+                    m.schemas.forget(n.payload());
                     continue;
                 }
                 Ok(Ok(_)) => m.sources_changed(),
@@ -406,7 +339,7 @@ fn unique_in(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
 }
 
 async fn run_file(m: &Manager, s: &Source, c: FileConfig) -> Result<(), String> {
-    let dir = m.state.cfg.home.join(&c.path);
+    let dir = m.cfg.home.join(&c.path);
     let (done, failed) = (dir.join("done"), dir.join("failed"));
     for d in [&dir, &done, &failed] {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -466,23 +399,21 @@ async fn run_file(m: &Manager, s: &Source, c: FileConfig) -> Result<(), String> 
 
 async fn ingest_file(m: &Manager, s: &Source, path: &Path, len: u64, done: &Path, failed: &Path) {
     let name = path.file_name().unwrap_or_default().to_owned();
-    let outcome: Result<crate::api::routes::categories::InsertResult, String> = async {
+    let outcome: Result<crate::web::intake::InsertResult, String> = async {
         if len > MAX_FILE_BYTES {
             return Err(format!(
                 "{len} bytes is more than {MAX_FILE_BYTES}; split the file"
             ));
         }
         let bytes = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
-        let schema = m
-            .state
-            .schemas
-            .get(&m.state.pool, &s.category)
-            .await
-            .map_err(|e| e.to_string())?;
-        let items = file_items(path, &bytes, &schema, &s.transform)?;
-        submit_patiently(m, &s.category, &s.name, &s.transform, items)
-            .await
-            .map_err(|e| e.body().message.clone())
+        let label = name.to_string_lossy();
+        let format = Format::of_file(path);
+        patiently(&s.name, || {
+            m.take(&s.category, &s.name, &s.transform, format, &bytes, &label)
+        })
+        .await
+        .map(|p| p.result())
+        .map_err(|e| e.to_string())
     }
     .await;
     let (to, report) = match &outcome {
@@ -518,7 +449,7 @@ async fn ingest_file(m: &Manager, s: &Source, path: &Path, len: u64, done: &Path
 
 async fn run_exec(m: &Manager, s: &Source, c: ExecConfig) -> Result<(), String> {
     use tokio::io::AsyncBufReadExt;
-    let mut backoff = Duration::from_secs(1);
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).retry();
     loop {
         let started = Instant::now();
         let mut cmd = tokio::process::Command::new(&c.command[0]);
@@ -526,7 +457,7 @@ async fn run_exec(m: &Manager, s: &Source, c: ExecConfig) -> Result<(), String> 
             .envs(&c.env)
             .env("TMIDB_SOURCE", &s.name)
             .env("TMIDB_CATEGORY", &s.category)
-            .current_dir(&m.state.cfg.home)
+            .current_dir(&m.cfg.home)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -564,10 +495,10 @@ async fn run_exec(m: &Manager, s: &Source, c: ExecConfig) -> Result<(), String> 
                         Ok(Some(Some(l))) => {
                             n += 1;
                             if !l.trim().is_empty() {
-                                batch.push(Item {
-                                    position: format!("pid {pid} line {n}"),
-                                    raw: serde_json::from_str(&l).unwrap_or(Value::String(l)),
-                                });
+                                batch.push(Item::line(
+                                    format!("pid {pid} line {n}"),
+                                    l.trim().as_bytes(),
+                                ));
                             }
                             (batch.len() >= 1000, false)
                         }
@@ -576,14 +507,16 @@ async fn run_exec(m: &Manager, s: &Source, c: ExecConfig) -> Result<(), String> 
                     };
                     if flush && !batch.is_empty() {
                         let items = std::mem::take(&mut batch);
-                        match submit_patiently(m, &s.category, &s.name, &s.transform, items).await {
-                            Ok(r) if r.rejected > 0 => {
-                                tracing::warn!(source = %s.name, rejected = r.rejected, "records rejected (see the dead letters)")
+                        let submitted = patiently(&s.name, || {
+                            m.submit(&s.category, &s.name, &s.transform, items.clone())
+                        })
+                        .await;
+                        match submitted {
+                            Ok(r) if !r.dead.is_empty() => {
+                                tracing::warn!(source = %s.name, rejected = r.dead.len(), "records rejected (see the dead letters)")
                             }
                             Ok(_) => {}
-                            Err(e) => {
-                                tracing::error!(source = %s.name, "records not taken: {}", e.body().message)
-                            }
+                            Err(e) => tracing::error!(source = %s.name, "records not taken: {e}"),
                         }
                     }
                     if end {
@@ -595,11 +528,9 @@ async fn run_exec(m: &Manager, s: &Source, c: ExecConfig) -> Result<(), String> 
             }
         }
         if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_secs(1);
+            retry.reset();
         }
-        let jitter = 0.8 + fastrand::f64() * 0.4;
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        retry.wait().await;
     }
 }
 
@@ -631,10 +562,7 @@ pub fn poll_items(doc: &Value, c: &PollConfig, position: &str) -> Result<Vec<Ite
                         .collect(),
                 )
             };
-            Item {
-                position: format!("{position} item {i}"),
-                raw,
-            }
+            Item::new(format!("{position} item {i}"), raw)
         })
         .collect())
 }
@@ -646,12 +574,11 @@ async fn run_poll(m: &Manager, s: &Source, c: PollConfig) -> Result<(), String> 
         .build()
         .map_err(|e| e.to_string())?;
     // Newest time taken per target.
-    let mut seen: BTreeMap<String, DateTime<Utc>> =
-        crate::db::sources::load_state(&m.state.pool, s.id)
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|v| serde_json::from_value(v["seen"].clone()).ok())
-            .unwrap_or_default();
+    let mut seen: BTreeMap<String, DateTime<Utc>> = crate::db::sources::load_state(&m.pool, s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|v| serde_json::from_value(v["seen"].clone()).ok())
+        .unwrap_or_default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -684,29 +611,23 @@ async fn run_poll(m: &Manager, s: &Source, c: PollConfig) -> Result<(), String> 
                 continue;
             }
         };
-        let mut p = match super::prepare(&m.state, &s.category, &s.name, &s.transform, items).await
-        {
-            Ok(p) => p,
+        let schema = match m.schema(&s.category).await {
+            Ok(schema) => schema,
             Err(e) => {
-                tracing::warn!(source = %s.name, "{}", e.body().message);
+                tracing::warn!(source = %s.name, "{e}");
                 continue;
             }
         };
+        let mut p = super::prepare(&schema, &s.name, &s.transform, items);
         p.records
             .retain(|r| seen.get(&r.target).is_none_or(|t| r.ts > *t));
         if p.records.is_empty() && p.dead.is_empty() {
             continue;
         }
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match super::publish(&m.js, &m.state.cfg, &s.category, &p).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(source = %s.name, "publish failed, retrying: {}", e.body().message);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        if let Err(e) = patiently(&s.name, || super::publish(&m.js, &m.cfg, &s.category, &p)).await
+        {
+            tracing::warn!(source = %s.name, "poll not taken: {e}");
+            continue;
         }
         for r in &p.records {
             let t = seen.entry(r.target.clone()).or_insert(r.ts);
@@ -715,8 +636,7 @@ async fn run_poll(m: &Manager, s: &Source, c: PollConfig) -> Result<(), String> 
             }
         }
         if let Err(e) =
-            crate::db::sources::save_state(&m.state.pool, s.id, &serde_json::json!({"seen": seen}))
-                .await
+            crate::db::sources::save_state(&m.pool, s.id, &serde_json::json!({"seen": seen})).await
         {
             tracing::warn!(source = %s.name, "cannot remember what was taken: {e}");
         }
@@ -749,12 +669,7 @@ mod tests {
     }
 
     #[test]
-    fn items_from_objects_arrays_ndjson_and_polls() {
-        assert_eq!(items_of(br#"{"target":"a"}"#, "seq 1").len(), 1);
-        let a = items_of(br#"[{"target":"a"},{"target":"b"}]"#, "seq 2");
-        assert_eq!(a[1].position, "seq 2 index 1");
-        let n = items_of(b"{\"target\":\"a\"}\nnot json\n", "seq 3");
-        assert_eq!(n[1].raw, json!("not json"), "kept for the dead letters");
+    fn items_picked_from_polled_documents() {
         let c: PollConfig = serde_json::from_value(
             json!({"url": "http://x", "records": "/data/items", "fields": {"target": "/id", "v": "/m/v"}}),
         )

@@ -3,12 +3,14 @@
 //! [`crate::pipeline`] carries them, and the api, the data-manager and the
 //! data-consumer act on them.
 //!
+//! - [`access`]: roles, token scopes, the caller and what each may do.
 //! - [`alert`]: alert rules, notifications and their conditions.
 //! - [`rollup`]: rollup buckets and their deltas.
 //! - [`schema`]: category schemas, the one record validator, content ids.
 //! - [`transform`]: per-source transformations (rename, scale, time formats, …).
 //! - [`wire`]: the pipeline's messages (batches, dead letters, live events).
 
+pub mod access;
 pub mod alert;
 pub mod rollup;
 pub mod schema;

@@ -986,11 +986,7 @@ impl Core {
         let delay = if u.attempt == 0 {
             Duration::ZERO
         } else {
-            let exp = r
-                .delay
-                .saturating_mul(1u32 << (u.attempt - 1).min(20))
-                .min(r.max_delay);
-            exp.mul_f64(0.8 + 0.4 * (self.jitter)()).min(r.max_delay)
+            crate::backoff::Backoff::new(r.delay, r.max_delay).delay(u.attempt - 1, (self.jitter)())
         };
         let u = self.units.get_mut(name).expect("unit exists");
         u.attempt += 1;

@@ -9,13 +9,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::ApiTags;
-use super::auth::NoContent;
+use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::api::error::{ApiError, ApiResult, Issue};
-use crate::api::names::{CategoryName, Name};
 use crate::db::alerts;
 use crate::model::alert::{AlertRule, Notification};
+use crate::web::error::{ApiError, ApiResult, Issue};
+use crate::web::names::{CategoryName, Name};
 
 /// Alert routes.
 pub struct AlertsApi;

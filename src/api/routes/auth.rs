@@ -9,12 +9,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::ApiTags;
 use super::users::User;
+use super::{ApiTags, NoContent};
 use crate::api::AppState;
-use crate::api::auth::{self, Auth, Scope};
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::names::{Label, ScopeName};
+use crate::api::auth::{self, Auth};
+use crate::model::access::{self, Role, Scope};
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::names::{Label, ScopeName};
 
 /// Auth and token routes.
 pub struct AuthApi;
@@ -104,14 +105,6 @@ pub enum TokenCreated {
     Created(Json<Token>, #[oai(header = "Location")] String),
 }
 
-/// No content.
-#[derive(ApiResponse)]
-pub enum NoContent {
-    /// Done.
-    #[oai(status = 204)]
-    Done,
-}
-
 /// A user row with its password hash.
 type LoginRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>, String);
 
@@ -145,7 +138,7 @@ fn session_token(req: &poem::Request) -> Option<String> {
     }
     let h = req.header("Authorization")?;
     let t = h.strip_prefix("Bearer ")?.trim();
-    t.starts_with(auth::SESSION_PREFIX).then(|| t.to_string())
+    t.starts_with(access::SESSION_PREFIX).then(|| t.to_string())
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Auth")]
@@ -198,11 +191,11 @@ impl AuthApi {
             return Err(ApiError::unauthorized("wrong user name or password"));
         };
         state.throttle_user.succeed(&user_key[0]);
-        let token = auth::new_token(auth::SESSION_PREFIX);
+        let token = auth::new_token(access::SESSION_PREFIX);
         let csrf = crate::setup::random_token(32);
         let expires_at = Utc::now() + auth::SESSION_TTL;
         sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(auth::token_hash(&token))
+            .bind(access::token_hash(&token))
             .bind(r.0)
             .bind(&csrf)
             .bind(expires_at)
@@ -219,7 +212,7 @@ impl AuthApi {
         let user = User {
             id: r.0,
             username: r.1,
-            role: auth::Role::parse(&r.2),
+            role: Role::parse(&r.2),
             created_at: r.3,
             updated_at: r.4,
         };
@@ -244,7 +237,7 @@ impl AuthApi {
     ) -> ApiResult<LogoutResponse> {
         if let Some(t) = session_token(req) {
             sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                .bind(auth::token_hash(&t))
+                .bind(access::token_hash(&t))
                 .execute(&state.pool)
                 .await?;
         }
@@ -281,8 +274,8 @@ impl AuthApi {
             // A token narrows its owner; a scope the owner's role cannot use would
             // look like a grant and be none.
             let holds = match &scope {
-                Scope::Admin => p.role == auth::Role::Admin,
-                Scope::Write(_) => p.role != auth::Role::Viewer,
+                Scope::Admin => p.role == Role::Admin,
+                Scope::Write(_) => p.role != Role::Viewer,
                 Scope::Read(_) => true,
             };
             if !holds {
@@ -297,7 +290,7 @@ impl AuthApi {
                 "tokens cannot create tokens; log in with a password",
             ));
         }
-        let token = auth::new_token(auth::TOKEN_PREFIX);
+        let token = auth::new_token(access::TOKEN_PREFIX);
         let expires = body
             .expires_in_days
             .map(|d| Utc::now() + chrono::Duration::days(d.into()));
@@ -308,7 +301,7 @@ impl AuthApi {
         .bind(Uuid::new_v4())
         .bind(p.user_id)
         .bind(&body.name)
-        .bind(auth::token_hash(&token))
+        .bind(access::token_hash(&token))
         .bind(&body.scopes)
         .bind(expires)
         .fetch_one(&state.pool)

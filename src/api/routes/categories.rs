@@ -10,16 +10,17 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 
 use super::ApiTags;
-use super::auth::NoContent;
+use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::api::error::{ApiError, ApiResult, Issue};
-use crate::api::names::{CategoryName, Checked, Target};
 use crate::db::categories::{self as store, Category, CategoryError};
 use crate::db::store::Writer;
 use crate::db::{quote, table};
 use crate::model::schema::Field;
 use crate::model::wire::Row;
+use crate::web::error::{ApiError, ApiResult, Issue};
+use crate::web::intake::InsertResult;
+use crate::web::names::{CategoryName, Checked, Target};
 
 /// Category routes.
 pub struct CategoriesApi;
@@ -54,34 +55,6 @@ pub enum CategoryCreated {
     /// Created at version 1.
     #[oai(status = 201)]
     Created(Json<Category>, #[oai(header = "Location")] String),
-}
-
-impl From<CategoryError> for ApiError {
-    fn from(e: CategoryError) -> ApiError {
-        match e {
-            CategoryError::NotFound(m) => ApiError::not_found(m),
-            CategoryError::Conflict(m) => ApiError::conflict(m),
-            CategoryError::Invalid(p) => ApiError::invalid(
-                "the category definition is invalid",
-                p.into_iter().map(Issue::from).collect(),
-            ),
-            CategoryError::Sql(e) => ApiError::from(e),
-        }
-    }
-}
-
-/// What an insert did.
-#[derive(Debug, Object)]
-pub struct InsertResult {
-    /// Records accepted: stored, or already stored (a record with the same target,
-    /// time and values is kept once, however often it is sent).
-    pub accepted: u64,
-    /// Records rejected (see `errors`).
-    pub rejected: u64,
-    /// Schema version the records were validated against.
-    pub schema_version: i32,
-    /// Why each rejected record was rejected, by its index in the request.
-    pub errors: Vec<Issue>,
 }
 
 /// Insert answers.
@@ -292,7 +265,7 @@ impl CategoriesApi {
         .await
         .map_err(|e| match e {
             CategoryError::Invalid(p) if p.iter().any(|x| x.reason.contains("cannot change")) => {
-                ApiError::Conflict(Json(crate::api::error::ErrorBody {
+                ApiError::Conflict(Json(crate::web::error::ErrorBody {
                     code: "incompatible_change".into(),
                     message: "the new schema is incompatible with stored records".into(),
                     errors: p.into_iter().map(Issue::from).collect(),

@@ -14,14 +14,14 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::auth::NoContent;
+use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::names::CategoryName;
 use crate::db::dead_letters::{self as store, Reason, StoredDeadLetter};
-use crate::ingest::Item;
+use crate::ingest::payload::Item;
 use crate::model::transform::Transform;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::names::CategoryName;
 
 /// Dead-letter routes.
 pub struct DeadLettersApi;
@@ -99,12 +99,10 @@ async fn replay(state: &AppState, letters: Vec<StoredDeadLetter>) -> ApiResult<R
             .unwrap_or_else(Transform::default);
         let items = letters
             .iter()
-            .map(|l| Item {
-                position: l.position.clone(),
-                raw: l.raw.clone(),
-            })
+            .map(|l| Item::new(l.position.clone(), l.raw.clone()))
             .collect();
-        let mut p = crate::ingest::prepare(state, &category, &source, &transform, items).await?;
+        let schema = state.schemas.get(&state.pool, &category).await?;
+        let mut p = crate::ingest::prepare(&schema, &source, &transform, items);
         // Failed letters are stored already: only their reasons change.
         p.dead.clear();
         crate::ingest::publish(js, &state.cfg, &category, &p).await?;

@@ -13,12 +13,13 @@ use sha2::Digest;
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::auth::NoContent;
+use super::NoContent;
 use crate::api::AppState;
-use crate::api::auth::{Auth, Principal};
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::auth::Auth;
 use crate::api::files::{FileStore, Hashing, parse_range};
-use crate::api::names::{CategoryName, Target};
+use crate::model::access::Principal;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::names::{CategoryName, Target};
 
 /// File routes.
 pub struct FilesApi;
@@ -132,8 +133,8 @@ fn store(state: &AppState) -> ApiResult<&FileStore> {
 /// Who may read or change a file: its category's access, or any user for unlinked files.
 fn check(p: &Principal, category: Option<&str>, write: bool) -> ApiResult<()> {
     match (category, write) {
-        (Some(c), false) => p.require_read(c),
-        (Some(c), true) => p.require_write(c),
+        (Some(c), false) => Ok(p.require_read(c)?),
+        (Some(c), true) => Ok(p.require_write(c)?),
         (None, false) => Ok(()),
         (None, true) => p.require_write("*").map_err(|_| {
             ApiError::forbidden("writing unlinked files needs the editor role (tokens: write:*)")

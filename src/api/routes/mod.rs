@@ -10,7 +10,15 @@ pub mod sources;
 mod system;
 pub mod users;
 
-use poem_openapi::Tags;
+use poem_openapi::{ApiResponse, Tags};
+
+/// No content.
+#[derive(ApiResponse)]
+pub enum NoContent {
+    /// Done.
+    #[oai(status = 204)]
+    Done,
+}
 
 /// Tags grouping the operations in the spec and Swagger UI.
 #[derive(Tags)]

@@ -12,13 +12,14 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::auth::NoContent;
+use super::NoContent;
 use crate::api::AppState;
-use crate::api::auth::{Auth, Principal};
-use crate::api::error::{ApiError, ApiResult, Issue};
-use crate::api::names::{CategoryName, Name};
+use crate::api::auth::Auth;
 use crate::db::sources::{self as store, Source, SourceKind};
+use crate::model::access::Principal;
 use crate::model::transform::Transform;
+use crate::web::error::{ApiError, ApiResult, Issue};
+use crate::web::names::{CategoryName, Name};
 
 /// Source routes.
 pub struct SourcesApi;

@@ -11,8 +11,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use super::ApiTags;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::api::error::{ApiError, ApiResult};
 use crate::control::protocol::{Request, Response, UnitStatus};
+use crate::web::error::{ApiError, ApiResult};
 
 /// System routes.
 pub struct SystemApi;

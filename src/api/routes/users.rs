@@ -10,11 +10,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::auth::NoContent;
+use super::NoContent;
 use crate::api::AppState;
-use crate::api::auth::{self, Auth, Role};
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::names::{Name, Password};
+use crate::api::auth::{self, Auth};
+use crate::model::access::Role;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::names::{Name, Password};
 
 /// User routes.
 pub struct UsersApi;

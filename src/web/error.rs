@@ -230,3 +230,23 @@ fn constraint_subject(table: Option<&str>, constraint: &str) -> String {
 
 /// Shorthand for route results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<crate::model::access::Denied> for ApiError {
+    fn from(d: crate::model::access::Denied) -> ApiError {
+        ApiError::forbidden(d.0)
+    }
+}
+
+impl From<crate::db::categories::CategoryError> for ApiError {
+    fn from(e: crate::db::categories::CategoryError) -> ApiError {
+        match e {
+            crate::db::categories::CategoryError::NotFound(m) => ApiError::not_found(m),
+            crate::db::categories::CategoryError::Conflict(m) => ApiError::conflict(m),
+            crate::db::categories::CategoryError::Invalid(p) => ApiError::invalid(
+                "the category definition is invalid",
+                p.into_iter().map(Issue::from).collect(),
+            ),
+            crate::db::categories::CategoryError::Sql(e) => ApiError::from(e),
+        }
+    }
+}

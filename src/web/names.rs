@@ -224,7 +224,7 @@ impl Rule for ScopeRule {
     const PATTERN: Option<&'static str> = Some("^(admin|(read|write):(\\*|[a-z][a-z0-9_]{0,47}))$");
     const MAX_LENGTH: usize = 54;
     fn check(s: &str) -> Option<String> {
-        super::auth::Scope::parse(s).err()
+        crate::model::access::Scope::parse(s).err()
     }
 }
 /// A token scope.
