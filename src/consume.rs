@@ -9,13 +9,14 @@
 //! integrity reconciliation checks. After the commit, the new records are published on
 //! `tmidb.live.{category}` for live followers (SSE).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
 use crate::config::Config;
+use crate::db::categories::SchemaCache;
 use crate::db::store::{Origin, Writer, Written};
 use crate::model::schema::{Schema, record_json};
 use crate::model::wire::Row;
@@ -35,36 +36,21 @@ pub enum ConsumeError {
     Pipeline(#[from] crate::pipeline::PipelineError),
 }
 
-/// Schemas by (category, version): versions never change, so they are kept.
-#[derive(Default)]
-pub struct Versions(HashMap<(String, i32), Arc<Schema>>);
-
-impl Versions {
-    /// Drops the cached versions of a category (it was deleted or re-created).
-    pub fn forget(&mut self, category: &str) {
-        self.0.retain(|(c, _), _| c != category);
-    }
-
-    async fn get(
-        &mut self,
-        pool: &sqlx::PgPool,
-        category: &str,
-        version: i32,
-    ) -> Result<Arc<Schema>, String> {
-        if let Some(s) = self.0.get(&(category.to_string(), version)) {
-            return Ok(s.clone());
-        }
-        let c = crate::db::categories::get(pool, category, Some(version))
-            .await
-            .map_err(|e| e.to_string())?;
-        let s = Arc::new(Schema {
-            category: c.name,
-            version: c.version,
-            fields: c.fields,
-        });
-        self.0.insert((category.to_string(), version), s.clone());
-        Ok(s)
-    }
+/// A batch's schema version; a version that cannot be read (the category was deleted
+/// meanwhile, PostgreSQL is away) fails the transaction like any database error.
+async fn schema_of(
+    schemas: &SchemaCache,
+    pool: &sqlx::PgPool,
+    category: &str,
+    version: i32,
+) -> Result<Arc<Schema>, sqlx::Error> {
+    schemas
+        .version(pool, category, version)
+        .await
+        .map_err(|e| match e {
+            crate::db::categories::CategoryError::Sql(e) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })
 }
 
 /// One message as decoded.
@@ -94,7 +80,7 @@ pub fn decode(subject: &str, payload: &[u8]) -> Decoded {
 pub async fn write(
     pool: &sqlx::PgPool,
     storage: crate::db::Storage,
-    versions: &mut Versions,
+    schemas: &SchemaCache,
     partitions: &crate::db::categories::PartitionCache,
     epoch: &str,
     messages: &[(u64, Decoded)],
@@ -120,10 +106,7 @@ pub async fn write(
     let mut w = Writer::default();
     let mut tx = pool.begin().await?;
     for ((category, version), batches) in &groups {
-        let schema = versions
-            .get(pool, category, *version)
-            .await
-            .map_err(sqlx::Error::Protocol)?;
+        let schema = schema_of(schemas, pool, category, *version).await?;
         let rows: Vec<Vec<Row>> = batches
             .iter()
             .map(|(_, b)| b.records.iter().map(Row::from).collect())
@@ -159,7 +142,7 @@ pub async fn write(
 pub async fn write_isolated(
     pool: &sqlx::PgPool,
     storage: crate::db::Storage,
-    versions: &mut Versions,
+    schemas: &SchemaCache,
     partitions: &crate::db::categories::PartitionCache,
     epoch: &str,
     messages: &[(u64, Decoded)],
@@ -168,14 +151,11 @@ pub async fn write_isolated(
     for (seq, m) in messages {
         let Decoded::Data(b) = m else {
             let one = [(*seq, m.clone())];
-            let w = write(pool, storage, versions, partitions, epoch, &one).await?;
+            let w = write(pool, storage, schemas, partitions, epoch, &one).await?;
             out.new_rows += w.new_rows;
             continue;
         };
-        let schema = versions
-            .get(pool, &b.category, b.schema_version)
-            .await
-            .map_err(sqlx::Error::Protocol)?;
+        let schema = schema_of(schemas, pool, &b.category, b.schema_version).await?;
         let mut refused: Vec<(usize, String)> = vec![];
         let mut rows = vec![];
         for (i, r) in b.records.iter().enumerate() {
@@ -257,9 +237,10 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     let epoch = crate::pipeline::stream_epoch(&mut stream).await?;
     crate::integrity::mark_ledger_start(&pool, &stream, &epoch).await;
     let storage = crate::db::storage(&pool).await;
-    let mut versions = Versions::default();
+    let schemas = Arc::new(SchemaCache::default());
     let partitions = crate::db::categories::PartitionCache::default();
-    let mut listener = crate::db::listen(&cfg, &[crate::db::categories::CHANNEL]).await?;
+    let (follower, follow_cfg) = (schemas.clone(), cfg.clone());
+    tokio::spawn(async move { follower.follow(&follow_cfg).await });
     let nudge = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(alert_loop(pool.clone(), js.clone(), nudge.clone()));
     tokio::spawn(reconcile_loop(
@@ -282,13 +263,6 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
     loop {
         let first = tokio::select! {
             _ = &mut stop => break,
-            n = listener.recv() => {
-                // A category was re-created: its cached versions may be stale.
-                if let Ok(n) = n {
-                    versions.forget(n.payload());
-                }
-                continue;
-            }
             m = incoming.next() => m,
         };
         let mut taken = vec![];
@@ -330,7 +304,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match write(&pool, storage, &mut versions, &partitions, &epoch, &decoded).await {
+            match write(&pool, storage, &schemas, &partitions, &epoch, &decoded).await {
                 Err(e) if retryable(&e) && attempt < 5 => {
                     tracing::debug!("write conflict, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
@@ -340,15 +314,8 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                         messages = decoded.len(),
                         "a batch was refused for its data ({e}); storing record by record"
                     );
-                    break write_isolated(
-                        &pool,
-                        storage,
-                        &mut versions,
-                        &partitions,
-                        &epoch,
-                        &decoded,
-                    )
-                    .await;
+                    break write_isolated(&pool, storage, &schemas, &partitions, &epoch, &decoded)
+                        .await;
                 }
                 other => break other,
             }

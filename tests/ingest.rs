@@ -745,6 +745,23 @@ fn every_source_kind_lands_transformed_records_and_bad_ones_become_replayable_de
             .first()
             .is_some_and(|r| r["voltage"] == 230)
     });
+    // The data-manager follows the change made through the api: a push with the new
+    // field is taken (not dead-lettered) once the notification reached it.
+    sup.wait_until("the data-manager sees the new version", secs(30), |_| {
+        let (status, _, r) = p.call(
+            p.ingest,
+            "POST",
+            "/ingest/meter",
+            &admin,
+            &json!([{"target": "v2", "ts": "2026-11-26T08:00:00Z", "power": 1, "voltage": 231}]),
+        );
+        status == 202 && r["rejected"] == 0 && r["schema_version"] == 2
+    });
+    sup.wait_until("the pushed v2 record", secs(30), |_| {
+        records_of(&p, "v2")
+            .first()
+            .is_some_and(|r| r["voltage"] == 231)
+    });
 
     // A poll that brings nothing new publishes nothing (what was taken is remembered):
     // one "poll ingested" before the document changes, one after, although it is

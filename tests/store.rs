@@ -43,7 +43,8 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
             let cfg = tmidb::config::Config::load(&home).unwrap();
             let pool = tmidb::db::connect(&cfg, 2).await.unwrap();
             let storage = tmidb::db::storage(&pool).await;
-            let schema = tmidb::db::categories::schema(&pool, "store_path")
+            let schema = tmidb::db::categories::SchemaCache::default()
+                .get(&pool, "store_path")
                 .await
                 .unwrap();
             let ts = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:17:05Z")

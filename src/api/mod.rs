@@ -159,7 +159,8 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         nats: Some(js),
     });
     // Schema changes made through another api instance reach this one's cache too.
-    tokio::spawn(forget_changed_schemas(state.clone()));
+    let follower = state.clone();
+    tokio::spawn(async move { follower.schemas.follow(&follower.cfg).await });
     if let Err(e) = auth::bootstrap_admin(&state).await {
         tracing::error!("cannot create the first admin: {e:?}");
     }
@@ -192,15 +193,6 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(5)))
         .await
         .map_err(|source| ServeError::Listen { port, source })
-}
-
-async fn forget_changed_schemas(state: Arc<AppState>) {
-    let Ok(mut l) = crate::db::listen(&state.cfg, &[crate::db::categories::CHANNEL]).await else {
-        return;
-    };
-    while let Ok(n) = l.recv().await {
-        state.schemas.forget(n.payload());
-    }
 }
 
 #[cfg(test)]

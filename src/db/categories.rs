@@ -9,8 +9,8 @@
 //! SQL text only ever contains identifiers that passed `valid_identifier` (quoted);
 //! values are bind parameters. Records are stored through [`super::store`].
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Utc};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
@@ -275,39 +275,107 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Category>, CategoryError> {
     Ok(out)
 }
 
-/// Current schemas by category, so a records request costs no schema query. Every
-/// change of a category goes through this process's api, which calls
-/// [`SchemaCache::forget`].
+/// Category schemas, cached: the current version of each category and every version
+/// asked for by number, so neither a request nor a batch costs a schema query. A
+/// version never changes once stored; a category deleted and re-created starts its
+/// versions again, so a change to a category forgets all of its entries. Each process
+/// keeps one cache and runs one [`SchemaCache::follow`]er of `tmidb_categories`.
 #[derive(Default)]
-pub struct SchemaCache(Mutex<std::collections::HashMap<String, std::sync::Arc<Schema>>>);
+pub struct SchemaCache(Mutex<Cached>);
+
+#[derive(Default)]
+struct Cached {
+    /// Category → its current version.
+    current: HashMap<String, i32>,
+    /// (category, version) → schema.
+    versions: HashMap<(String, i32), Arc<Schema>>,
+}
 
 impl SchemaCache {
-    /// The current schema, from the cache or the database.
-    pub async fn get(
-        &self,
-        pool: &PgPool,
-        name: &str,
-    ) -> Result<std::sync::Arc<Schema>, CategoryError> {
-        if let Some(s) = self.0.lock().expect("lock").get(name) {
-            return Ok(s.clone());
+    /// The current schema of `name`.
+    pub async fn get(&self, pool: &PgPool, name: &str) -> Result<Arc<Schema>, CategoryError> {
+        let cached = {
+            let c = self.0.lock().expect("lock");
+            c.current
+                .get(name)
+                .and_then(|v| c.versions.get(&(name.to_string(), *v)))
+                .cloned()
+        };
+        if let Some(s) = cached {
+            return Ok(s);
         }
-        let s = std::sync::Arc::new(schema(pool, name).await?);
-        self.0
-            .lock()
-            .expect("lock")
-            .insert(name.to_string(), s.clone());
+        let s = Arc::new(schema(pool, name, None).await?);
+        let mut c = self.0.lock().expect("lock");
+        c.current.insert(name.to_string(), s.version);
+        c.versions.insert((name.to_string(), s.version), s.clone());
         Ok(s)
     }
 
-    /// Drops a category's cached schema (after it changed or was deleted).
+    /// Version `version` of `name`'s schema.
+    pub async fn version(
+        &self,
+        pool: &PgPool,
+        name: &str,
+        version: i32,
+    ) -> Result<Arc<Schema>, CategoryError> {
+        let key = (name.to_string(), version);
+        if let Some(s) = self.0.lock().expect("lock").versions.get(&key) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(schema(pool, name, Some(version)).await?);
+        self.0.lock().expect("lock").versions.insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// Forgets everything cached of `name` (it changed, or was deleted).
     pub fn forget(&self, name: &str) {
-        self.0.lock().expect("lock").remove(name);
+        let mut c = self.0.lock().expect("lock");
+        c.current.remove(name);
+        c.versions.retain(|(n, _), _| n != name);
+    }
+
+    fn forget_all(&self) {
+        *self.0.lock().expect("lock") = Cached::default();
+    }
+
+    /// Follows changes made by any process (NOTIFY `tmidb_categories` names the
+    /// category) for as long as the process runs. When the listening connection is
+    /// lost, a change may have been missed: everything is forgotten, and the listener
+    /// reconnects.
+    pub async fn follow(&self, cfg: &crate::config::Config) {
+        let mut retry = crate::backoff::Backoff::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        )
+        .retry();
+        loop {
+            let mut listener = match super::listen(cfg, &[CHANNEL]).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("cannot follow schema changes: {e}; retrying");
+                    retry.wait().await;
+                    continue;
+                }
+            };
+            retry.reset();
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => self.forget(n.payload()),
+                    Ok(None) => self.forget_all(),
+                    Err(e) => {
+                        tracing::warn!("lost the schema change listener: {e}");
+                        self.forget_all();
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
-/// The current schema of a category.
-pub async fn schema(pool: &PgPool, name: &str) -> Result<Schema, CategoryError> {
-    let c = get(pool, name, None).await?;
+/// Version `version` (None: the current one) of a category's schema.
+async fn schema(pool: &PgPool, name: &str, version: Option<i32>) -> Result<Schema, CategoryError> {
+    let c = get(pool, name, version).await?;
     Ok(Schema {
         category: c.name,
         version: c.version,

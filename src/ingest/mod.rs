@@ -389,13 +389,11 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     let pool = crate::db::connect(&cfg, 8).await?;
     let (_client, js, _stream) = crate::pipeline::connect(&cfg, "data-manager").await?;
     let ingest = crate::pipeline::ingest_consumer(&js).await?;
-    let listener = crate::db::listen(
-        &cfg,
-        &[crate::db::sources::CHANNEL, crate::db::categories::CHANNEL],
-    )
-    .await?;
+    let listener = crate::db::listen(&cfg, &[crate::db::sources::CHANNEL]).await?;
     let port = cfg.ports["ingest"];
     let m = Arc::new(Manager::new(pool, cfg, js));
+    let follower = m.clone();
+    tokio::spawn(async move { follower.schemas.follow(&follower.cfg).await });
     tokio::spawn(sources::run_nats(m.clone(), ingest));
     tokio::spawn(sources::supervise(m.clone(), listener));
     let app = http::app(m);

@@ -13,7 +13,8 @@
 //!   (remembered in `source_state` across restarts).
 //!
 //! [`supervise`] (re)starts the runners of enabled sources whenever a source changes
-//! (NOTIFY `tmidb_sources`, with a full re-sync every minute as a safety net).
+//! (NOTIFY `tmidb_sources`, with a full re-sync every minute as a safety net); schema
+//! changes reach the [`Manager`]'s cache through its follower.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -289,21 +290,14 @@ pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener
             Err(e) => tracing::warn!("cannot read the sources: {e}"),
         }
         // Wait for a change (or a minute, as a safety net).
-        loop {
-            match tokio::time::timeout(Duration::from_secs(60), listener.recv()).await {
-                Ok(Ok(n)) if n.channel() == crate::db::categories::CHANNEL => {
-                    m.schemas.forget(n.payload());
-                    continue;
-                }
-                Ok(Ok(_)) => m.sources_changed(),
-                Ok(Err(e)) => {
-                    tracing::warn!("source change listener: {e}; re-syncing");
-                    m.sources_changed();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(_) => {}
+        match tokio::time::timeout(Duration::from_secs(60), listener.recv()).await {
+            Ok(Ok(_)) => m.sources_changed(),
+            Ok(Err(e)) => {
+                tracing::warn!("source change listener: {e}; re-syncing");
+                m.sources_changed();
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            break;
+            Err(_) => {}
         }
     }
 }
