@@ -1055,6 +1055,12 @@ fn aggregation_matches_hand_computed_values_and_export_streams() {
     assert_eq!(csv.len(), 6, "{text}");
     assert!(csv[1].ends_with(",1,1,\"x,y\""), "{}", csv[1]);
     assert!(csv[3].ends_with(",\"say \"\"hi\"\"\""), "{}", csv[3]);
+    assert!(text.ends_with("\r\n"), "RFC 4180 line ends: {text:?}");
+    let notes: Vec<String> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap()[4].to_string())
+        .collect();
+    assert_eq!(notes, ["x,y", "", "say \"hi\"", "", "no value"]);
 }
 
 #[test]
