@@ -13,19 +13,21 @@ use uuid::Uuid;
 
 use crate::model::alert::{AlertKind, AlertRule, Notification, Op, conditions, message};
 
-type RuleRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<f64>,
-    Option<String>,
-    i32,
-    Vec<String>,
-    bool,
-);
+/// An `alert_rules` row.
+#[derive(sqlx::FromRow)]
+struct RuleRow {
+    id: Uuid,
+    name: String,
+    category: String,
+    kind: String,
+    field: Option<String>,
+    op: Option<String>,
+    value: Option<f64>,
+    target: Option<String>,
+    window_secs: i32,
+    webhooks: Vec<String>,
+    enabled: bool,
+}
 
 const RULE_COLUMNS: &str =
     "id, name, category, kind, field, op, value, target, window_secs, webhooks, enabled";
@@ -35,17 +37,17 @@ fn rule_from(r: RuleRow) -> AlertRule {
         serde_json::from_value(serde_json::Value::String(s)).ok()
     }
     AlertRule {
-        id: r.0,
-        name: r.1,
-        category: r.2,
-        kind: parse(r.3).unwrap_or(AlertKind::Threshold),
-        field: r.4,
-        op: r.5.and_then(parse),
-        value: r.6,
-        target: r.7,
-        window: humantime::format_duration(Duration::from_secs(r.8 as u64)).to_string(),
-        webhooks: r.9,
-        enabled: r.10,
+        id: r.id,
+        name: r.name,
+        category: r.category,
+        kind: parse(r.kind).unwrap_or(AlertKind::Threshold),
+        field: r.field,
+        op: r.op.and_then(parse),
+        value: r.value,
+        target: r.target,
+        window: humantime::format_duration(Duration::from_secs(r.window_secs as u64)).to_string(),
+        webhooks: r.webhooks,
+        enabled: r.enabled,
     }
 }
 
@@ -109,27 +111,29 @@ pub async fn delete_rule(pool: &PgPool, key: &str) -> Result<bool, sqlx::Error> 
     Ok(n > 0)
 }
 
-type NoteRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    Option<f64>,
-    String,
-    DateTime<Utc>,
-);
+/// An `alerts` row.
+#[derive(sqlx::FromRow)]
+struct NoteRow {
+    id: Uuid,
+    rule: String,
+    category: String,
+    target: String,
+    state: String,
+    value: Option<f64>,
+    message: String,
+    at: DateTime<Utc>,
+}
 
 fn note_from(r: NoteRow) -> Notification {
     Notification {
-        id: r.0,
-        rule: r.1,
-        category: r.2,
-        target: r.3,
-        state: r.4,
-        value: r.5,
-        message: r.6,
-        at: r.7,
+        id: r.id,
+        rule: r.rule,
+        category: r.category,
+        target: r.target,
+        state: r.state,
+        value: r.value,
+        message: r.message,
+        at: r.at,
     }
 }
 
@@ -259,18 +263,14 @@ pub async fn check_absence(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(n)
 }
 
-type PendingRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    Option<f64>,
-    String,
-    DateTime<Utc>,
-    i32,
-    Option<Vec<String>>,
-);
+/// A pending notification with its attempts and its rule's webhooks.
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    #[sqlx(flatten)]
+    note: NoteRow,
+    attempts: i32,
+    webhooks: Option<Vec<String>>,
+}
 
 /// Claims up to 20 pending notifications (`FOR UPDATE SKIP LOCKED`, so several
 /// data-consumers share the outbox): each with its attempts so far and its rule's
@@ -290,11 +290,10 @@ pub async fn claim_pending(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let (attempts, webhooks) = (r.8, r.9.unwrap_or_default());
             (
-                note_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7)),
-                attempts,
-                webhooks,
+                note_from(r.note),
+                r.attempts,
+                r.webhooks.unwrap_or_default(),
             )
         })
         .collect())

@@ -223,15 +223,17 @@ pub async fn create(
     get(pool, name, None).await
 }
 
-type VersionRow = (
-    String,
-    String,
-    i32,
-    i32,
-    serde_json::Value,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+/// A category joined with one of its versions.
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    name: String,
+    description: String,
+    version: i32,
+    current_version: i32,
+    fields: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 /// A category at `version` (None: the current one).
 pub async fn get(
@@ -253,13 +255,13 @@ pub async fn get(
         None => CategoryError::NotFound(format!("no category `{name}`")),
     })?;
     Ok(Category {
-        name: r.0,
-        description: r.1,
-        version: r.2,
-        current_version: r.3,
-        fields: serde_json::from_value(r.4).unwrap_or_default(),
-        created_at: r.5,
-        updated_at: r.6,
+        name: r.name,
+        description: r.description,
+        version: r.version,
+        current_version: r.current_version,
+        fields: serde_json::from_value(r.fields).unwrap_or_default(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }
 

@@ -44,34 +44,36 @@ pub struct StoredDeadLetter {
     pub updated_at: DateTime<Utc>,
 }
 
-type Row = (
-    Uuid,
-    String,
-    String,
-    String,
-    Value,
-    Value,
-    i32,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+/// A `dead_letters` row.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    category: String,
+    source: String,
+    position: String,
+    raw: Value,
+    reasons: Value,
+    schema_version: i32,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 const COLUMNS: &str =
     "id, category, source, position, raw, reasons, schema_version, status, created_at, updated_at";
 
 fn from_row(r: Row) -> StoredDeadLetter {
     StoredDeadLetter {
-        id: r.0,
-        category: r.1,
-        source: r.2,
-        position: r.3,
-        raw: r.4,
-        reasons: serde_json::from_value(r.5).unwrap_or_default(),
-        schema_version: r.6,
-        status: r.7,
-        created_at: r.8,
-        updated_at: r.9,
+        id: r.id,
+        category: r.category,
+        source: r.source,
+        position: r.position,
+        raw: r.raw,
+        reasons: serde_json::from_value(r.reasons).unwrap_or_default(),
+        schema_version: r.schema_version,
+        status: r.status,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     }
 }
 

@@ -71,32 +71,34 @@ pub struct Source {
     pub updated_at: DateTime<Utc>,
 }
 
-type Row = (
-    Uuid,
-    String,
-    String,
-    String,
-    Value,
-    Value,
-    bool,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+/// A `sources` row.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    name: String,
+    category: String,
+    kind: String,
+    config: Value,
+    transform: Value,
+    enabled: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 const COLUMNS: &str =
     "id, name, category, kind, config, transform, enabled, created_at, updated_at";
 
 fn from_row(r: Row) -> Source {
     Source {
-        id: r.0,
-        name: r.1,
-        category: r.2,
-        kind: SourceKind::parse(&r.3),
-        config: r.4,
-        transform: serde_json::from_value(r.5).unwrap_or_default(),
-        enabled: r.6,
-        created_at: r.7,
-        updated_at: r.8,
+        id: r.id,
+        name: r.name,
+        category: r.category,
+        kind: SourceKind::parse(&r.kind),
+        config: r.config,
+        transform: serde_json::from_value(r.transform).unwrap_or_default(),
+        enabled: r.enabled,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     }
 }
 

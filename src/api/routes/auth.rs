@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::users::User;
+use super::users::{User, UserRow, user_from};
 use super::{ApiTags, NoContent};
 use crate::api::AppState;
 use crate::api::auth::{self, Auth};
@@ -106,27 +106,34 @@ pub enum TokenCreated {
 }
 
 /// A user row with its password hash.
-type LoginRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>, String);
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
 
-type TokenRow = (
-    Uuid,
-    String,
-    Vec<String>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-);
+/// An `api_tokens` row (no hash).
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    name: String,
+    scopes: Vec<String>,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
 
 fn token_from(r: TokenRow) -> Token {
     Token {
-        id: r.0,
-        name: r.1,
-        scopes: r.2,
-        created_at: r.3,
-        expires_at: r.4,
-        last_used_at: r.5,
-        revoked_at: r.6,
+        id: r.id,
+        name: r.name,
+        scopes: r.scopes,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        last_used_at: r.last_used_at,
+        revoked_at: r.revoked_at,
         token: None,
     }
 }
@@ -177,7 +184,7 @@ impl AuthApi {
                 .fetch_optional(&state.pool)
                 .await?;
         let ok = match &row {
-            Some(r) => auth::verify_password(body.password.clone(), r.5.clone()).await,
+            Some(r) => auth::verify_password(body.password.clone(), r.password_hash.clone()).await,
             None => {
                 // Spend the same time as a real check, so timing does not reveal names.
                 let _ =
@@ -191,12 +198,13 @@ impl AuthApi {
             return Err(ApiError::unauthorized("wrong user name or password"));
         };
         state.throttle_user.succeed(&user_key[0]);
+        let user = user_from(r.user);
         let token = auth::new_token(access::SESSION_PREFIX);
         let csrf = crate::setup::random_token(32);
         let expires_at = Utc::now() + auth::SESSION_TTL;
         sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(access::token_hash(&token))
-            .bind(r.0)
+            .bind(user.id)
             .bind(&csrf)
             .bind(expires_at)
             .execute(&state.pool)
@@ -209,13 +217,6 @@ impl AuthApi {
             auth::SESSION_COOKIE,
             auth::SESSION_TTL.as_secs()
         );
-        let user = User {
-            id: r.0,
-            username: r.1,
-            role: Role::parse(&r.2),
-            created_at: r.3,
-            updated_at: r.4,
-        };
         Ok(LoginResponse::Ok(
             Json(Session {
                 token,

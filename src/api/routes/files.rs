@@ -60,30 +60,32 @@ pub struct FileInfo {
     pub created_at: DateTime<Utc>,
 }
 
-type FileRow = (
-    Uuid,
-    String,
-    i64,
-    String,
-    String,
-    Option<Uuid>,
-    Option<String>,
-    Option<String>,
-    DateTime<Utc>,
-    String,
-);
+/// A `files` row.
+#[derive(sqlx::FromRow)]
+struct FileRow {
+    id: Uuid,
+    name: String,
+    size: i64,
+    sha256: String,
+    content_type: String,
+    owner: Option<Uuid>,
+    target: Option<String>,
+    category: Option<String>,
+    created_at: DateTime<Utc>,
+    object_key: String,
+}
 
 fn info(r: &FileRow) -> FileInfo {
     FileInfo {
-        id: r.0,
-        name: r.1.clone(),
-        size: r.2,
-        sha256: r.3.clone(),
-        content_type: r.4.clone(),
-        owner: r.5,
-        target: r.6.clone(),
-        category: r.7.clone(),
-        created_at: r.8,
+        id: r.id,
+        name: r.name.clone(),
+        size: r.size,
+        sha256: r.sha256.clone(),
+        content_type: r.content_type.clone(),
+        owner: r.owner,
+        target: r.target.clone(),
+        category: r.category.clone(),
+        created_at: r.created_at,
     }
 }
 
@@ -242,7 +244,7 @@ impl FilesApi {
         .await?;
         Ok(Json(
             rows.iter()
-                .filter(|r| check(p, r.7.as_deref(), false).is_ok())
+                .filter(|r| check(p, r.category.as_deref(), false).is_ok())
                 .map(info)
                 .collect(),
         ))
@@ -257,7 +259,7 @@ impl FilesApi {
         id: Path<Uuid>,
     ) -> ApiResult<Json<FileInfo>> {
         let r = fetch(&state, id.0).await?;
-        check(auth.principal(), r.7.as_deref(), false)?;
+        check(auth.principal(), r.category.as_deref(), false)?;
         Ok(Json(info(&r)))
     }
 
@@ -271,8 +273,8 @@ impl FilesApi {
         range: Header<Option<String>>,
     ) -> ApiResult<Download> {
         let r = fetch(&state, id.0).await?;
-        check(auth.principal(), r.7.as_deref(), false)?;
-        let size = r.2 as u64;
+        check(auth.principal(), r.category.as_deref(), false)?;
+        let size = r.size as u64;
         let span = match parse_range(range.0.as_deref(), size) {
             Ok(s) => s,
             Err(_) => return Ok(Download::NotSatisfiable(format!("bytes */{size}"))),
@@ -282,7 +284,7 @@ impl FilesApi {
         let (start, end) = span.unwrap_or((0, size.saturating_sub(1)));
         // Stream: the object is written into one end of a pipe while the body reads the other.
         let (mut w, rd) = tokio::io::duplex(64 * 1024);
-        let key = r.9.clone();
+        let key = r.object_key.clone();
         if size > 0 {
             // Fail early (503/404) rather than with a truncated 200.
             bucket.head_object(&key).await.map_err(|e| fs.error(e))?;
@@ -320,13 +322,22 @@ impl FilesApi {
             });
         }
         let body = poem::Body::from_async_read(rd);
-        let disposition = format!("attachment; filename=\"{}\"", r.1.replace(['"', '\\'], "_"));
+        let disposition = format!(
+            "attachment; filename=\"{}\"",
+            r.name.replace(['"', '\\'], "_")
+        );
         let len = if size == 0 { 0 } else { end - start + 1 };
         Ok(match span {
-            None => Download::Full(Binary(body), r.4.clone(), len, "bytes".into(), disposition),
+            None => Download::Full(
+                Binary(body),
+                r.content_type.clone(),
+                len,
+                "bytes".into(),
+                disposition,
+            ),
             Some(_) => Download::Partial(
                 Binary(body),
-                r.4.clone(),
+                r.content_type.clone(),
                 len,
                 format!("bytes {start}-{end}/{size}"),
                 disposition,
@@ -343,11 +354,11 @@ impl FilesApi {
         id: Path<Uuid>,
     ) -> ApiResult<NoContent> {
         let r = fetch(&state, id.0).await?;
-        check(auth.principal(), r.7.as_deref(), true)?;
+        check(auth.principal(), r.category.as_deref(), true)?;
         let fs = store(&state)?;
         fs.bucket()
             .await?
-            .delete_object(&r.9)
+            .delete_object(&r.object_key)
             .await
             .map_err(|e| fs.error(e))?;
         sqlx::query("DELETE FROM files WHERE id = $1")

@@ -77,15 +77,23 @@ pub enum UserCreated {
     Created(Json<User>, #[oai(header = "Location")] String),
 }
 
-type UserRow = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
+/// A `users` row (no password hash).
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: Uuid,
+    username: String,
+    role: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-fn user_from(r: UserRow) -> User {
+pub(super) fn user_from(r: UserRow) -> User {
     User {
-        id: r.0,
-        username: r.1,
-        role: Role::parse(&r.2),
-        created_at: r.3,
-        updated_at: r.4,
+        id: r.id,
+        username: r.username,
+        role: Role::parse(&r.role),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     }
 }
 
