@@ -59,13 +59,13 @@ bench: release ## supervisor and log benchmarks (prints figures)
 	$(CARGO) bench --bench pipeline
 
 man: ## regenerate the man pages from the code (then commit them)
-	TMIDB_WRITE_MAN=1 $(CARGO) test --lib committed_man_pages
+	TMIDB_BLESS=1 $(CARGO) test --lib committed_man_pages
 
-openapi: ## regenerate openapi/tmidb.json from the code (then commit it)
-	TMIDB_WRITE_OPENAPI=1 $(CARGO) test --lib committed_openapi
+openapi: ## regenerate openapi/tmidb.json and openapi/ingest.json from the code (then commit them)
+	TMIDB_BLESS=1 $(CARGO) test --lib committed_openapi
 
 snapshots: ## accept the current CLI output as the snapshots (then review the diff)
-	TMIDB_UPDATE_SNAPSHOTS=1 $(CARGO) test --test main cli::output_snapshots
+	TMIDB_BLESS=1 $(CARGO) test --test main cli::output_snapshots
 
 check: ## validate the default unit set
 	$(CARGO) run -q --bin tmidb-supervisor -- --check units

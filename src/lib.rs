@@ -51,3 +51,8 @@ pub mod integrity;
 pub mod web;
 
 pub mod api;
+
+/// Golden-file checks for the unit tests (the same file the integration tests use).
+#[cfg(test)]
+#[path = "../tests/helpers/golden.rs"]
+pub(crate) mod golden;

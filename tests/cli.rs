@@ -5,38 +5,13 @@ use std::process::{Command, Stdio};
 
 use crate::helpers::{CLI, Home, Sup, secs};
 
-/// Compares `actual` with `tests/snapshots/NAME.txt` and shows a line diff on mismatch.
-/// `TMIDB_UPDATE_SNAPSHOTS=1` rewrites the file instead.
+/// `actual` is `tests/snapshots/NAME.txt` (a golden file).
 fn snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(format!("{name}.txt"));
-    if std::env::var_os("TMIDB_UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let mut diff = String::new();
-        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
-        for i in 0..e.len().max(a.len()) {
-            match (e.get(i), a.get(i)) {
-                (Some(x), Some(y)) if x == y => diff.push_str(&format!("  {x}\n")),
-                (x, y) => {
-                    if let Some(x) = x {
-                        diff.push_str(&format!("- {x}\n"));
-                    }
-                    if let Some(y) = y {
-                        diff.push_str(&format!("+ {y}\n"));
-                    }
-                }
-            }
-        }
-        panic!(
-            "snapshot {name} differs (- expected, + actual; TMIDB_UPDATE_SNAPSHOTS=1 to accept):\n{diff}"
-        );
-    }
+    crate::helpers::golden::assert(
+        &format!("tests/snapshots/{name}.txt"),
+        actual.as_bytes(),
+        "run `make snapshots` to accept the output, then review the diff",
+    );
 }
 
 /// Replaces what changes from run to run: pids, ages, timings, times, the temp home.

@@ -42,26 +42,17 @@ fn render_tree(cmd: &clap::Command, name: &str, section: &str, out: &mut Vec<(St
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Committed pages equal generated ones. `TMIDB_WRITE_MAN=1` (what `make man` sets)
-    /// rewrites them instead.
+    /// Committed pages equal generated ones (`make man` rewrites them).
     #[test]
     fn committed_man_pages_match_the_code() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
-        let write = std::env::var_os("TMIDB_WRITE_MAN").is_some();
-        let mut stale = vec![];
-        for (name, text) in super::pages() {
-            let path = dir.join(&name);
-            if write {
-                std::fs::write(&path, &text).unwrap();
-            } else if std::fs::read(&path).ok().as_deref() != Some(text.as_slice()) {
-                stale.push(name);
-            }
-        }
+        let stale: Vec<String> = super::pages()
+            .into_iter()
+            .filter_map(|(name, text)| crate::golden::check(&format!("man/{name}"), &text).err())
+            .collect();
         assert!(
             stale.is_empty(),
-            "man pages differ from the code: {stale:?}; run `make man` and commit them"
+            "{}\nrun `make man` and commit the pages",
+            stale.join("\n")
         );
     }
 }

@@ -243,6 +243,10 @@ pub fn app(m: Arc<Manager>) -> impl poem::Endpoint {
 mod tests {
     #[test]
     fn committed_openapi_ingest_spec_matches_the_code() {
-        crate::web::assert_committed("openapi/ingest.json", &super::spec_json());
+        crate::golden::assert(
+            "openapi/ingest.json",
+            super::spec_json().as_bytes(),
+            "run `make openapi` and commit it",
+        );
     }
 }

@@ -182,19 +182,3 @@ fn link_created(doc: &mut serde_json::Value) {
         }
     }
 }
-
-/// `file` (relative to the package) holds `spec`; with `TMIDB_WRITE_OPENAPI` set
-/// (`make openapi`), writes it there instead.
-#[cfg(test)]
-pub(crate) fn assert_committed(file: &str, spec: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    if std::env::var_os("TMIDB_WRITE_OPENAPI").is_some() {
-        std::fs::write(&path, spec).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == spec,
-        "{file} differs from the code; run `make openapi` and commit it"
-    );
-}

@@ -1,6 +1,8 @@
 //! Fixtures: a temp home on a free port block, a running supervisor with its JSON log in
 //! a file, CLI calls, polling with deadlines, and clean-up of every process on drop.
 
+pub mod golden;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
