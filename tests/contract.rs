@@ -70,13 +70,14 @@ impl Stack {
     /// A JSON request to the api with `token`: (status, body).
     fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
         let auth = format!("Bearer {token}");
-        let mut h = vec![("Authorization", auth.as_str())];
-        if body.is_some() {
-            h.push(("Content-Type", "application/json"));
-        }
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let (status, _, raw) = http(self.api, method, path, &h, &bytes);
-        (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
+        let (status, _, v) = crate::helpers::json(
+            self.api,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_ref(),
+        );
+        (status, v)
     }
 
     fn login(&self) -> (String, String) {

@@ -77,21 +77,7 @@ impl Pipeline {
         body: &Value,
     ) -> (u16, String, Value) {
         let auth = format!("Bearer {token}");
-        let (status, head, raw) = http(
-            port,
-            method,
-            path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            &serde_json::to_vec(body).unwrap(),
-        );
-        (
-            status,
-            head,
-            serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null),
-        )
+        crate::helpers::json(port, method, path, &[("Authorization", &auth)], Some(body))
     }
 }
 

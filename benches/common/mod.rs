@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+#[path = "../../tests/helpers/client.rs"]
+pub mod client;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -98,20 +100,13 @@ impl Stack {
     }
 }
 
-/// One HTTP/1.1 request to 127.0.0.1 with a Bearer token and a JSON body: (status, body).
+/// A request with a Bearer token and a JSON body: (status, body).
 pub fn http(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    (
-        String::from_utf8_lossy(&raw[9..12]).parse().unwrap_or(0),
-        raw[split + 4..].to_vec(),
-    )
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _, body) = client::http(port, method, path, &headers, body);
+    (status, body)
 }
