@@ -465,23 +465,16 @@ async fn remote(client: &mut Client, command: Command) -> Result<(), CliError> {
         Command::Units(UnitsCommand::Deps { unit, json: true }) => {
             match ask(client, Request::UnitsList).await? {
                 Response::Units { units } => {
-                    let keep = |u: &&UnitInfo| {
-                        unit.as_ref().is_none_or(|n| {
-                            u.name == *n || u.name.split('@').next() == Some(n.as_str())
-                        })
-                    };
-                    let deps: Vec<serde_json::Value> = units
-                    .iter()
-                    .filter(keep)
-                    .map(|u| serde_json::json!({"unit": u.name, "requires": u.requires, "wants": u.wants, "after": u.after}))
-                    .collect();
-                    if deps.is_empty() {
-                        let message = format!("unknown unit `{}`", unit.unwrap_or_default());
-                        return Err(CliError::Remote {
+                    let args: Vec<String> = unit.into_iter().collect();
+                    let picked = crate::control::protocol::select(&units, &args, |u| &u.name)
+                        .map_err(|message| CliError::Remote {
                             kind: ErrorKind::UnknownUnit,
                             message,
-                        });
-                    }
+                        })?;
+                    let deps: Vec<serde_json::Value> = picked
+                        .iter()
+                        .map(|u| serde_json::json!({"unit": u.name, "requires": u.requires, "wants": u.wants, "after": u.after}))
+                        .collect();
                     json(&deps);
                 }
                 r => return Err(unexpected(r)),

@@ -168,6 +168,46 @@ impl std::fmt::Display for ExitInfo {
     }
 }
 
+/// Whether the unit argument `arg` names the instance `instance`: its full name, or
+/// its template (`worker` names `worker@1`, `worker@2`, …).
+pub fn names_instance(arg: &str, instance: &str) -> bool {
+    instance == arg
+        || instance
+            .split_once('@')
+            .is_some_and(|(template, _)| template == arg)
+}
+
+/// What the unit arguments `args` select from `all` (everything when there are none),
+/// each once, in the order asked; an argument that selects nothing is an error naming
+/// the known units. The supervisor, the CLI and the api select with this alone.
+pub fn select<'a, T>(
+    all: &'a [T],
+    args: &[String],
+    name_of: impl Fn(&T) -> &str,
+) -> Result<Vec<&'a T>, String> {
+    if args.is_empty() {
+        return Ok(all.iter().collect());
+    }
+    let mut out: Vec<&T> = vec![];
+    for arg in args {
+        let mut matched = false;
+        for u in all.iter().filter(|u| names_instance(arg, name_of(u))) {
+            matched = true;
+            if !out.iter().any(|o| name_of(o) == name_of(u)) {
+                out.push(u);
+            }
+        }
+        if !matched {
+            let known: Vec<&str> = all.iter().map(&name_of).collect();
+            return Err(format!(
+                "unknown unit `{arg}`; known units: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// One unit instance as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitStatus {
@@ -527,4 +567,29 @@ pub enum Response {
         /// What and how to fix it.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select;
+
+    #[test]
+    fn unit_arguments_select_instances_by_name_or_template_once_each() {
+        let all = ["api", "worker@1", "worker@2", "workers"];
+        let pick = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            select(&all, &args, |u| u).map(|v| v.into_iter().copied().collect::<Vec<_>>())
+        };
+        assert_eq!(pick(&[]).unwrap(), all);
+        assert_eq!(pick(&["worker"]).unwrap(), ["worker@1", "worker@2"]);
+        assert_eq!(
+            pick(&["worker@2", "worker", "api"]).unwrap(),
+            ["worker@2", "worker@1", "api"],
+            "each once, in the order asked"
+        );
+        assert_eq!(
+            pick(&["work"]).unwrap_err(),
+            "unknown unit `work`; known units: api, worker@1, worker@2, workers"
+        );
+    }
 }

@@ -18,7 +18,7 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> LoopReply {
 
 /// The instance names `names` select (`worker` selects `worker@1..N`), or the error reply.
 fn select(core: &Core, names: &[String]) -> Result<Vec<String>, LoopReply> {
-    super::server::select(&core.statuses(), names)
+    crate::control::protocol::select(&core.statuses(), names, |u| &u.name)
         .map(|s| s.into_iter().map(|u| u.name.clone()).collect())
         .map_err(|m| err(ErrorKind::UnknownUnit, m))
 }

@@ -184,38 +184,9 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
     }
 }
 
-/// Matches unit arguments against instance names: `worker` selects `worker@1..N`.
-pub fn select<'a>(all: &'a [UnitStatus], names: &[String]) -> Result<Vec<&'a UnitStatus>, String> {
-    if names.is_empty() {
-        return Ok(all.iter().collect());
-    }
-    let mut out = vec![];
-    for n in names {
-        let hits: Vec<&UnitStatus> = all
-            .iter()
-            .filter(|u| {
-                u.name == *n || u.name.split('@').next() == Some(n.as_str()) && u.name.contains('@')
-            })
-            .collect();
-        if hits.is_empty() {
-            let known: Vec<&str> = all.iter().map(|u| u.name.as_str()).collect();
-            return Err(format!(
-                "unknown unit `{n}`; known units: {}",
-                known.join(", ")
-            ));
-        }
-        for h in hits {
-            if !out.iter().any(|o: &&UnitStatus| o.name == h.name) {
-                out.push(h);
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn status(ctx: &Ctx, names: &[String]) -> Response {
     let snap = ctx.snapshot.borrow().clone();
-    match select(&snap.units, names) {
+    match crate::control::protocol::select(&snap.units, names, |u| &u.name) {
         Ok(units) => Response::Status {
             units: units
                 .into_iter()
@@ -242,7 +213,7 @@ fn log_sources(ctx: &Ctx, names: &[String]) -> Result<Vec<String>, String> {
             out.push(n.clone());
             continue;
         }
-        match select(&snap.units, std::slice::from_ref(n)) {
+        match crate::control::protocol::select(&snap.units, std::slice::from_ref(n), |u| &u.name) {
             Ok(sel) => out.extend(sel.into_iter().map(|u| u.name.clone())),
             Err(e) => {
                 let on_channel: Vec<String> = snap
