@@ -3,12 +3,16 @@
 //! The `alerts` table is an outbox ([`crate::db::alerts`]): a delivery loop in every
 //! data-consumer claims pending rows, publishes them on `tmidb.alerts.{category}` (and
 //! `tmidb.live.{category}` for SSE followers) and POSTs them to the rule's webhooks,
-//! retrying with exponential backoff (1 s doubling to 5 min, 10 attempts) until
+//! retrying with exponential backoff (1 s doubling to 5 min ±20 %, 10 attempts) until
 //! delivered. Rules and their evaluation are [`crate::model::alert`].
 
 use std::time::Duration;
 
 use sqlx::PgPool;
+
+/// Between delivery attempts of a notification (ten at most).
+const DELIVERY: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
 /// Delivers pending notifications: claims up to 20, publishes each on NATS and POSTs it
 /// to its rule's webhooks; failures are retried later with backoff. Returns how many
@@ -70,12 +74,14 @@ pub async fn deliver(
             }
             Some(e) => {
                 let give_up = attempts + 1 >= 10;
-                let delay = 2f64.powi(attempts.min(9)).min(300.0);
+                let delay = DELIVERY
+                    .delay(attempts.max(0) as u32, fastrand::f64())
+                    .as_secs_f64();
                 crate::db::alerts::failed(&mut tx, note.id, &e, give_up, delay).await?;
                 if give_up {
                     tracing::error!(rule = %note.rule, target = %note.target, "alert delivery gave up after 10 attempts: {e}");
                 } else {
-                    tracing::warn!(rule = %note.rule, target = %note.target, attempt = attempts + 1, "alert delivery failed, retrying in {delay} s: {e}");
+                    tracing::warn!(rule = %note.rule, target = %note.target, attempt = attempts + 1, "alert delivery failed, retrying in {delay:.1} s: {e}");
                 }
             }
         }

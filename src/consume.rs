@@ -224,6 +224,10 @@ const BATCH: usize = 50;
 /// How long a transaction waits for more messages after its first one.
 const GATHER: Duration = Duration::from_millis(25);
 
+/// Between tries of a transaction that met a deadlock or serialization failure.
+const CONFLICT: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+
 fn retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
 }
@@ -301,13 +305,14 @@ pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
                 (seq, decode(&m.subject, &m.payload))
             })
             .collect();
+        let mut conflicts = CONFLICT.retry();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
             match write(&pool, storage, &schemas, &partitions, &epoch, &decoded).await {
                 Err(e) if retryable(&e) && attempt < 5 => {
                     tracing::debug!("write conflict, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                    conflicts.wait().await;
                 }
                 Err(e) if crate::db::is_about_the_data(&e) => {
                     tracing::warn!(

@@ -292,6 +292,11 @@ impl FilesApi {
                 // The status line is already out: on a failure mid-way (SeaweedFS
                 // restarting), resume from the byte reached rather than truncate.
                 let mut w = crate::api::files::Counting::new(&mut w);
+                let mut retry = crate::backoff::Backoff::new(
+                    std::time::Duration::from_millis(300),
+                    std::time::Duration::from_secs(5),
+                )
+                .retry();
                 for attempt in 1..=5 {
                     let from = start + w.written();
                     if from > end {
@@ -317,7 +322,7 @@ impl FilesApi {
                             start + w.written()
                         ),
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
+                    retry.wait().await;
                 }
             });
         }
