@@ -1,6 +1,6 @@
 //! What every tmiDB service binary does around its work: JSON logs through `tracing`
 //! (the supervisor merges them as structured fields), a two-thread runtime, and an exit
-//! code with the error on stderr; telling the supervisor how it is doing ([`notify`])
+//! code with the error on stderr; telling the supervisor how it is doing ([`notify()`])
 //! and stopping gracefully ([`shutdown_signal`]).
 
 use std::future::Future;

@@ -394,7 +394,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     let m = Arc::new(Manager::new(pool, cfg, js));
     let follower = m.clone();
     tokio::spawn(async move { follower.schemas.follow(&follower.cfg).await });
-    tokio::spawn(sources::run_nats(m.clone(), ingest));
+    tokio::spawn(sources::nats::run(m.clone(), ingest));
     tokio::spawn(sources::supervise(m.clone(), listener));
     let app = http::app(m);
     let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((

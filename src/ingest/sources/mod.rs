@@ -1,0 +1,221 @@
+//! Running sources inside the data-manager, one module per kind: [`nats`] (the
+//! consumer of raw NATS records), [`file`](mod@file) (a watched directory), [`exec`] (a program's
+//! output) and [`poll`] (`http_poll`, a URL fetched every interval). Each keeps its
+//! input while the pipeline cannot take it ([`PushError::is_transient`]).
+//!
+//! [`supervise`] (re)starts the runners of enabled sources whenever a source changes
+//! (NOTIFY `tmidb_sources`, with a full re-sync every minute as a safety net); schema
+//! changes reach the [`Manager`]'s cache through its follower.
+
+pub mod exec;
+pub mod file;
+pub mod nats;
+pub mod poll;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Manager, PushError};
+use crate::backoff::Backoff;
+use crate::db::sources::{Source, SourceKind};
+use crate::model::schema::Problem;
+use exec::ExecConfig;
+use file::FileConfig;
+use poll::PollConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoConfig {}
+
+pub(super) fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, Vec<Problem>> {
+    serde_json::from_value(config.clone()).map_err(|e| vec![Problem::new("config", e.to_string())])
+}
+
+/// Checks a source's kind-specific settings; problems are named `config.KEY`.
+pub fn check_config(kind: SourceKind, config: &Value) -> Vec<Problem> {
+    let result = match kind {
+        SourceKind::HttpPush | SourceKind::Nats => typed::<NoConfig>(config).map(|_| vec![]),
+        SourceKind::HttpPoll => typed::<PollConfig>(config).map(|c| {
+            let mut out = vec![];
+            if reqwest::Url::parse(&c.url).is_err()
+                || !(c.url.starts_with("http://") || c.url.starts_with("https://"))
+            {
+                out.push(Problem::new(
+                    "config.url",
+                    format!("`{}` is not an http(s) URL", c.url),
+                ));
+            }
+            if duration(&c.interval).is_none() {
+                out.push(Problem::new(
+                    "config.interval",
+                    format!("`{}` is not a duration of at least 1s", c.interval),
+                ));
+            }
+            for (k, p) in std::iter::once(("records", &c.records))
+                .chain(c.fields.iter().map(|(k, v)| (k.as_str(), v)))
+            {
+                if !p.is_empty() && !p.starts_with('/') {
+                    out.push(Problem::new(
+                        &format!("config.{k}"),
+                        format!("`{p}` is not a JSON pointer (it starts with /)"),
+                    ));
+                }
+            }
+            out
+        }),
+        SourceKind::File => typed::<FileConfig>(config).map(|c| {
+            if c.path.as_os_str().is_empty() {
+                vec![Problem::new("config.path", "must name a directory")]
+            } else {
+                vec![]
+            }
+        }),
+        SourceKind::Exec => typed::<ExecConfig>(config).map(|c| {
+            if c.command.first().is_none_or(|p| p.is_empty()) {
+                vec![Problem::new(
+                    "config.command",
+                    "must name a program, e.g. [\"/usr/bin/my-reader\", \"--json\"]",
+                )]
+            } else {
+                vec![]
+            }
+        }),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+pub(super) fn duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| d.as_secs() >= 1)
+}
+
+/// How long a source holds its input while the pipeline is busy or full, or NATS or
+/// PostgreSQL is away: that wait is the back-pressure.
+const PATIENCE: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+
+/// Runs `attempt` until it succeeds or fails for good (not [`PushError::is_transient`]),
+/// waiting [`PATIENCE`] between tries.
+pub(super) async fn patiently<T, F>(
+    source: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, PushError>
+where
+    F: std::future::Future<Output = Result<T, PushError>>,
+{
+    let mut retry = PATIENCE.retry();
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() => {
+                tracing::debug!(source, "records not taken yet, retrying: {e}");
+                retry.wait().await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Keeps one runner per enabled `file` / `exec` / `http_poll` source, re-synced on
+/// every source change.
+pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener) {
+    // Per running source: its version (`updated_at`), name and task.
+    let mut running: HashMap<Uuid, (DateTime<Utc>, String, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        match crate::db::sources::list(&m.pool).await {
+            Ok(all) => {
+                let wanted: Vec<&Source> = all
+                    .iter()
+                    .filter(|s| {
+                        s.enabled
+                            && matches!(
+                                s.kind,
+                                SourceKind::File | SourceKind::Exec | SourceKind::HttpPoll
+                            )
+                    })
+                    .collect();
+                running.retain(|id, (at, name, task)| {
+                    let keep = wanted.iter().any(|s| s.id == *id && s.updated_at == *at);
+                    if !keep {
+                        task.abort();
+                        tracing::info!(source = %name, "source stopped: changed, disabled or removed");
+                    }
+                    keep
+                });
+                for s in wanted {
+                    if let std::collections::hash_map::Entry::Vacant(e) = running.entry(s.id) {
+                        tracing::info!(source = %s.name, kind = s.kind.as_str(), category = %s.category, "source started");
+                        e.insert((
+                            s.updated_at,
+                            s.name.clone(),
+                            tokio::spawn(run_source(m.clone(), s.clone())),
+                        ));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the sources: {e}"),
+        }
+        // Wait for a change (or a minute, as a safety net).
+        match tokio::time::timeout(Duration::from_secs(60), listener.recv()).await {
+            Ok(Ok(_)) => m.sources_changed(),
+            Ok(Err(e)) => {
+                tracing::warn!("source change listener: {e}; re-syncing");
+                m.sources_changed();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn run_source(m: Arc<Manager>, s: Source) {
+    let outcome = match s.kind {
+        SourceKind::File => match typed::<FileConfig>(&s.config) {
+            Ok(c) => file::run(&m, &s, c).await,
+            Err(e) => Err(format!("{e:?}")),
+        },
+        SourceKind::Exec => match typed::<ExecConfig>(&s.config) {
+            Ok(c) => exec::run(&m, &s, c).await,
+            Err(e) => Err(format!("{e:?}")),
+        },
+        SourceKind::HttpPoll => match typed::<PollConfig>(&s.config) {
+            Ok(c) => poll::run(&m, &s, c).await,
+            Err(e) => Err(format!("{e:?}")),
+        },
+        SourceKind::HttpPush | SourceKind::Nats => Ok(()),
+    };
+    if let Err(e) = outcome {
+        tracing::error!(source = %s.name, "source stopped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configs_are_checked_per_kind() {
+        assert!(check_config(SourceKind::Nats, &json!({})).is_empty());
+        let p = check_config(SourceKind::Nats, &json!({"subject": "x"}));
+        assert!(p[0].reason.contains("unknown field"), "{p:?}");
+        let p = check_config(
+            SourceKind::HttpPoll,
+            &json!({"url": "ftp://x", "interval": "soon", "fields": {"v": "a/b"}}),
+        );
+        let names: Vec<_> = p.iter().map(|x| x.field.clone().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["config.url", "config.interval", "config.v"],
+            "{p:?}"
+        );
+        assert!(!check_config(SourceKind::Exec, &json!({"command": []})).is_empty());
+        assert!(check_config(SourceKind::File, &json!({"path": "drop"})).is_empty());
+    }
+}
