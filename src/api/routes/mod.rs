@@ -6,6 +6,7 @@ pub mod auth;
 pub mod categories;
 pub mod dead_letters;
 pub mod files;
+pub mod records;
 pub mod sources;
 mod system;
 pub mod users;
@@ -51,6 +52,7 @@ pub type Api = (
     auth::AuthApi,
     users::UsersApi,
     categories::CategoriesApi,
+    records::RecordsApi,
     files::FilesApi,
     sources::SourcesApi,
     dead_letters::DeadLettersApi,
@@ -64,6 +66,7 @@ pub fn api() -> Api {
         auth::AuthApi,
         users::UsersApi,
         categories::CategoriesApi,
+        records::RecordsApi,
         files::FilesApi,
         sources::SourcesApi,
         dead_letters::DeadLettersApi,
