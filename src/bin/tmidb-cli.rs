@@ -5,8 +5,8 @@ use clap::Parser;
 fn main() {
     // `COMPLETE=bash tmidb-cli` prints the dynamic completion script; the shell then calls
     // back here to complete (unit names from the running supervisor).
-    clap_complete::CompleteEnv::with_factory(tmidb::cli::command).complete();
-    let cli = tmidb::cli::Cli::parse();
+    clap_complete::CompleteEnv::with_factory(tmidb::cli::args::command).complete();
+    let cli = tmidb::cli::args::Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,7 +8,7 @@ use clap::CommandFactory;
 /// Every generated page as `(file name, roff text)`.
 pub fn pages() -> Vec<(String, Vec<u8>)> {
     let mut out = vec![];
-    let mut cli = super::command();
+    let mut cli = super::args::command();
     cli.build();
     render_tree(&cli, "tmidb-cli", "1", &mut out);
     let mut sup = super::supervisor::SupervisorArgs::command();
