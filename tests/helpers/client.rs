@@ -90,3 +90,90 @@ pub fn json(
         serde_json::from_slice(&raw).unwrap_or(Value::Null),
     )
 }
+
+/// A multipart part: name, optional (file name, content type), bytes.
+pub type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+/// A multipart/form-data body of `fields`: (its Content-Type, its bytes).
+pub fn multipart(fields: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "tmidbBoundary7d1f";
+    let mut body = vec![];
+    for (name, file, data) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some((filename, ct)) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// One Server-Sent Event: (id, event type, data).
+pub type Sse = (String, String, Value);
+
+/// Reads SSE events from `path` until `want` returns true or `timeout` passes.
+pub fn sse(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+    want: impl Fn(&[Sse]) -> bool,
+) -> Vec<Sse> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    if !status.contains(" 200 ") {
+        use std::io::Read;
+        let mut rest = vec![];
+        let _ = r.read_to_end(&mut rest);
+        panic!("{path}: {status}{}", String::from_utf8_lossy(&rest));
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut events = vec![];
+    let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+    let mut in_body = false;
+    while std::time::Instant::now() < deadline && !want(&events) {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if !in_body {
+            in_body = line.is_empty();
+            continue;
+        }
+        // Chunk-size lines of the chunked encoding are skipped (hex only).
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim());
+        } else if line.is_empty() && !data.is_empty() {
+            events.push((
+                std::mem::take(&mut id),
+                std::mem::take(&mut kind),
+                serde_json::from_str(&std::mem::take(&mut data)).unwrap_or(Value::Null),
+            ));
+        }
+    }
+    events
+}
