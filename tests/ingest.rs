@@ -19,24 +19,20 @@ impl Pipeline {
         let h = Home::new();
         let toml = std::fs::read_to_string(h.path().join("tmidb.toml")).unwrap();
         std::fs::write(h.path().join("tmidb.toml"), format!("{toml}{extra}")).unwrap();
-        for u in [
-            "postgresql-init",
-            "postgresql",
-            "migrate",
-            "nats-init",
-            "nats",
-            "api",
-            "data-manager",
-            "data-consumer",
-        ] {
-            let text = std::fs::read_to_string(format!(
-                "{}/units/{u}.unit.toml",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap();
-            // No SeaweedFS here: drop the api's soft dependency on it.
-            h.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
-        }
+        // No SeaweedFS here: drop the api's soft dependency on it.
+        h.default_units(
+            &[
+                "postgresql-init",
+                "postgresql",
+                "migrate",
+                "nats-init",
+                "nats",
+                "api",
+                "data-manager",
+                "data-consumer",
+            ],
+            false,
+        );
         let sup = h.start();
         for u in ["api", "data-manager", "data-consumer@1", "data-consumer@2"] {
             sup.wait_state(u, "ready", secs(120));
@@ -138,27 +134,20 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
     assert_eq!(count(), 50, "no duplicates after the retry");
     // NDJSON and CSV bodies.
     let auth = format!("Bearer {token}");
+    let push = |content_type: &str, body: &[u8]| {
+        let (status, _, raw) = http(
+            ingest,
+            "POST",
+            "/ingest/sensor",
+            &[("Authorization", &auth), ("Content-Type", content_type)],
+            body,
+        );
+        (status, serde_json::from_slice::<Value>(&raw).unwrap())
+    };
     let nd = b"{\"target\":\"n1\",\"ts\":\"2026-05-02T00:00:00Z\",\"v\":1}\n{\"target\":\"n1\",\"ts\":\"2026-05-02T00:00:01Z\",\"v\":2}\n";
-    let (status, _, _) = http(
-        ingest,
-        "POST",
-        "/ingest/sensor",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-ndjson"),
-        ],
-        nd,
-    );
-    assert_eq!(status, 202);
+    assert_eq!(push("application/x-ndjson", nd).0, 202);
     let csv = b"target,ts,v\nc1,2026-05-03T00:00:00Z,7.5\nc1,2026-05-03T00:00:01Z,oops\n";
-    let (status, _, raw) = http(
-        ingest,
-        "POST",
-        "/ingest/sensor",
-        &[("Authorization", &auth), ("Content-Type", "text/csv")],
-        csv,
-    );
-    let r: Value = serde_json::from_slice(&raw).unwrap();
+    let (status, r) = push("text/csv", csv);
     assert_eq!(
         (
             status,
@@ -171,17 +160,7 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
     sup.wait_until("53 records stored", secs(30), |_| count() == 53);
     // A line that is not JSON is a rejected record like any other: the rest is taken.
     let nd = b"{\"target\":\"n2\",\"ts\":\"2026-05-02T00:00:00Z\",\"v\":1}\n{oops\n";
-    let (status, _, raw) = http(
-        ingest,
-        "POST",
-        "/ingest/sensor",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-ndjson"),
-        ],
-        nd,
-    );
-    let r: Value = serde_json::from_slice(&raw).unwrap();
+    let (status, r) = push("application/x-ndjson", nd);
     assert_eq!(
         (
             status,

@@ -251,17 +251,7 @@ mod tests {
     use serde_json::json;
 
     fn schema() -> Schema {
-        let f = |n: &str, k| Field {
-            name: n.into(),
-            kind: k,
-            required: false,
-            min: None,
-            max: None,
-            enum_values: None,
-            max_length: None,
-            unit: None,
-            description: None,
-        };
+        let f = Field::new;
         Schema {
             category: "s".into(),
             version: 1,

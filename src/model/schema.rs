@@ -167,6 +167,23 @@ pub struct Field {
     pub description: Option<String>,
 }
 
+impl Field {
+    /// An optional field of `kind` without constraints, unit or description.
+    pub fn new(name: &str, kind: FieldType) -> Field {
+        Field {
+            name: name.into(),
+            kind,
+            required: false,
+            min: None,
+            max: None,
+            enum_values: None,
+            max_length: None,
+            unit: None,
+            description: None,
+        }
+    }
+}
+
 /// A validated category schema.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schema {
@@ -525,17 +542,7 @@ mod tests {
     use serde_json::json;
 
     fn f(name: &str, kind: FieldType) -> Field {
-        Field {
-            name: name.into(),
-            kind,
-            required: false,
-            min: None,
-            max: None,
-            enum_values: None,
-            max_length: None,
-            unit: None,
-            description: None,
-        }
+        Field::new(name, kind)
     }
 
     fn weather() -> Schema {

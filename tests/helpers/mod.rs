@@ -94,6 +94,22 @@ impl Home {
         self.dir.path().join("units")
     }
 
+    /// Copies the default units `names` from the package's `units/`; `seaweedfs: false`
+    /// drops the api's soft dependency on SeaweedFS (for stacks without it).
+    pub fn default_units(&self, names: &[&str], seaweedfs: bool) {
+        for u in names {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("units/{u}.unit.toml")),
+            )
+            .unwrap();
+            if seaweedfs {
+                self.unit(u, &text);
+            } else {
+                self.unit(u, &text.replace("wants = [\"seaweedfs\"]", ""));
+            }
+        }
+    }
+
     /// Writes (or replaces) units/NAME.unit.toml atomically, as editors do.
     pub fn unit(&self, name: &str, text: &str) {
         let tmp = self.units().join(format!(".{name}.tmp"));

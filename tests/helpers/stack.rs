@@ -1,6 +1,6 @@
 //! The api stack every api test of the binary shares.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -50,23 +50,19 @@ pub fn api_stack() -> &'static ApiStack {
         )
         .unwrap();
         std::fs::write(h.path().join("owner.pid"), std::process::id().to_string()).unwrap();
-        let units = h.units();
-        for u in [
-            "postgresql-init",
-            "postgresql",
-            "migrate",
-            "nats-init",
-            "nats",
-            "api",
-            "seaweedfs-init",
-            "seaweedfs",
-        ] {
-            std::fs::copy(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("units/{u}.unit.toml")),
-                units.join(format!("{u}.unit.toml")),
-            )
-            .unwrap();
-        }
+        h.default_units(
+            &[
+                "postgresql-init",
+                "postgresql",
+                "migrate",
+                "nats-init",
+                "nats",
+                "api",
+                "seaweedfs-init",
+                "seaweedfs",
+            ],
+            true,
+        );
         let home = h.dir.keep();
         let (tx, rx) = std::sync::mpsc::channel();
         let h2 = home.clone();
