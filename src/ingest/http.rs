@@ -38,10 +38,12 @@ pub enum PushBody {
     /// the category's fields.
     Json(JsonRecords),
     /// One JSON record per line (`application/x-ndjson`; `application/ndjson` and
-    /// `application/jsonl` are taken too).
+    /// `application/jsonl` are taken too). A line that is not JSON is rejected like an
+    /// invalid record (listed by index, kept as a dead letter); the others are taken.
     Ndjson(NdjsonRecords),
     /// CSV with a header row of field names; cells are typed by the category's
-    /// fields, empty cells are absent.
+    /// fields, empty cells are absent. A row whose cells do not match the header is
+    /// rejected like an invalid record.
     Csv(CsvRecords),
 }
 
@@ -150,8 +152,9 @@ async fn read_limited(request: &Request, body: &mut RequestBody) -> poem::Result
 impl IngestApi {
     /// Push records into a category (a token with `write:CATEGORY`). Each record is
     /// transformed by the category's `http_push` source, if one is defined, and
-    /// validated against the category's current schema. 202 when at least one record
-    /// was taken; 400 when every record was rejected (all kept as dead letters); 429
+    /// validated against the category's current schema; an NDJSON line that is not
+    /// JSON, or a CSV row that does not match the header, is rejected like an invalid
+    /// record. 202 when at least one record was taken; 400 when every record was rejected (all kept as dead letters); 429
     /// with Retry-After when the pipeline's backlog is full or too many pushes are in
     /// flight (nothing was taken: retry).
     #[oai(
