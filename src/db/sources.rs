@@ -3,73 +3,14 @@
 //! data-manager picks it up without a restart.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::model::transform::Transform;
+use crate::model::source::{Source, SourceKind};
 
 /// The channel announcing source changes.
 pub const CHANNEL: &str = "tmidb_sources";
-
-/// How a source gets its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
-#[serde(rename_all = "snake_case")]
-#[oai(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// `POST /ingest/{category}` on the ingest port.
-    HttpPush,
-    /// Messages on `tmidb.ingest.{category}` (kept in the TMIDB_INGEST stream).
-    Nats,
-    /// A URL fetched every interval.
-    HttpPoll,
-    /// CSV / NDJSON files dropped in a directory.
-    File,
-    /// A program writing NDJSON records to stdout.
-    Exec,
-}
-
-impl SourceKind {
-    /// Name as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::HttpPush => "http_push",
-            SourceKind::Nats => "nats",
-            SourceKind::HttpPoll => "http_poll",
-            SourceKind::File => "file",
-            SourceKind::Exec => "exec",
-        }
-    }
-
-    fn parse(s: &str) -> SourceKind {
-        serde_json::from_value(Value::String(s.into())).unwrap_or(SourceKind::HttpPush)
-    }
-}
-
-/// A source as stored and shown.
-#[derive(Debug, Clone, PartialEq, Object)]
-pub struct Source {
-    /// Id.
-    pub id: Uuid,
-    /// Name (unique): lowercase letters, digits, `_`, `.`, `-`.
-    pub name: String,
-    /// The category its records belong to.
-    pub category: String,
-    // How it gets records (a plain $ref in the spec).
-    pub kind: SourceKind,
-    /// Kind-specific settings (see the `SourceDefinition` description).
-    pub config: Value,
-    /// Transformation applied before validation.
-    pub transform: Transform,
-    /// Disabled sources are kept but not run.
-    pub enabled: bool,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
-}
 
 /// A `sources` row.
 #[derive(sqlx::FromRow)]

@@ -22,9 +22,9 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::db::categories::{CategoryError, SchemaCache};
-use crate::db::sources::{Source, SourceKind};
 use crate::model::access::{Denied, Principal};
 use crate::model::schema::{Problem, Schema};
+use crate::model::source::{Source, SourceKind};
 use crate::model::transform::Transform;
 use crate::model::wire::{Batch, DeadBatch, DeadLetter, WireRecord};
 use crate::pipeline::{DEAD_PREFIX, SUBJECT_PREFIX};

@@ -7,6 +7,7 @@
 //! - [`alert`]: alert rules, notifications and their conditions.
 //! - [`rollup`]: rollup buckets and their deltas.
 //! - [`schema`]: category schemas, the one record validator, content ids.
+//! - [`source`]: ingestion sources, the settings of each kind and their rules.
 //! - [`transform`]: per-source transformations (rename, scale, time formats, …).
 //! - [`wire`]: the pipeline's messages (batches, dead letters, live events).
 
@@ -14,5 +15,6 @@ pub mod access;
 pub mod alert;
 pub mod rollup;
 pub mod schema;
+pub mod source;
 pub mod transform;
 pub mod wire;

@@ -15,8 +15,9 @@ use super::ApiTags;
 use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::db::sources::{self as store, Source, SourceKind};
+use crate::db::sources as store;
 use crate::model::access::Principal;
+use crate::model::source::{Source, SourceKind};
 use crate::model::transform::Transform;
 use crate::web::error::{ApiError, ApiResult, Issue};
 use crate::web::names::{CategoryName, Name};
@@ -77,7 +78,7 @@ async fn check(state: &AppState, p: &Principal, d: &SourceDefinition) -> ApiResu
         })?;
     }
     state.schemas.get(&state.pool, &d.category).await?;
-    let issues: Vec<Issue> = crate::ingest::sources::check_config(d.kind, &d.config)
+    let issues: Vec<Issue> = crate::model::source::check_config(d.kind, &d.config)
         .into_iter()
         .chain(d.transform.check())
         .map(Issue::from)

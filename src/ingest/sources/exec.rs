@@ -1,27 +1,14 @@
 //! The `exec` source: a program whose stdout lines are NDJSON records, restarted with
 //! backoff (1 s doubling to 60 s, reset after a minute of running), like a unit.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-use serde::Deserialize;
 
 use super::patiently;
 use crate::backoff::Backoff;
-use crate::db::sources::Source;
 use crate::ingest::Manager;
 use crate::ingest::payload::Item;
-
-/// `exec` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecConfig {
-    /// Program and arguments.
-    pub command: Vec<String>,
-    /// Extra environment.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-}
+use crate::model::source::ExecConfig;
+use crate::model::source::Source;
 
 pub(super) async fn run(m: &Manager, s: &Source, c: ExecConfig) -> Result<(), String> {
     use tokio::io::AsyncBufReadExt;

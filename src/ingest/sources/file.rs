@@ -7,21 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Deserialize;
 
 use super::patiently;
-use crate::db::sources::Source;
 use crate::ingest::Manager;
 use crate::ingest::payload::Format;
-
-/// `file` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Directory watched (relative paths are under the tmiDB home); `done/` and
-    /// `failed/` are created inside it.
-    pub path: PathBuf,
-}
+use crate::model::source::FileConfig;
+use crate::model::source::Source;
 
 /// Largest file a `file` source reads (bigger ones go to `failed/`).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;

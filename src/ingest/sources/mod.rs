@@ -17,84 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Manager, PushError};
 use crate::backoff::Backoff;
-use crate::db::sources::{Source, SourceKind};
-use crate::model::schema::Problem;
-use exec::ExecConfig;
-use file::FileConfig;
-use poll::PollConfig;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoConfig {}
-
-pub(super) fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, Vec<Problem>> {
-    serde_json::from_value(config.clone()).map_err(|e| vec![Problem::new("config", e.to_string())])
-}
-
-/// Checks a source's kind-specific settings; problems are named `config.KEY`.
-pub fn check_config(kind: SourceKind, config: &Value) -> Vec<Problem> {
-    let result = match kind {
-        SourceKind::HttpPush | SourceKind::Nats => typed::<NoConfig>(config).map(|_| vec![]),
-        SourceKind::HttpPoll => typed::<PollConfig>(config).map(|c| {
-            let mut out = vec![];
-            if reqwest::Url::parse(&c.url).is_err()
-                || !(c.url.starts_with("http://") || c.url.starts_with("https://"))
-            {
-                out.push(Problem::new(
-                    "config.url",
-                    format!("`{}` is not an http(s) URL", c.url),
-                ));
-            }
-            if duration(&c.interval).is_none() {
-                out.push(Problem::new(
-                    "config.interval",
-                    format!("`{}` is not a duration of at least 1s", c.interval),
-                ));
-            }
-            for (k, p) in std::iter::once(("records", &c.records))
-                .chain(c.fields.iter().map(|(k, v)| (k.as_str(), v)))
-            {
-                if !p.is_empty() && !p.starts_with('/') {
-                    out.push(Problem::new(
-                        &format!("config.{k}"),
-                        format!("`{p}` is not a JSON pointer (it starts with /)"),
-                    ));
-                }
-            }
-            out
-        }),
-        SourceKind::File => typed::<FileConfig>(config).map(|c| {
-            if c.path.as_os_str().is_empty() {
-                vec![Problem::new("config.path", "must name a directory")]
-            } else {
-                vec![]
-            }
-        }),
-        SourceKind::Exec => typed::<ExecConfig>(config).map(|c| {
-            if c.command.first().is_none_or(|p| p.is_empty()) {
-                vec![Problem::new(
-                    "config.command",
-                    "must name a program, e.g. [\"/usr/bin/my-reader\", \"--json\"]",
-                )]
-            } else {
-                vec![]
-            }
-        }),
-    };
-    result.unwrap_or_else(|e| e)
-}
-
-pub(super) fn duration(text: &str) -> Option<Duration> {
-    humantime::parse_duration(text)
-        .ok()
-        .filter(|d| d.as_secs() >= 1)
-}
+use crate::model::source::{ExecConfig, FileConfig, PollConfig, typed};
+use crate::model::source::{Source, SourceKind};
 
 /// How long a source holds its input while the pipeline is busy or full, or NATS or
 /// PostgreSQL is away: that wait is the back-pressure.
@@ -192,30 +120,5 @@ async fn run_source(m: Arc<Manager>, s: Source) {
     };
     if let Err(e) = outcome {
         tracing::error!(source = %s.name, "source stopped: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn configs_are_checked_per_kind() {
-        assert!(check_config(SourceKind::Nats, &json!({})).is_empty());
-        let p = check_config(SourceKind::Nats, &json!({"subject": "x"}));
-        assert!(p[0].reason.contains("unknown field"), "{p:?}");
-        let p = check_config(
-            SourceKind::HttpPoll,
-            &json!({"url": "ftp://x", "interval": "soon", "fields": {"v": "a/b"}}),
-        );
-        let names: Vec<_> = p.iter().map(|x| x.field.clone().unwrap()).collect();
-        assert_eq!(
-            names,
-            ["config.url", "config.interval", "config.v"],
-            "{p:?}"
-        );
-        assert!(!check_config(SourceKind::Exec, &json!({"command": []})).is_empty());
-        assert!(check_config(SourceKind::File, &json!({"path": "drop"})).is_empty());
     }
 }

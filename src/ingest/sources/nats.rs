@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 
 use super::patiently;
 use crate::db::categories::CategoryError;
-use crate::db::sources::SourceKind;
 use crate::ingest::payload::Format;
 use crate::ingest::{Manager, PushError};
+use crate::model::source::SourceKind;
 use crate::model::transform::Transform;
 
 /// Runs the `tmidb-manager` consumer of raw NATS records until the process ends.

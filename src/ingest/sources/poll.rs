@@ -6,38 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{duration, patiently};
-use crate::db::sources::Source;
+use super::patiently;
 use crate::ingest::Manager;
 use crate::ingest::payload::Item;
-
-/// `http_poll` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollConfig {
-    /// URL fetched (GET).
-    pub url: String,
-    /// Between fetches (default `30s`).
-    #[serde(default = "thirty_seconds")]
-    pub interval: String,
-    /// JSON pointer to the array of records in the response (default: the whole
-    /// response, an array or one object).
-    #[serde(default)]
-    pub records: String,
-    /// Field name → JSON pointer within one item (default: the item as it is).
-    #[serde(default)]
-    pub fields: BTreeMap<String, String>,
-    /// Request headers (e.g. an API key).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-fn thirty_seconds() -> String {
-    "30s".into()
-}
+use crate::model::source::Source;
+use crate::model::source::{PollConfig, duration};
 
 /// Picks records out of a polled document.
 pub fn poll_items(doc: &Value, c: &PollConfig, position: &str) -> Result<Vec<Item>, String> {
