@@ -14,16 +14,16 @@
 //! - [`cli`]: the `tmidb-cli` commands.
 //! - [`setup`]: first-run set-up of PostgreSQL, NATS and SeaweedFS (secrets, initdb).
 //! - [`service`]: what every service binary does around its work.
-//! - [`model`]: the domain types and pure rules (schemas, transformations, pipeline
-//!   messages, alert rules, rollups).
+//! - [`model`]: the domain types and pure rules (schemas, transformations, sources,
+//!   pipeline messages, alert rules, rollups, who may do what).
 //! - [`db`]: SQL over the model: connection, migrations (`sql/`), the one record write
 //!   path ([`db::store`]).
 //! - [`pipeline`]: the JetStream streams and consumers the services meet on.
+//! - [`web`]: the HTTP layer the api and the data-manager share (errors, names, the
+//!   boundary, Bearer authentication, OpenAPI refinement).
 //! - [`ingest`] (data-manager), [`consume`] (data-consumer), [`alerts`] (delivery),
 //!   [`integrity`] (reconciliation): external records → validation → JetStream →
 //!   PostgreSQL, effectively once.
-//! - [`web`]: the HTTP layer the api and the data-manager share (errors, names, the
-//!   boundary, Bearer authentication, OpenAPI refinement).
 //! - [`api`]: the REST API service and its OpenAPI document.
 
 pub mod backoff;
@@ -43,12 +43,12 @@ pub mod model;
 pub mod db;
 pub mod pipeline;
 
+pub mod web;
+
 pub mod alerts;
 pub mod consume;
 pub mod ingest;
 pub mod integrity;
-
-pub mod web;
 
 pub mod api;
 
