@@ -22,20 +22,6 @@ use crate::model::schema::{Schema, record_json};
 use crate::model::wire::Row;
 use crate::model::wire::{Batch, DeadBatch, DeadLetter};
 
-/// Why the data-consumer stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumeError {
-    /// tmidb.toml.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// PostgreSQL.
-    #[error(transparent)]
-    Db(#[from] crate::db::DbError),
-    /// NATS.
-    #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
-}
-
 /// A batch's schema version; a version that cannot be read (the category was deleted
 /// meanwhile, PostgreSQL is away) fails the transaction like any database error.
 async fn schema_of(
@@ -233,7 +219,7 @@ fn retryable(e: &sqlx::Error) -> bool {
 }
 
 /// Runs a data-consumer of `home` until SIGTERM.
-pub async fn run(home: &std::path::Path) -> Result<(), ConsumeError> {
+pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 4).await?;
     let (_client, js, mut stream) = crate::pipeline::connect(&cfg, "data-consumer").await?;

@@ -1,7 +1,8 @@
 //! What every tmiDB service binary does around its work: JSON logs through `tracing`
 //! (the supervisor merges them as structured fields), a two-thread runtime, and an exit
-//! code with the error on stderr; telling the supervisor how it is doing ([`notify()`])
-//! and stopping gracefully ([`shutdown_signal`]).
+//! code with the error on stderr; why a service could not start ([`StartError`]);
+//! serving HTTP until SIGTERM ([`serve_http`]); telling the supervisor how it is doing
+//! ([`notify()`]) and stopping gracefully ([`shutdown_signal`]).
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -57,4 +58,53 @@ pub async fn shutdown_signal() {
         _ = int.recv() => {}
     }
     notify("STOPPING=1");
+}
+
+/// Why a service (api, data-manager, data-consumer) could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// tmidb.toml is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// PostgreSQL is unreachable.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// NATS is unreachable.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// The port could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Listen {
+        /// Port.
+        port: u16,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Serves `app` on 127.0.0.1:`port` until SIGTERM or SIGINT (requests in flight get
+/// 5 s), telling the supervisor `READY=1` and `status` once the port is bound; `what`
+/// is logged as where it listens.
+pub async fn serve_http(
+    port: u16,
+    app: impl poem::Endpoint + 'static,
+    status: &str,
+    what: &str,
+) -> Result<(), StartError> {
+    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((
+        "127.0.0.1",
+        port,
+    )))
+    .await
+    .map_err(|source| StartError::Listen { port, source })?;
+    tracing::info!(port, "{what}");
+    notify(&format!("READY=1\nSTATUS={status}"));
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            app,
+            shutdown_signal(),
+            Some(std::time::Duration::from_secs(5)),
+        )
+        .await
+        .map_err(|source| StartError::Listen { port, source })
 }

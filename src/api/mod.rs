@@ -14,13 +14,11 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::TcpListener;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
 use crate::config::Config;
-use crate::db::{DbError, Storage};
-use crate::service::shutdown_signal;
+use crate::db::Storage;
 use crate::web::{boundary, error, refine};
 
 /// Shared state of every request.
@@ -116,30 +114,8 @@ pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
         }))
 }
 
-/// Why the api could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// tmidb.toml is invalid.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The database is unreachable.
-    #[error(transparent)]
-    Db(#[from] DbError),
-    /// NATS is unreachable.
-    #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
-    /// The port could not be bound.
-    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
-    Listen {
-        /// Port.
-        port: u16,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
-
 /// Runs the api of `home` until SIGTERM or SIGINT.
-pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
+pub async fn serve(home: &std::path::Path) -> Result<(), crate::service::StartError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 16).await?;
     let storage = crate::db::storage(&pool).await;
@@ -181,18 +157,13 @@ pub async fn serve(home: &std::path::Path) -> Result<(), ServeError> {
         }
         ep.call(req).await.map(poem::IntoResponse::into_response)
     });
-    let acceptor = poem::listener::Listener::into_acceptor(TcpListener::bind(("127.0.0.1", port)))
-        .await
-        .map_err(|source| ServeError::Listen { port, source })?;
-    tracing::info!(
+    crate::service::serve_http(
         port,
-        "api listening on http://127.0.0.1:{port} (docs: /api/docs)"
-    );
-    crate::service::notify("READY=1\nSTATUS=serving");
-    poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(5)))
-        .await
-        .map_err(|source| ServeError::Listen { port, source })
+        app,
+        "serving",
+        &format!("api listening on http://127.0.0.1:{port} (docs: /api/docs)"),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -126,28 +126,6 @@ impl PushError {
     }
 }
 
-/// Why the data-manager could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// tmidb.toml.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// PostgreSQL.
-    #[error(transparent)]
-    Db(#[from] crate::db::DbError),
-    /// NATS.
-    #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
-    /// The port.
-    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
-    Listen {
-        /// Port.
-        port: u16,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
-
 impl Manager {
     /// A manager over `pool` publishing to `js`.
     pub fn new(pool: PgPool, cfg: Config, js: async_nats::jetstream::Context) -> Manager {
@@ -384,7 +362,7 @@ pub async fn push_batch(
 }
 
 /// Runs the data-manager of `home` until SIGTERM.
-pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
+pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartError> {
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 8).await?;
     let (_client, js, _stream) = crate::pipeline::connect(&cfg, "data-manager").await?;
@@ -397,23 +375,11 @@ pub async fn run(home: &std::path::Path) -> Result<(), IngestError> {
     tokio::spawn(sources::nats::run(m.clone(), ingest));
     tokio::spawn(sources::supervise(m.clone(), listener));
     let app = http::app(m);
-    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((
-        "127.0.0.1",
+    crate::service::serve_http(
         port,
-    )))
+        app,
+        "accepting pushes",
+        &format!("data-manager accepting pushes on http://127.0.0.1:{port}/ingest/CATEGORY"),
+    )
     .await
-    .map_err(|source| IngestError::Listen { port, source })?;
-    tracing::info!(
-        port,
-        "data-manager accepting pushes on http://127.0.0.1:{port}/ingest/CATEGORY"
-    );
-    crate::service::notify("READY=1\nSTATUS=accepting pushes");
-    poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            app,
-            crate::service::shutdown_signal(),
-            Some(Duration::from_secs(5)),
-        )
-        .await
-        .map_err(|source| IngestError::Listen { port, source })
 }
