@@ -22,23 +22,6 @@ use crate::model::schema::{Schema, record_json};
 use crate::model::wire::Row;
 use crate::model::wire::{Batch, DeadBatch, DeadLetter};
 
-/// A batch's schema version; a version that cannot be read (the category was deleted
-/// meanwhile, PostgreSQL is away) fails the transaction like any database error.
-async fn schema_of(
-    schemas: &SchemaCache,
-    pool: &sqlx::PgPool,
-    category: &str,
-    version: i32,
-) -> Result<Arc<Schema>, sqlx::Error> {
-    schemas
-        .version(pool, category, version)
-        .await
-        .map_err(|e| match e {
-            crate::db::categories::CategoryError::Sql(e) => e,
-            other => sqlx::Error::Protocol(other.to_string()),
-        })
-}
-
 /// One message as decoded.
 #[derive(Debug, Clone)]
 pub enum Decoded {
@@ -60,17 +43,57 @@ pub fn decode(subject: &str, payload: &[u8]) -> Decoded {
     r.unwrap_or_else(|e| Decoded::Bad(e.to_string()))
 }
 
+/// Where a data-consumer writes: the database, its storage kind, the caches of
+/// schemas and partitions, and the stream epoch its ledger rows name.
+#[derive(Clone, Copy)]
+pub struct Sink<'a> {
+    /// PostgreSQL.
+    pub pool: &'a sqlx::PgPool,
+    /// TimescaleDB or native partitions.
+    pub storage: crate::db::Storage,
+    /// Schemas by version.
+    pub schemas: &'a SchemaCache,
+    /// Partitions known to exist.
+    pub partitions: &'a crate::db::categories::PartitionCache,
+    /// The data stream's epoch.
+    pub epoch: &'a str,
+}
+
+impl Sink<'_> {
+    /// A batch's schema version; a version that cannot be read (the category was
+    /// deleted meanwhile, PostgreSQL is away) fails the transaction like any database
+    /// error.
+    async fn schema(&self, category: &str, version: i32) -> Result<Arc<Schema>, sqlx::Error> {
+        self.schemas
+            .version(self.pool, category, version)
+            .await
+            .map_err(|e| match e {
+                crate::db::categories::CategoryError::Sql(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })
+    }
+
+    /// The partitions records at `times` of `category` go to, created if missing.
+    async fn ensure_partitions(
+        &self,
+        category: &str,
+        times: impl Iterator<Item = chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), sqlx::Error> {
+        crate::db::categories::ensure_partitions(
+            self.pool,
+            self.storage,
+            self.partitions,
+            category,
+            times,
+        )
+        .await
+    }
+}
+
 /// Writes decoded messages (with their stream sequences) in one transaction through
 /// the one write path ([`Writer`]): the records of each category and schema version
 /// with one statement, dead letters, and a ledger entry per message.
-pub async fn write(
-    pool: &sqlx::PgPool,
-    storage: crate::db::Storage,
-    schemas: &SchemaCache,
-    partitions: &crate::db::categories::PartitionCache,
-    epoch: &str,
-    messages: &[(u64, Decoded)],
-) -> Result<Written, sqlx::Error> {
+pub async fn write(sink: &Sink<'_>, messages: &[(u64, Decoded)]) -> Result<Written, sqlx::Error> {
     // The record batches by category and schema version, in name order (the order in
     // which every writer takes alert-state locks).
     let mut groups: BTreeMap<(&str, i32), Vec<(u64, &Batch)>> = BTreeMap::new();
@@ -86,13 +109,12 @@ pub async fn write(
         let times = batches
             .iter()
             .flat_map(|(_, b)| b.records.iter().map(|r| r.ts));
-        crate::db::categories::ensure_partitions(pool, storage, partitions, category, times)
-            .await?;
+        sink.ensure_partitions(category, times).await?;
     }
     let mut w = Writer::default();
-    let mut tx = pool.begin().await?;
+    let mut tx = sink.pool.begin().await?;
     for ((category, version), batches) in &groups {
-        let schema = schema_of(schemas, pool, category, *version).await?;
+        let schema = sink.schema(category, *version).await?;
         let rows: Vec<Vec<Row>> = batches
             .iter()
             .map(|(_, b)| b.records.iter().map(Row::from).collect())
@@ -100,7 +122,7 @@ pub async fn write(
         let parts: Vec<(Origin, &[Row])> = batches
             .iter()
             .zip(&rows)
-            .map(|((seq, _), r)| (Some((epoch, *seq)), r.as_slice()))
+            .map(|((seq, _), r)| (Some((sink.epoch, *seq)), r.as_slice()))
             .collect();
         w.records(&mut tx, &schema, &parts).await?;
     }
@@ -108,10 +130,10 @@ pub async fn write(
         match m {
             Decoded::Data(_) => {}
             Decoded::Dead(d) => {
-                w.dead_letters(&mut tx, Some((epoch, *seq)), &d.category, &d.letters)
+                w.dead_letters(&mut tx, Some((sink.epoch, *seq)), &d.category, &d.letters)
                     .await?
             }
-            Decoded::Bad(_) => w.unreadable(Some((epoch, *seq))),
+            Decoded::Bad(_) => w.unreadable(Some((sink.epoch, *seq))),
         }
     }
     let out = w.finish(&mut tx).await?;
@@ -126,45 +148,33 @@ pub async fn write(
 /// ledgered as usual, so one bad record never blocks the stream. An outage or a
 /// conflict met on the way is returned, and the caller retries the whole fetch.
 pub async fn write_isolated(
-    pool: &sqlx::PgPool,
-    storage: crate::db::Storage,
-    schemas: &SchemaCache,
-    partitions: &crate::db::categories::PartitionCache,
-    epoch: &str,
+    sink: &Sink<'_>,
     messages: &[(u64, Decoded)],
 ) -> Result<Written, sqlx::Error> {
     let mut out = Written::default();
     for (seq, m) in messages {
         let Decoded::Data(b) = m else {
             let one = [(*seq, m.clone())];
-            let w = write(pool, storage, schemas, partitions, epoch, &one).await?;
+            let w = write(sink, &one).await?;
             out.new_rows += w.new_rows;
             continue;
         };
-        let schema = schema_of(schemas, pool, &b.category, b.schema_version).await?;
+        let schema = sink.schema(&b.category, b.schema_version).await?;
         let mut refused: Vec<(usize, String)> = vec![];
         let mut rows = vec![];
         for (i, r) in b.records.iter().enumerate() {
             let t = std::iter::once(r.ts);
-            match crate::db::categories::ensure_partitions(
-                pool,
-                storage,
-                partitions,
-                &b.category,
-                t,
-            )
-            .await
-            {
+            match sink.ensure_partitions(&b.category, t).await {
                 Ok(()) => rows.push((i, Row::from(r))),
                 Err(e) if crate::db::is_about_the_data(&e) => refused.push((i, e.to_string())),
                 Err(e) => return Err(e),
             }
         }
-        let mut tx = pool.begin().await?;
+        let mut tx = sink.pool.begin().await?;
         let mut w = Writer::default();
         let reached: Vec<Row> = rows.iter().map(|(_, r)| *r).collect();
         for (j, e) in w
-            .records_each(&mut tx, &schema, Some((epoch, *seq)), &reached)
+            .records_each(&mut tx, &schema, Some((sink.epoch, *seq)), &reached)
             .await?
         {
             refused.push((rows[j].0, e.to_string()));
@@ -231,6 +241,13 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     let partitions = crate::db::categories::PartitionCache::default();
     let (follower, follow_cfg) = (schemas.clone(), cfg.clone());
     tokio::spawn(async move { follower.follow(&follow_cfg).await });
+    let sink = Sink {
+        pool: &pool,
+        storage,
+        schemas: &schemas,
+        partitions: &partitions,
+        epoch: &epoch,
+    };
     let nudge = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(alert_loop(pool.clone(), js.clone(), nudge.clone()));
     tokio::spawn(reconcile_loop(
@@ -295,7 +312,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match write(&pool, storage, &schemas, &partitions, &epoch, &decoded).await {
+            match write(&sink, &decoded).await {
                 Err(e) if retryable(&e) && attempt < 5 => {
                     tracing::debug!("write conflict, retrying: {e}");
                     conflicts.wait().await;
@@ -305,8 +322,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
                         messages = decoded.len(),
                         "a batch was refused for its data ({e}); storing record by record"
                     );
-                    break write_isolated(&pool, storage, &schemas, &partitions, &epoch, &decoded)
-                        .await;
+                    break write_isolated(&sink, &decoded).await;
                 }
                 other => break other,
             }

@@ -5,7 +5,23 @@
 //! ([`notify()`]) and stopping gracefully ([`shutdown_signal`]).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The `--home` option every service binary takes.
+#[derive(Debug, clap::Args)]
+pub struct HomeArg {
+    /// The tmiDB home (tmidb.toml, secrets/).
+    #[arg(long, env = "TMIDB_HOME", default_value = crate::cli::DEFAULT_HOME, global = true)]
+    pub home: PathBuf,
+}
+
+impl HomeArg {
+    /// The home as an absolute path.
+    pub fn path(&self) -> PathBuf {
+        crate::config::absolute(&self.home)
+    }
+}
 
 /// Runs a service's main future; `name` prefixes the error message.
 pub fn main<F, E>(name: &str, work: F) -> ExitCode

@@ -1,17 +1,15 @@
 //! `tmidb-api`: thin main over [`tmidb::api`] and [`tmidb::db::migrate`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// The tmiDB REST API service.
 #[derive(Debug, Parser)]
-#[command(name = "tmidb-api", version, about)]
+#[command(name = "tmidb-api", version)]
 struct Args {
-    /// The tmiDB home (tmidb.toml, secrets/).
-    #[arg(long, env = "TMIDB_HOME", default_value = tmidb::cli::DEFAULT_HOME, global = true)]
-    home: PathBuf,
+    #[command(flatten)]
+    home: tmidb::service::HomeArg,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -28,7 +26,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let home = tmidb::config::absolute(&args.home);
+    let home = args.home.path();
     if let Cmd::Openapi = args.command {
         println!("{}", tmidb::api::spec_json());
         return ExitCode::SUCCESS;

@@ -1,21 +1,19 @@
 //! `tmidb-data-manager`: thin main over [`tmidb::ingest::run`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 /// The tmiDB data-manager (a notify unit: READY=1 once connected).
 #[derive(Debug, Parser)]
-#[command(name = "tmidb-data-manager", version, about)]
+#[command(name = "tmidb-data-manager", version)]
 struct Args {
-    /// The tmiDB home (tmidb.toml, secrets/).
-    #[arg(long, env = "TMIDB_HOME", default_value = tmidb::cli::DEFAULT_HOME)]
-    home: PathBuf,
+    #[command(flatten)]
+    home: tmidb::service::HomeArg,
 }
 
 fn main() -> ExitCode {
-    let home = tmidb::config::absolute(&Args::parse().home);
+    let home = Args::parse().home.path();
     tmidb::service::main("tmidb-data-manager", async move {
         tmidb::ingest::run(&home).await
     })

@@ -153,10 +153,7 @@ pub async fn create(
     description: &str,
     fields: &[Field],
 ) -> Result<Category, CategoryError> {
-    let problems = crate::model::schema::check_definition(name, fields);
-    if !problems.is_empty() {
-        return Err(CategoryError::Invalid(problems));
-    }
+    check(name, fields)?;
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query("INSERT INTO categories (name, description, current_version) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING")
         .bind(name)
@@ -375,6 +372,16 @@ impl SchemaCache {
     }
 }
 
+/// A definition's problems as the error, if it has any.
+fn check(name: &str, fields: &[Field]) -> Result<(), CategoryError> {
+    let problems = crate::model::schema::check_definition(name, fields);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CategoryError::Invalid(problems))
+    }
+}
+
 /// Version `version` (None: the current one) of a category's schema.
 async fn schema(pool: &PgPool, name: &str, version: Option<i32>) -> Result<Schema, CategoryError> {
     let c = get(pool, name, version).await?;
@@ -393,10 +400,7 @@ pub async fn update(
     description: Option<&str>,
     fields: &[Field],
 ) -> Result<Category, CategoryError> {
-    let problems = crate::model::schema::check_definition(name, fields);
-    if !problems.is_empty() {
-        return Err(CategoryError::Invalid(problems));
-    }
+    check(name, fields)?;
     let mut tx = pool.begin().await?;
     let current: Option<i32> =
         sqlx::query_scalar("SELECT current_version FROM categories WHERE name = $1 FOR UPDATE")

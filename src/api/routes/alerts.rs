@@ -18,6 +18,7 @@ use crate::web::error::{ApiError, ApiResult, Issue};
 use crate::web::names::{CategoryName, Name};
 
 /// Alert routes.
+#[derive(Default)]
 pub struct AlertsApi;
 
 /// Rule creation answers.

@@ -18,6 +18,7 @@ use crate::web::error::{ApiError, ApiResult};
 use crate::web::names::{Label, ScopeName};
 
 /// Auth and token routes.
+#[derive(Default)]
 pub struct AuthApi;
 
 /// Credentials.

@@ -18,6 +18,7 @@ use crate::web::error::{ApiError, ApiResult, Issue};
 use crate::web::names::CategoryName;
 
 /// Category routes.
+#[derive(Default)]
 pub struct CategoriesApi;
 
 /// A new category.

@@ -24,6 +24,7 @@ use crate::web::error::{ApiError, ApiResult};
 use crate::web::names::CategoryName;
 
 /// Dead-letter routes.
+#[derive(Default)]
 pub struct DeadLettersApi;
 
 /// Whether a dead letter still waits (`pending`) or was replayed.

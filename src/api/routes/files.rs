@@ -22,6 +22,7 @@ use crate::web::error::{ApiError, ApiResult};
 use crate::web::names::{CategoryName, Target};
 
 /// File routes.
+#[derive(Default)]
 pub struct FilesApi;
 
 /// An upload.

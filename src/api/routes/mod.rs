@@ -61,15 +61,5 @@ pub type Api = (
 
 /// The route groups as one value for the OpenAPI service.
 pub fn api() -> Api {
-    (
-        system::SystemApi,
-        auth::AuthApi,
-        users::UsersApi,
-        categories::CategoriesApi,
-        records::RecordsApi,
-        files::FilesApi,
-        sources::SourcesApi,
-        dead_letters::DeadLettersApi,
-        alerts::AlertsApi,
-    )
+    Default::default()
 }

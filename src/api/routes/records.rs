@@ -22,6 +22,7 @@ use crate::web::intake::InsertResult;
 use crate::web::names::{CategoryName, Checked, Target};
 
 /// Record routes.
+#[derive(Default)]
 pub struct RecordsApi;
 
 /// Insert answers.

@@ -23,6 +23,7 @@ use crate::web::error::{ApiError, ApiResult, Issue};
 use crate::web::names::{CategoryName, Name};
 
 /// Source routes.
+#[derive(Default)]
 pub struct SourcesApi;
 
 /// A source definition.

@@ -15,6 +15,7 @@ use crate::control::protocol::{Request, Response, UnitStatus};
 use crate::web::error::{ApiError, ApiResult};
 
 /// System routes.
+#[derive(Default)]
 pub struct SystemApi;
 
 /// What readiness depends on.

@@ -18,6 +18,7 @@ use crate::web::error::{ApiError, ApiResult};
 use crate::web::names::{Name, Password};
 
 /// User routes.
+#[derive(Default)]
 pub struct UsersApi;
 
 /// A user.
