@@ -12,7 +12,7 @@ pub(super) fn json<T: serde::Serialize>(v: &T) {
 }
 
 /// Prints one record: text (as the unified stream shows it) or a JSON line.
-pub fn print_record(r: &LogRecord, json: bool, color: bool) {
+pub(super) fn print_record(r: &LogRecord, json: bool, color: bool) {
     if json {
         out!("{}", serde_json::to_string(r).expect("json"));
     } else {
@@ -56,7 +56,7 @@ fn age(since: &str) -> String {
 }
 
 /// Prints units as a table, or as a JSON array.
-pub fn print_units(units: &[UnitStatus], j: bool) {
+pub(super) fn print_units(units: &[UnitStatus], j: bool) {
     if j {
         return json(&units);
     }

@@ -210,10 +210,10 @@ pub fn load_dir(dir: &Path, vars: &BTreeMap<String, String>) -> Result<UnitSet, 
 }
 
 /// How long a oneshot may run before its start has failed, unless `start_timeout` says.
-pub const ONESHOT_START_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const ONESHOT_START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Largest unit file read: a unit is a few hundred bytes; this bounds a mistake.
-pub const MAX_UNIT_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_UNIT_BYTES: u64 = 1 << 20;
 
 /// Reads one unit file: a regular file (opened without blocking, so a FIFO of that
 /// name cannot hang a check or a reload), at most [`MAX_UNIT_BYTES`], UTF-8 (an error

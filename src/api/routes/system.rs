@@ -44,7 +44,7 @@ pub enum ReadyResponse {
 /// A unit as the supervisor reports it.
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
-pub struct Unit {
+pub(crate) struct Unit {
     /// Instance name.
     pub name: String,
     /// inactive, starting, ready, stopping, exited, restarting, failed or skipped.
@@ -81,7 +81,7 @@ impl From<UnitStatus> for Unit {
 /// What to do to a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
-pub enum UnitAction {
+pub(crate) enum UnitAction {
     /// Start it (and what it requires); clears `failed`.
     Start,
     /// Stop it (and what requires it).
