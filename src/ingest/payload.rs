@@ -90,9 +90,23 @@ impl Item {
             Err(e) => Item {
                 position,
                 raw: Value::String(String::from_utf8_lossy(text).into_owned()),
-                unreadable: Some(format!("not JSON: {e}")),
+                // One line: its column says where, its line number is the item's.
+                unreadable: Some(format!(
+                    "not JSON: {} (column {})",
+                    json_reason(&e),
+                    e.column()
+                )),
             },
         }
+    }
+}
+
+/// serde_json's reason without its " at line L column C" (the caller says where).
+fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
@@ -205,8 +219,9 @@ fn csv_rows(
         let unreadable = match &cells {
             Err(_) => Some("the row is not UTF-8".to_string()),
             Ok(c) if c.len() != header.len() => Some(format!(
-                "the row has {} cells, the header {}",
+                "the row has {} {}, the header {}",
                 c.len(),
+                if c.len() == 1 { "cell" } else { "cells" },
                 header.len()
             )),
             Ok(_) => None,
@@ -271,7 +286,7 @@ mod tests {
     #[test]
     fn csv_cells_are_typed_by_the_schema_and_bad_rows_are_items() {
         let csv =
-            b"target,ts,n,v,ok,note\nd1,2026-01-01T00:00:00Z,3,1.5,true,\"a, b\"\nd2,,x,,,\nd3,1\n";
+            b"target,ts,n,v,ok,note\nd1,2026-01-01T00:00:00Z,3,1.5,true,\"a, b\"\nd2,,x,,,\nd3,1\nd4\n";
         let rows = items(Format::of_content_type("text/CSV; charset=utf-8"), csv);
         assert_eq!(
             rows[0].raw,
@@ -291,6 +306,10 @@ mod tests {
             )
         );
         assert_eq!(rows[2].position, "p line 4");
+        assert_eq!(
+            rows[3].unreadable.as_deref(),
+            Some("the row has 1 cell, the header 6")
+        );
     }
 
     #[test]
@@ -308,6 +327,10 @@ mod tests {
                 "{format:?}"
             );
             assert_eq!(rows[1].raw, json!("{oops"), "kept as sent");
+            assert_eq!(
+                rows[1].unreadable.as_deref(),
+                Some("not JSON: key must be a string (column 2)")
+            );
         }
     }
 
