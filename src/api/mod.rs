@@ -6,10 +6,13 @@
 //! generated from the route definitions; `openapi/tmidb.json` is its committed copy.
 
 pub mod auth;
+pub mod console;
 pub mod export;
 pub mod files;
 pub mod live;
 pub mod routes;
+pub mod session;
+pub mod units;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,14 +87,46 @@ fn docs_html(api: &OpenApiService<routes::Api, ()>) -> String {
     api.swagger_ui_html().replacen(&api.spec(), &spec_json(), 1)
 }
 
-/// The whole HTTP application over `state`.
+/// Whether `path` is the REST API's (its document's paths, Swagger UI): everything
+/// else is the console's.
+fn is_rest(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/") || path == "/healthz" || path == "/readyz"
+}
+
+/// The REST API and the console side by side, chosen by path ([`is_rest`]): each keeps
+/// its own error shape (JSON for the API, HTML pages for the console).
+struct Split<R, C> {
+    rest: R,
+    console: C,
+}
+
+impl<R: Endpoint, C: Endpoint> Endpoint for Split<R, C> {
+    type Output = poem::Response;
+
+    async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
+        if is_rest(req.uri().path()) {
+            self.rest
+                .call(req)
+                .await
+                .map(poem::IntoResponse::into_response)
+        } else {
+            self.console
+                .call(req)
+                .await
+                .map(poem::IntoResponse::into_response)
+        }
+    }
+}
+
+/// The whole HTTP application over `state`: the REST API under `/api` (and the probes),
+/// the web console everywhere else.
 pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
     let api = service();
     let docs = docs_html(&api);
     // Compile the body validators now: a document they cannot read fails the start,
     // not the first request.
     contract();
-    Route::new()
+    let rest = Route::new()
         .nest("/", api)
         .at(
             "/api/docs",
@@ -105,13 +140,17 @@ pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
                     .body(spec_json())
             }),
         )
-        .data(state.pool.clone())
-        .data(state)
-        .around(|ep, req| boundary::guard(ep, req, contract()))
-        .with(poem::middleware::CatchPanic::new().with_handler(|_| {
-            error::ErrorBody::new("internal", "internal error; the log has the details")
-                .response(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
-        }))
+        .around(|ep, req| boundary::guard(ep, req, contract()));
+    Split {
+        rest,
+        console: console::routes(),
+    }
+    .data(state.pool.clone())
+    .data(state)
+    .with(poem::middleware::CatchPanic::new().with_handler(|_| {
+        error::ErrorBody::new("internal", "internal error; the log has the details")
+            .response(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }))
 }
 
 /// Runs the api of `home` until SIGTERM or SIGINT.

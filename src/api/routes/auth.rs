@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::users::{User, UserRow, user_from};
+use super::users::User;
 use super::{ApiTags, NoContent};
 use crate::api::AppState;
 use crate::api::auth::{self, Auth};
@@ -106,14 +106,6 @@ pub enum TokenCreated {
     Created(Json<Token>, #[oai(header = "Location")] String),
 }
 
-/// A user row with its password hash.
-#[derive(sqlx::FromRow)]
-struct LoginRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    password_hash: String,
-}
-
 /// An `api_tokens` row (no hash).
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -167,57 +159,21 @@ impl AuthApi {
             .as_socket_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        let user_key = [format!("user:{}", body.username)];
-        let addr_key = [format!("addr:{addr}")];
-        let wait = state
-            .throttle_user
-            .locked(&user_key)
-            .max(state.throttle_addr.locked(&addr_key));
-        if let Some(wait) = wait {
-            return Err(ApiError::too_many(
-                format!("too many failed logins; try again in {wait} s"),
-                wait,
-            ));
-        }
-        let row: Option<LoginRow> =
-            sqlx::query_as("SELECT id, username, role, created_at, updated_at, password_hash FROM users WHERE username = $1")
-                .bind(&body.username)
-                .fetch_optional(&state.pool)
-                .await?;
-        let ok = match &row {
-            Some(r) => auth::verify_password(body.password.clone(), r.password_hash.clone()).await,
-            None => {
-                // Spend the same time as a real check, so timing does not reveal names.
-                let _ =
-                    auth::verify_password(body.password.clone(), auth::dummy_hash().await).await;
-                false
-            }
-        };
-        let Some(r) = row.filter(|_| ok) else {
-            state.throttle_user.fail(&user_key);
-            state.throttle_addr.fail(&addr_key);
-            return Err(ApiError::unauthorized("wrong user name or password"));
-        };
-        state.throttle_user.succeed(&user_key[0]);
-        let user = user_from(r.user);
-        let token = auth::new_token(access::SESSION_PREFIX);
-        let csrf = crate::setup::random_token(32);
-        let expires_at = Utc::now() + auth::SESSION_TTL;
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(access::token_hash(&token))
-            .bind(user.id)
-            .bind(&csrf)
-            .bind(expires_at)
-            .execute(&state.pool)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE expires_at < now()")
-            .execute(&state.pool)
-            .await?;
-        let cookie = format!(
-            "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            auth::SESSION_COOKIE,
-            auth::SESSION_TTL.as_secs()
-        );
+        let old = session_token(req);
+        let crate::api::session::Opened {
+            user,
+            token,
+            csrf,
+            expires_at,
+        } = crate::api::session::open(
+            &state,
+            &body.username,
+            &body.password,
+            &addr,
+            old.as_deref(),
+        )
+        .await?;
+        let cookie = crate::api::session::cookie(&token);
         Ok(LoginResponse::Ok(
             Json(Session {
                 token,
@@ -238,15 +194,9 @@ impl AuthApi {
         _auth: Auth,
     ) -> ApiResult<LogoutResponse> {
         if let Some(t) = session_token(req) {
-            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                .bind(access::token_hash(&t))
-                .execute(&state.pool)
-                .await?;
+            crate::api::session::close(&state, &t).await?;
         }
-        Ok(LogoutResponse::Done(format!(
-            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-            auth::SESSION_COOKIE
-        )))
+        Ok(LogoutResponse::Done(crate::api::session::cleared_cookie()))
     }
 
     /// The calling user.

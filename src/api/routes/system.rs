@@ -90,24 +90,6 @@ pub(crate) enum UnitAction {
     Restart,
 }
 
-/// Asks the supervisor; 503 when it cannot be reached, 404 for unknown units.
-async fn supervisor(state: &AppState, req: Request) -> ApiResult<Response> {
-    let mut c = crate::cli::connect(&state.cfg)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the supervisor cannot be reached: {e}")))?;
-    match c.request(&req).await {
-        Ok(Response::Error {
-            kind: crate::control::protocol::ErrorKind::UnknownUnit,
-            message,
-        }) => Err(ApiError::not_found(message)),
-        Ok(Response::Error { message, .. }) => Err(ApiError::conflict(message)),
-        Ok(r) => Ok(r),
-        Err(e) => Err(ApiError::unavailable(format!(
-            "the supervisor did not answer: {e}"
-        ))),
-    }
-}
-
 #[OpenApi(tag = "ApiTags::System")]
 impl SystemApi {
     /// Every unit of the supervisor (admin).
@@ -118,10 +100,8 @@ impl SystemApi {
     )]
     async fn units(&self, state: Data<&Arc<AppState>>, auth: Auth) -> ApiResult<Json<Vec<Unit>>> {
         auth.principal().require_admin()?;
-        match supervisor(&state, Request::Status { units: vec![] }).await? {
-            Response::Status { units } => Ok(Json(units.into_iter().map(Into::into).collect())),
-            other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
-        }
+        let units = crate::api::units::list(&state).await?;
+        Ok(Json(units.into_iter().map(Into::into).collect()))
     }
 
     /// Start, stop or restart a unit (admin); answers once it has settled.
@@ -146,7 +126,7 @@ impl SystemApi {
             UnitAction::Restart => Request::Restart { units, wait: true },
         };
         tracing::warn!(unit = %name.0, action = ?action.0, by = %p.username, "unit control through the api");
-        match supervisor(&state, req).await? {
+        match crate::api::units::ask(&state, req).await? {
             Response::Done { units } => Ok(Json(units.into_iter().map(Into::into).collect())),
             other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
         }

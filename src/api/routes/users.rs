@@ -80,7 +80,7 @@ pub enum UserCreated {
 
 /// A `users` row (no password hash).
 #[derive(sqlx::FromRow)]
-pub(super) struct UserRow {
+pub(crate) struct UserRow {
     id: Uuid,
     username: String,
     role: String,
@@ -88,7 +88,7 @@ pub(super) struct UserRow {
     updated_at: DateTime<Utc>,
 }
 
-pub(super) fn user_from(r: UserRow) -> User {
+pub(crate) fn user_from(r: UserRow) -> User {
     User {
         id: r.id,
         username: r.username,

@@ -1,0 +1,289 @@
+//! The web console: server-rendered pages (sailfish templates in `templates/`) over
+//! the same functions as the REST routes ([`crate::api::session`],
+//! [`crate::api::units`], …): no SQL of its own and no call to the REST API. Every
+//! page works with plain HTML forms; the session is the REST API's (the same cookie,
+//! the same roles).
+//!
+//! [`guard`] holds what every console response and form passes: the security headers
+//! (a strict Content-Security-Policy, no framing, `no-store` on pages) and the
+//! cross-site checks (`Origin` / `Sec-Fetch-Site`, and the session's CSRF token in every
+//! form of a signed-in user).
+
+pub mod guard;
+mod pages;
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Form, Redirect};
+use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::model::access::Principal;
+use crate::web::error::ApiError;
+use pages::{Frame, Page, Who};
+
+/// The console's routes: `/` (to the dashboard or the login), `/login`, `/logout`,
+/// `/dashboard` and `/assets/…`; anything else is the console's 404 page.
+pub fn routes() -> impl poem::Endpoint {
+    let pages = Route::new()
+        .at("/", poem::get(index))
+        .at("/login", poem::get(login_page).post(login))
+        .at("/logout", poem::post(logout))
+        .at("/dashboard", poem::get(dashboard))
+        .with(guard::page_headers());
+    Route::new()
+        .at(pages::css_path(), poem::get(css))
+        .nest("/", pages)
+        .catch_all_error(|e| async move {
+            let status = e.status();
+            let (title, message) = match status {
+                StatusCode::NOT_FOUND => ("Not found", "There is no such page.".to_string()),
+                StatusCode::METHOD_NOT_ALLOWED => ("Not allowed", e.to_string()),
+                _ => ("Error", e.to_string()),
+            };
+            html(status, pages::error(&Frame::anonymous(title), &message))
+        })
+        .with(guard::security_headers())
+        .with(poem::middleware::CookieJarManager::new())
+}
+
+/// An HTML response.
+fn html(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+/// A `303 See Other` to `to` (after a form, or to the login page).
+fn see_other(to: &str) -> Response {
+    Redirect::see_other(to).into_response()
+}
+
+/// A signed-in user: who, and the session's CSRF token.
+struct Signed {
+    principal: Principal,
+    csrf: String,
+}
+
+impl Signed {
+    fn frame(&self, title: &'static str) -> Frame {
+        Frame {
+            title,
+            who: Some(Who {
+                username: self.principal.username.clone(),
+                role: self.principal.role.as_str(),
+            }),
+            csrf: self.csrf.clone(),
+            ..Frame::anonymous(title)
+        }
+    }
+}
+
+/// The session of `req`, if its cookie names a live one.
+async fn signed(state: &AppState, req: &Request) -> Result<Option<Signed>, ApiError> {
+    let Some(cookie) = req.cookie().get(super::auth::SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    match crate::web::bearer::session(&state.pool, cookie.value_str()).await {
+        Ok((principal, csrf)) => Ok(Some(Signed { principal, csrf })),
+        Err(ApiError::Unauthorized(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The page for an error the domain answered (its status, its message).
+fn failure(frame: &Frame, e: ApiError) -> Response {
+    let status = match &e {
+        ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ApiError::Conflict(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    html(status, pages::error(frame, &e.body().message))
+}
+
+#[handler]
+async fn index(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    match signed(&state, req).await {
+        Ok(Some(_)) => see_other("/dashboard"),
+        Ok(None) => see_other("/login"),
+        Err(e) => failure(&Frame::anonymous("Unavailable"), e),
+    }
+}
+
+#[handler]
+async fn login_page(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    if let Ok(Some(_)) = signed(&state, req).await {
+        return see_other("/dashboard");
+    }
+    html(
+        StatusCode::OK,
+        Page::Login {
+            error: None,
+            username: "",
+        }
+        .render(&Frame::anonymous("Log in")),
+    )
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+#[handler]
+async fn login(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    form: poem::Result<Form<LoginForm>>,
+) -> Response {
+    let frame = Frame::anonymous("Log in");
+    if !guard::same_origin(req) {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error(&frame, guard::CROSS_SITE),
+        );
+    }
+    let Ok(Form(form)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            Page::Login {
+                error: Some("send a user name and a password".into()),
+                username: "",
+            }
+            .render(&frame),
+        );
+    };
+    let addr = req
+        .remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let previous = req
+        .cookie()
+        .get(super::auth::SESSION_COOKIE)
+        .map(|c| c.value_str().to_string());
+    match super::session::open(
+        &state,
+        &form.username,
+        &form.password,
+        &addr,
+        previous.as_deref(),
+    )
+    .await
+    {
+        Ok(opened) => {
+            tracing::info!(user = %opened.user.username, "console login");
+            let mut r = see_other("/dashboard");
+            r.headers_mut().insert(
+                poem::http::header::SET_COOKIE,
+                super::session::cookie(&opened.token)
+                    .parse()
+                    .expect("a cookie is a header value"),
+            );
+            r
+        }
+        Err(e) => {
+            let status = match &e {
+                ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
+                ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                _ => return failure(&frame, e),
+            };
+            html(
+                status,
+                Page::Login {
+                    error: Some(e.body().message.clone()),
+                    username: &form.username,
+                }
+                .render(&frame),
+            )
+        }
+    }
+}
+
+/// A form that only carries the CSRF token.
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[handler]
+async fn logout(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    form: poem::Result<Form<CsrfForm>>,
+) -> Response {
+    let frame = Frame::anonymous("Log out");
+    let s = match signed(&state, req).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return see_other("/login"),
+        Err(e) => return failure(&frame, e),
+    };
+    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
+    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error(&s.frame("Log out"), why),
+        );
+    }
+    if let Some(c) = req.cookie().get(super::auth::SESSION_COOKIE)
+        && let Err(e) = super::session::close(&state, c.value_str()).await
+    {
+        return failure(&frame, e);
+    }
+    let mut r = see_other("/login");
+    r.headers_mut().insert(
+        poem::http::header::SET_COOKIE,
+        super::session::cleared_cookie()
+            .parse()
+            .expect("a cookie is a header value"),
+    );
+    r
+}
+
+#[handler]
+async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    let s = match signed(&state, req).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return see_other("/login"),
+        Err(e) => return failure(&Frame::anonymous("Dashboard"), e),
+    };
+    let frame = s.frame("Dashboard");
+    // The units are the supervisor's, shown to whom the REST API shows them: admins.
+    let page = if s.principal.require_admin().is_ok() {
+        match super::units::list(&state).await {
+            Ok(units) => Page::Dashboard {
+                units: Some(units),
+                note: "",
+            },
+            Err(e) => return failure(&frame, e),
+        }
+    } else {
+        Page::Dashboard {
+            units: None,
+            note: "The supervisor's units are shown to admins.",
+        }
+    };
+    html(StatusCode::OK, page.render(&frame))
+}
+
+#[handler]
+fn css() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header(
+            poem::http::header::CACHE_CONTROL,
+            "public, max-age=31536000, immutable",
+        )
+        .body(pages::CSS)
+}

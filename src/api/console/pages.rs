@@ -1,0 +1,124 @@
+//! The console's pages: one sailfish template per page in `templates/`, a frame
+//! (title, signed-in user, CSRF token, stylesheet) that the layout partials read, and
+//! the stylesheet under a content-hashed name.
+//!
+//! Every value goes through `<%= %>` (HTML-escaped); no template inserts raw HTML.
+
+use sailfish::TemplateSimple;
+
+use crate::control::protocol::UnitStatus;
+
+/// The stylesheet, embedded.
+pub const CSS: &str = include_str!("../../../templates/assets/console.css");
+
+/// Where the stylesheet is served: its name carries a digest of its content, so it can
+/// be cached for a year and a new build is fetched at once.
+pub fn css_path() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(CSS.as_bytes());
+        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("/assets/console-{hex}.css")
+    })
+    .clone()
+}
+
+/// The signed-in user, as the header shows them.
+pub struct Who {
+    /// User name.
+    pub username: String,
+    /// Role.
+    pub role: &'static str,
+}
+
+/// What the layout partials read.
+pub struct Frame {
+    /// Page title.
+    pub title: &'static str,
+    /// The signed-in user (None: the login and error pages of a stranger).
+    pub who: Option<Who>,
+    /// The session's CSRF token, put in every form.
+    pub csrf: String,
+    /// The stylesheet's path.
+    pub css: String,
+    /// tmiDB's version.
+    pub version: &'static str,
+}
+
+impl Frame {
+    /// The frame of a page shown to someone not signed in.
+    pub fn anonymous(title: &'static str) -> Frame {
+        Frame {
+            title,
+            who: None,
+            csrf: String::new(),
+            css: css_path(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+#[derive(TemplateSimple)]
+#[template(path = "login.stpl")]
+struct Login<'a> {
+    frame: &'a Frame,
+    error: Option<String>,
+    username: &'a str,
+}
+
+#[derive(TemplateSimple)]
+#[template(path = "dashboard.stpl")]
+struct Dashboard<'a> {
+    frame: &'a Frame,
+    units: Option<Vec<UnitStatus>>,
+    note: &'a str,
+}
+
+#[derive(TemplateSimple)]
+#[template(path = "error.stpl")]
+struct ErrorPage<'a> {
+    frame: &'a Frame,
+    message: &'a str,
+}
+
+/// A page and what it shows.
+pub enum Page<'a> {
+    /// The login form, with why the last attempt failed.
+    Login {
+        /// Why the last attempt failed.
+        error: Option<String>,
+        /// The user name tried (kept in the form).
+        username: &'a str,
+    },
+    /// Units (admins) or a note saying who sees them.
+    Dashboard {
+        /// The units, for admins.
+        units: Option<Vec<UnitStatus>>,
+        /// Shown instead of the units.
+        note: &'a str,
+    },
+}
+
+impl Page<'_> {
+    /// The page's HTML in `frame`.
+    pub fn render(self, frame: &Frame) -> String {
+        let out = match self {
+            Page::Login { error, username } => Login {
+                frame,
+                error,
+                username,
+            }
+            .render_once(),
+            Page::Dashboard { units, note } => Dashboard { frame, units, note }.render_once(),
+        };
+        out.unwrap_or_else(|e| format!("the page could not be rendered: {e}"))
+    }
+}
+
+/// An error page saying `message`.
+pub fn error(frame: &Frame, message: &str) -> String {
+    ErrorPage { frame, message }
+        .render_once()
+        .unwrap_or_else(|e| format!("the page could not be rendered: {e}"))
+}

@@ -1,0 +1,240 @@
+//! The web console on the shared api stack: pages, sessions, and what every console
+//! response and form passes (headers, cross-site checks, CSRF tokens, escaping).
+
+use serde_json::json;
+
+use crate::helpers::{api_stack, http};
+
+/// A header's value in a response head (case-insensitive name).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The session token a login set, from its `Set-Cookie`.
+fn session_of(head: &str) -> String {
+    let c = header(head, "set-cookie").expect("a Set-Cookie");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+        "{c}"
+    );
+    c.split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("tmidb_session=")
+        .expect("the session cookie")
+        .to_string()
+}
+
+/// The value of the first hidden `csrf` field of a page.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+/// A form POST: (status, head, body as text).
+fn post(
+    port: u16,
+    path: &str,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+    form: &str,
+) -> (u16, String, String) {
+    let c = cookie.map(|t| format!("tmidb_session={t}"));
+    let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(c) = &c {
+        h.push(("Cookie", c.as_str()));
+    }
+    h.extend_from_slice(extra);
+    let (s, head, body) = http(port, "POST", path, &h, form.as_bytes());
+    (s, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A GET with the session cookie: (status, head, body as text).
+fn get(port: u16, path: &str, cookie: Option<&str>) -> (u16, String, String) {
+    let c = cookie.map(|t| format!("tmidb_session={t}"));
+    let h: Vec<(&str, &str)> = c.iter().map(|c| ("Cookie", c.as_str())).collect();
+    let (s, head, body) = http(port, "GET", path, &h, b"");
+    (s, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn form_login(user: &str, password: &str) -> String {
+    format!(
+        "username={}&password={}",
+        urlencode(user),
+        urlencode(password)
+    )
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn console_pages_sessions_headers_and_cross_site_checks() {
+    let api = api_stack();
+    let port = api.port;
+
+    // A stranger is sent to the login page; every console answer carries the headers.
+    let (s, head, _) = get(port, "/", None);
+    assert_eq!(
+        (s, header(&head, "location")),
+        (303, Some("/login")),
+        "{head}"
+    );
+    let (s, head, page) = get(port, "/login", None);
+    assert_eq!(s, 200);
+    let csp = header(&head, "content-security-policy").expect("a CSP");
+    for part in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(header(&head, "cache-control"), Some("no-store"));
+    assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+    assert!(
+        page.contains("<form method=\"post\" action=\"/login\""),
+        "{page}"
+    );
+    // The stylesheet is served under its hashed name, cached for a year.
+    let css = page
+        .split("href=\"")
+        .find_map(|p| p.split('"').next().filter(|h| h.ends_with(".css")))
+        .expect("a stylesheet link")
+        .to_string();
+    let (s, head, _) = get(port, &css, None);
+    assert_eq!(s, 200, "{css}");
+    assert!(header(&head, "cache-control").is_some_and(|c| c.contains("immutable")));
+    assert!(header(&head, "content-type").is_some_and(|c| c.starts_with("text/css")));
+    let (s, head, page) = get(port, "/no-such-page", None);
+    assert_eq!(s, 404);
+    assert!(header(&head, "content-type").is_some_and(|c| c.starts_with("text/html")));
+    assert!(header(&head, "content-security-policy").is_some());
+    assert!(page.contains("no such page"), "{page}");
+
+    // A wrong password: 401, and the name tried comes back escaped.
+    let hostile = "<script>alert(\"x\")</script>";
+    let (s, _, page) = post(
+        port,
+        "/login",
+        None,
+        &[],
+        &form_login(hostile, "wrong-password"),
+    );
+    assert_eq!(s, 401, "{page}");
+    assert!(page.contains("wrong user name or password"), "{page}");
+    assert!(!page.contains("<script>alert"), "unescaped: {page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(&quot;x&quot;)"),
+        "{page}"
+    );
+    // A login form from another site is refused, and sets no cookie.
+    let good = form_login("admin", &api.admin_password);
+    for foreign in [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let (s, head, _) = post(port, "/login", None, &[foreign], &good);
+        assert_eq!(s, 403, "{foreign:?}");
+        assert!(header(&head, "set-cookie").is_none());
+    }
+
+    // Logging in sets a session cookie; logging in again with it rotates the id and
+    // ends the first session.
+    let origin = format!("http://127.0.0.1:{port}");
+    let same = [("Origin", origin.as_str())];
+    let (s, head, _) = post(port, "/login", None, &same, &good);
+    assert_eq!(
+        (s, header(&head, "location")),
+        (303, Some("/dashboard")),
+        "{head}"
+    );
+    let first = session_of(&head);
+    let (s, head, _) = post(port, "/login", Some(&first), &same, &good);
+    assert_eq!(s, 303);
+    let session = session_of(&head);
+    assert_ne!(first, session, "the session id changes at login");
+    assert_eq!(
+        header(&get(port, "/dashboard", Some(&first)).1, "location"),
+        Some("/login"),
+        "the session presented at login is over"
+    );
+
+    // The admin's dashboard lists every unit, live from the supervisor.
+    let (s, head, page) = get(port, "/dashboard", Some(&session));
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(header(&head, "cache-control"), Some("no-store"));
+    for unit in ["postgresql", "migrate", "api", "seaweedfs"] {
+        assert!(
+            page.contains(&format!("<th scope=\"row\">{unit}</th>")),
+            "{unit}: {page}"
+        );
+    }
+    assert!(page.contains("state-ready"), "{page}");
+    let csrf = csrf_of(&page);
+
+    // A viewer signs in too, and sees no units (the REST API shows them to admins).
+    let admin = format!("Bearer {}", api.admin());
+    let (s, _, v) = api.call(
+        "POST",
+        "/api/v1/users",
+        &[("Authorization", &admin)],
+        Some(&json!({"username": "console-viewer", "password": "viewer-password-1", "role": "viewer"})),
+    );
+    assert!(s == 201 || s == 409, "{s} {v}");
+    let (s, head, _) = post(
+        port,
+        "/login",
+        None,
+        &same,
+        &form_login("console-viewer", "viewer-password-1"),
+    );
+    assert_eq!(s, 303);
+    let viewer = session_of(&head);
+    let (s, _, page) = get(port, "/dashboard", Some(&viewer));
+    assert_eq!(s, 200);
+    assert!(page.contains("console-viewer (viewer)"), "{page}");
+    assert!(!page.contains("<table class=\"units\""), "{page}");
+
+    // Log out: refused without the session's token or from another site; then done,
+    // and the session is refused from then on.
+    let (s, _, page) = post(port, "/logout", Some(&session), &same, "csrf=forged");
+    assert_eq!(s, 403, "{page}");
+    assert!(page.contains("security token"), "{page}");
+    let with_token = format!("csrf={csrf}");
+    let (s, _, _) = post(
+        port,
+        "/logout",
+        Some(&session),
+        &[("Origin", "http://evil.example")],
+        &with_token,
+    );
+    assert_eq!(s, 403);
+    let (s, head, _) = post(port, "/logout", Some(&session), &same, &with_token);
+    assert_eq!((s, header(&head, "location")), (303, Some("/login")));
+    assert!(header(&head, "set-cookie").is_some_and(|c| c.contains("Max-Age=0")));
+    assert_eq!(
+        header(&get(port, "/dashboard", Some(&session)).1, "location"),
+        Some("/login")
+    );
+    // The REST API answers as before beside the console.
+    let (s, head, _) = get(port, "/api/v1/no-such-thing", None);
+    assert_eq!(s, 404);
+    assert!(
+        header(&head, "content-type").is_some_and(|c| c.contains("json")),
+        "{head}"
+    );
+}
