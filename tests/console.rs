@@ -209,6 +209,72 @@ fn console_pages_sessions_headers_and_cross_site_checks() {
     assert!(page.contains("console-viewer (viewer)"), "{page}");
     assert!(!page.contains("<table class=\"units\""), "{page}");
 
+    let viewer_csrf = csrf_of(&page);
+
+    // Units: actions for admins; a stop or restart first says what else it takes along
+    // (what requires the unit, by the supervisor's rule).
+    let (s, _, page) = get(port, "/units", Some(&session));
+    assert_eq!(s, 200, "{page}");
+    assert!(
+        page.contains("action=\"/units/postgresql/start\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("href=\"/units/postgresql/restart\""),
+        "{page}"
+    );
+    let (s, _, page) = get(port, "/units/postgresql/restart", Some(&session));
+    assert_eq!(s, 200, "{page}");
+    for also in ["migrate", "api"] {
+        assert!(
+            page.contains(&format!("<li><code>{also}</code></li>")),
+            "{also}: {page}"
+        );
+    }
+    assert!(!page.contains("<li><code>nats</code></li>"), "{page}");
+    assert_eq!(get(port, "/units/nope/restart", Some(&session)).0, 404);
+    // Starting a running unit changes nothing, and goes through the supervisor.
+    let (s, _, _) = post(
+        port,
+        "/units/postgresql/start",
+        Some(&session),
+        &same,
+        "csrf=forged",
+    );
+    assert_eq!(s, 403);
+    let (s, head, _) = post(
+        port,
+        "/units/postgresql/start",
+        Some(&session),
+        &same,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(s, 303, "{head}");
+    let back = header(&head, "location").unwrap().to_string();
+    assert!(back.starts_with("/units?done="), "{back}");
+    assert!(
+        get(port, &back, Some(&session))
+            .2
+            .contains("postgresql: start done")
+    );
+    // A viewer sees no units page, and a forged stop is refused.
+    assert_eq!(get(port, "/units", Some(&viewer)).0, 403);
+    let (s, _, _) = post(
+        port,
+        "/units/postgresql/stop",
+        Some(&viewer),
+        &same,
+        &format!("csrf={viewer_csrf}"),
+    );
+    assert_eq!(s, 403);
+    let (_, _, page) = get(port, "/dashboard", Some(&session));
+    assert!(
+        page.contains(
+            "<th scope=\"row\">postgresql</th>\n      <td><span class=\"state state-ready\">"
+        ),
+        "postgresql still ready: {page}"
+    );
+
     // Log out: refused without the session's token or from another site; then done,
     // and the session is refused from then on.
     let (s, _, page) = post(port, "/logout", Some(&session), &same, "csrf=forged");

@@ -2,7 +2,7 @@
 //! socket with the shared protocol, as `tmidb-cli` does.
 
 use super::AppState;
-use crate::control::protocol::{ErrorKind, Request, Response, UnitStatus};
+use crate::control::protocol::{ErrorKind, Request, Response, UnitInfo, UnitStatus};
 use crate::web::error::{ApiError, ApiResult};
 
 /// Asks the supervisor; 503 when it cannot be reached, 404 for unknown units, 409 for
@@ -29,5 +29,133 @@ pub async fn list(state: &AppState) -> ApiResult<Vec<UnitStatus>> {
     match ask(state, Request::Status { units: vec![] }).await? {
         Response::Status { units } => Ok(units),
         other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// What to do to a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum UnitAction {
+    /// Start it (and what it requires); clears `failed`.
+    Start,
+    /// Stop it (and what requires it).
+    Stop,
+    /// Restart it (and what requires it).
+    Restart,
+}
+
+impl UnitAction {
+    /// The action named `s` (`start`, `stop`, `restart`).
+    pub fn parse(s: &str) -> Option<UnitAction> {
+        match s {
+            "start" => Some(UnitAction::Start),
+            "stop" => Some(UnitAction::Stop),
+            "restart" => Some(UnitAction::Restart),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitAction::Start => "start",
+            UnitAction::Stop => "stop",
+            UnitAction::Restart => "restart",
+        }
+    }
+}
+
+/// Does `action` to the unit `name` on behalf of `by` and waits until it settled; the
+/// units it touched, as they are now.
+pub async fn control(
+    state: &AppState,
+    name: &str,
+    action: UnitAction,
+    by: &str,
+) -> ApiResult<Vec<UnitStatus>> {
+    let units = vec![name.to_string()];
+    let req = match action {
+        UnitAction::Start => Request::Start { units, wait: true },
+        UnitAction::Stop => Request::Stop { units, wait: true },
+        UnitAction::Restart => Request::Restart { units, wait: true },
+    };
+    tracing::warn!(unit = %name, action = action.as_str(), by, "unit control through the api");
+    match ask(state, req).await? {
+        Response::Done { units } => Ok(units),
+        other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Every unit with its edges, as the supervisor's graph has them.
+pub async fn infos(state: &AppState) -> ApiResult<Vec<UnitInfo>> {
+    match ask(state, Request::UnitsList).await? {
+        Response::Units { units } => Ok(units),
+        other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// The units a stop or restart of `name` (a unit or a template) also stops or
+/// restarts: every unit that transitively requires it, by the supervisor's own rule
+/// ([`crate::unit::graph::Graph::required_by_closure`]) over its graph. The units
+/// named themselves are not in the list.
+pub fn also_affected(units: &[UnitInfo], name: &str) -> Result<Vec<String>, String> {
+    let named: Vec<String> =
+        crate::control::protocol::select(units, &[name.to_string()], |u| &u.name)?
+            .into_iter()
+            .map(|u| u.name.clone())
+            .collect();
+    let graph = crate::unit::graph::Graph {
+        requires: units
+            .iter()
+            .map(|u| (u.name.clone(), u.requires.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    Ok(graph
+        .required_by_closure(&named)
+        .into_iter()
+        .filter(|n| !named.contains(n))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::also_affected;
+    use crate::control::protocol::{State, UnitInfo};
+
+    fn unit(name: &str, requires: &[&str]) -> UnitInfo {
+        UnitInfo {
+            name: name.into(),
+            state: State::Ready,
+            kind: "simple".into(),
+            channel: name.into(),
+            file: String::new(),
+            description: String::new(),
+            requires: requires.iter().map(|r| r.to_string()).collect(),
+            wants: vec![],
+            after: requires.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_restart_takes_along_what_requires_the_unit_transitively() {
+        let units = [
+            unit("postgresql", &[]),
+            unit("migrate", &["postgresql"]),
+            unit("api", &["migrate", "nats"]),
+            unit("nats", &[]),
+            unit("worker@1", &["nats"]),
+            unit("worker@2", &["nats"]),
+        ];
+        assert_eq!(
+            also_affected(&units, "postgresql").unwrap(),
+            ["api", "migrate"]
+        );
+        assert_eq!(
+            also_affected(&units, "nats").unwrap(),
+            ["api", "worker@1", "worker@2"]
+        );
+        assert!(also_affected(&units, "worker").unwrap().is_empty());
+        assert!(also_affected(&units, "nope").is_err());
     }
 }

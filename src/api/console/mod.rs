@@ -32,6 +32,8 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/login", poem::get(login_page).post(login))
         .at("/logout", poem::post(logout))
         .at("/dashboard", poem::get(dashboard))
+        .at("/units", poem::get(units_page))
+        .at("/units/:name/:action", poem::get(confirm).post(control))
         .with(guard::page_headers());
     Route::new()
         .at(pages::css_path(), poem::get(css))
@@ -275,6 +277,148 @@ async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
         }
     };
     html(StatusCode::OK, page.render(&frame))
+}
+
+/// The signed-in admin of `req`, or the response that sends anyone else away.
+async fn admin(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
+    let s = match signed(state, req).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(see_other("/login")),
+        Err(e) => return Err(failure(&Frame::anonymous(title), e)),
+    };
+    if let Err(d) = s.principal.require_admin() {
+        return Err(html(
+            StatusCode::FORBIDDEN,
+            pages::error(&s.frame(title), &d.0),
+        ));
+    }
+    Ok(s)
+}
+
+/// `?done=…` after an action.
+#[derive(Debug, Deserialize)]
+struct Done {
+    done: Option<String>,
+}
+
+#[handler]
+async fn units_page(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    done: poem::web::Query<Done>,
+) -> Response {
+    let s = match admin(&state, req, "Units").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Units");
+    let (statuses, infos) = match (
+        super::units::list(&state).await,
+        super::units::infos(&state).await,
+    ) {
+        (Ok(s), Ok(i)) => (s, i),
+        (Err(e), _) | (_, Err(e)) => return failure(&frame, e),
+    };
+    let units = statuses
+        .into_iter()
+        .map(|u| {
+            let info = infos.iter().find(|i| i.name == u.name).cloned();
+            (u, info)
+        })
+        .collect();
+    html(
+        StatusCode::OK,
+        Page::Units {
+            units,
+            admin: true,
+            done: done.0.done,
+        }
+        .render(&frame),
+    )
+}
+
+#[handler]
+async fn confirm(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    poem::web::Path((name, action)): poem::web::Path<(String, String)>,
+) -> Response {
+    let s = match admin(&state, req, "Units").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Units");
+    match super::units::UnitAction::parse(&action) {
+        Some(super::units::UnitAction::Stop | super::units::UnitAction::Restart) => {}
+        _ => {
+            return html(
+                StatusCode::NOT_FOUND,
+                pages::error(
+                    &frame,
+                    "units are stopped or restarted here; start them from the units page",
+                ),
+            );
+        }
+    }
+    let infos = match super::units::infos(&state).await {
+        Ok(i) => i,
+        Err(e) => return failure(&frame, e),
+    };
+    match super::units::also_affected(&infos, &name) {
+        Ok(also) => html(
+            StatusCode::OK,
+            Page::Confirm {
+                unit: &name,
+                action: &action,
+                also,
+            }
+            .render(&frame),
+        ),
+        Err(why) => html(StatusCode::NOT_FOUND, pages::error(&frame, &why)),
+    }
+}
+
+#[handler]
+async fn control(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    poem::web::Path((name, action)): poem::web::Path<(String, String)>,
+    form: poem::Result<Form<CsrfForm>>,
+) -> Response {
+    let s = match admin(&state, req, "Units").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Units");
+    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
+    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
+        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
+    }
+    let Some(act) = super::units::UnitAction::parse(&action) else {
+        return html(
+            StatusCode::NOT_FOUND,
+            pages::error(&frame, "no such action"),
+        );
+    };
+    match super::units::control(&state, &name, act, &s.principal.username).await {
+        Ok(_) => {
+            let done = format!("{name}: {action} done");
+            see_other(&format!("/units?done={}", urlencoded(&done)))
+        }
+        Err(e) => failure(&frame, e),
+    }
+}
+
+/// `s` as a query-string value.
+fn urlencoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[handler]

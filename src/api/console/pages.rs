@@ -6,7 +6,7 @@
 
 use sailfish::TemplateSimple;
 
-use crate::control::protocol::UnitStatus;
+use crate::control::protocol::{UnitInfo, UnitStatus};
 
 /// The stylesheet, embedded.
 pub const CSS: &str = include_str!("../../../templates/assets/console.css");
@@ -76,6 +76,26 @@ struct Dashboard<'a> {
 }
 
 #[derive(TemplateSimple)]
+#[template(path = "units.stpl")]
+struct Units<'a> {
+    frame: &'a Frame,
+    units: Vec<(UnitStatus, Option<UnitInfo>)>,
+    admin: bool,
+    done: Option<String>,
+}
+
+#[derive(TemplateSimple)]
+#[template(path = "confirm.stpl")]
+struct Confirm<'a> {
+    frame: &'a Frame,
+    unit: &'a str,
+    action: &'a str,
+    verb: &'a str,
+    verb_lower: &'a str,
+    also: Vec<String>,
+}
+
+#[derive(TemplateSimple)]
 #[template(path = "error.stpl")]
 struct ErrorPage<'a> {
     frame: &'a Frame,
@@ -98,6 +118,24 @@ pub enum Page<'a> {
         /// Shown instead of the units.
         note: &'a str,
     },
+    /// Units with their requirements, and (for admins) their actions.
+    Units {
+        /// Each unit's status and its edges.
+        units: Vec<(UnitStatus, Option<UnitInfo>)>,
+        /// Whether the actions are shown.
+        admin: bool,
+        /// What the last action did.
+        done: Option<String>,
+    },
+    /// "Stop / restart UNIT? This also …": the confirmation of a stop or restart.
+    Confirm {
+        /// The unit.
+        unit: &'a str,
+        /// `stop` or `restart`.
+        action: &'a str,
+        /// What else it stops or restarts.
+        also: Vec<String>,
+    },
 }
 
 impl Page<'_> {
@@ -111,6 +149,25 @@ impl Page<'_> {
             }
             .render_once(),
             Page::Dashboard { units, note } => Dashboard { frame, units, note }.render_once(),
+            Page::Units { units, admin, done } => Units {
+                frame,
+                units,
+                admin,
+                done,
+            }
+            .render_once(),
+            Page::Confirm { unit, action, also } => {
+                let verb = if action == "stop" { "Stop" } else { "Restart" };
+                Confirm {
+                    frame,
+                    unit,
+                    action,
+                    verb,
+                    verb_lower: action,
+                    also,
+                }
+                .render_once()
+            }
         };
         out.unwrap_or_else(|e| format!("the page could not be rendered: {e}"))
     }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::control::protocol::{Request, Response, UnitStatus};
-use crate::web::error::{ApiError, ApiResult};
+use crate::api::units::UnitAction;
+use crate::control::protocol::UnitStatus;
+use crate::web::error::ApiResult;
 
 /// System routes.
 #[derive(Default)]
@@ -78,18 +79,6 @@ impl From<UnitStatus> for Unit {
     }
 }
 
-/// What to do to a unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
-pub(crate) enum UnitAction {
-    /// Start it (and what it requires); clears `failed`.
-    Start,
-    /// Stop it (and what requires it).
-    Stop,
-    /// Restart it (and what requires it).
-    Restart,
-}
-
 #[OpenApi(tag = "ApiTags::System")]
 impl SystemApi {
     /// Every unit of the supervisor (admin).
@@ -119,17 +108,8 @@ impl SystemApi {
     ) -> ApiResult<Json<Vec<Unit>>> {
         let p = auth.principal();
         p.require_admin()?;
-        let units = vec![name.0.clone()];
-        let req = match action.0 {
-            UnitAction::Start => Request::Start { units, wait: true },
-            UnitAction::Stop => Request::Stop { units, wait: true },
-            UnitAction::Restart => Request::Restart { units, wait: true },
-        };
-        tracing::warn!(unit = %name.0, action = ?action.0, by = %p.username, "unit control through the api");
-        match crate::api::units::ask(&state, req).await? {
-            Response::Done { units } => Ok(Json(units.into_iter().map(Into::into).collect())),
-            other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
-        }
+        let units = crate::api::units::control(&state, &name.0, action.0, &p.username).await?;
+        Ok(Json(units.into_iter().map(Into::into).collect()))
     }
 
     /// Liveness: the process answers.
