@@ -194,14 +194,14 @@ async fn login(
             );
             r
         }
+        // A refused login shows the form again with why (200, as a form with errors is
+        // answered: the browser is not failing to load a page).
         Err(e) => {
-            let status = match &e {
-                ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
-                ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                _ => return failure(&frame, e),
-            };
+            if !matches!(e, ApiError::TooManyRequests(..) | ApiError::Unauthorized(_)) {
+                return failure(&frame, e);
+            }
             html(
-                status,
+                StatusCode::OK,
                 Page::Login {
                     error: Some(e.body().message.clone()),
                     username: &form.username,

@@ -1,0 +1,129 @@
+"""The console in a real browser: Debian's chromium driven by Playwright.
+
+Run by tests/browser.rs with TMIDB_URL (the console), TMIDB_ADMIN_PASSWORD and
+TMIDB_SHOTS (where screenshots go). On every page: no request leaves 127.0.0.1, no
+console error, no Content-Security-Policy violation. Exits non-zero on the first
+failure, saying which step failed.
+"""
+
+import os
+import sys
+import time
+from urllib.parse import urlparse
+
+from playwright.sync_api import sync_playwright
+
+URL = os.environ["TMIDB_URL"].rstrip("/")
+PASSWORD = os.environ["TMIDB_ADMIN_PASSWORD"]
+SHOTS = os.environ["TMIDB_SHOTS"]
+
+problems = []
+
+
+def watch(page):
+    """Records what must never happen on a console page."""
+    page.on(
+        "console",
+        lambda m: m.type == "error" and problems.append(f"console error on {page.url}: {m.text}"),
+    )
+    page.on("pageerror", lambda e: problems.append(f"script error on {page.url}: {e}"))
+
+    def request(r):
+        host = urlparse(r.url).hostname
+        if r.url.startswith(("http://", "https://")) and host not in ("127.0.0.1", "localhost"):
+            problems.append(f"request to another host: {r.url}")
+
+    page.on("request", request)
+    # Registered before any page script runs: CSP violations are kept for check().
+    page.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+        " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+
+
+def check(page, step):
+    """Fails the run if anything was recorded so far, naming the step."""
+    csp = page.evaluate("window.__csp || []")
+    problems.extend(f"CSP violation on {page.url}: {v}" for v in csp)
+    if problems:
+        sys.exit(f"{step}: " + "; ".join(problems))
+    print(f"ok: {step}", flush=True)
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+
+
+def unit_states(page):
+    rows = page.locator("table.units tbody tr")
+    return {
+        rows.nth(i).locator("th").inner_text(): rows.nth(i).locator(".state").inner_text()
+        for i in range(rows.count())
+    }
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--disable-gpu", "--disable-sync"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        watch(page)
+
+        page.goto(URL + "/")
+        if not page.url.endswith("/login"):
+            sys.exit(f"a stranger should land on the login page, not {page.url}")
+        shot(page, "login")
+        page.get_by_label("User name").fill("admin")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Log in").click()
+        if "wrong user name or password" not in page.locator("[role=alert]").inner_text():
+            sys.exit("a wrong password should say so")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(URL + "/dashboard")
+        check(page, "log in")
+
+        # Every unit ready (or, for oneshots, exited), as the supervisor says.
+        deadline = time.time() + 60
+        while True:
+            states = unit_states(page)
+            waiting = {u: s for u, s in states.items() if s not in ("ready", "exited")}
+            if len(states) >= 8 and not waiting:
+                break
+            if time.time() > deadline:
+                sys.exit(f"units not ready on the dashboard: {states}")
+            time.sleep(1)
+            page.reload()
+        shot(page, "dashboard")
+        check(page, "dashboard shows every unit ready")
+
+        # Restart SeaweedFS: nothing requires it (the api only wants it), and the
+        # confirmation says so before anything happens.
+        page.get_by_role("link", name="Units").click()
+        page.wait_for_url(URL + "/units")
+        shot(page, "units")
+        page.locator('a[href="/units/seaweedfs/restart"]').click()
+        page.wait_for_url(URL + "/units/seaweedfs/restart")
+        if "Nothing else is affected" not in page.content():
+            sys.exit("the confirmation of a SeaweedFS restart should say nothing else restarts")
+        shot(page, "confirm-restart")
+        page.get_by_role("button", name="Restart seaweedfs").click()
+        page.wait_for_url(URL + "/units?done=*")
+        if "seaweedfs: restart done" not in page.locator("[role=status]").inner_text():
+            sys.exit("the units page should say the restart was done")
+        if unit_states(page).get("seaweedfs") != "ready":
+            sys.exit(f"seaweedfs should be ready again: {unit_states(page)}")
+        check(page, "restart a unit after its confirmation")
+
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(URL + "/login")
+        page.goto(URL + "/dashboard")
+        if not page.url.endswith("/login"):
+            sys.exit("after logging out, the dashboard should send back to the login page")
+        check(page, "log out")
+        browser.close()
+
+
+main()
