@@ -40,6 +40,8 @@ fn the_console_works_in_chromium_without_csp_violations_or_foreign_requests() {
         .arg(Path::new(MANIFEST).join("tests/browser/console.py"))
         .env("TMIDB_URL", format!("http://127.0.0.1:{port}"))
         .env("TMIDB_ADMIN_PASSWORD", password.trim())
+        .env("TMIDB_CLI", crate::helpers::CLI)
+        .env("TMIDB_HOME", home.path())
         .env(
             "TMIDB_SHOTS",
             Path::new(MANIFEST).join("target/console-screenshots"),

@@ -257,6 +257,22 @@ fn console_pages_sessions_headers_and_cross_site_checks() {
             .2
             .contains("postgresql: start done")
     );
+    // Logs: the channel switches and the last lines; a forged switch is refused.
+    let (s, _, page) = get(port, "/logs", Some(&session));
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("Switch postgresql off"), "{page}");
+    assert!(page.contains("<ol id=\"log-lines\""), "{page}");
+    assert!(page.contains("<script src=\"/assets/logs-"), "{page}");
+    let (s, _, _) = post(
+        port,
+        "/logs/channels/postgresql/off",
+        Some(&session),
+        &same,
+        "csrf=forged",
+    );
+    assert_eq!(s, 403);
+    assert_eq!(get(port, "/logs", Some(&viewer)).0, 403);
+    assert_eq!(get(port, "/logs/stream", Some(&viewer)).0, 403);
     // A viewer sees no units page, and a forged stop is refused.
     assert_eq!(get(port, "/units", Some(&viewer)).0, 403);
     let (s, _, _) = post(

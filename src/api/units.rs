@@ -2,7 +2,9 @@
 //! socket with the shared protocol, as `tmidb-cli` does.
 
 use super::AppState;
-use crate::control::protocol::{ErrorKind, Request, Response, UnitInfo, UnitStatus};
+use crate::control::protocol::{
+    ChannelState, ErrorKind, LogRecord, Request, Response, UnitInfo, UnitStatus,
+};
 use crate::web::error::{ApiError, ApiResult};
 
 /// Asks the supervisor; 503 when it cannot be reached, 404 for unknown units, 409 for
@@ -116,6 +118,100 @@ pub fn also_affected(units: &[UnitInfo], name: &str) -> Result<Vec<String>, Stri
         .into_iter()
         .filter(|n| !named.contains(n))
         .collect())
+}
+
+/// The log channels, each with its units, output switch and level (what
+/// `tmidb-cli logs channels` shows).
+pub async fn channels(state: &AppState) -> ApiResult<Vec<ChannelState>> {
+    match ask(state, Request::LogChannels).await? {
+        Response::Channels { channels } => Ok(channels),
+        other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Switches `channel` into or out of the unified output (`tmidb-cli logs enable |
+/// disable`: the same switch, persisted by the supervisor).
+pub async fn set_channel(
+    state: &AppState,
+    channel: &str,
+    enabled: bool,
+    by: &str,
+) -> ApiResult<()> {
+    tracing::info!(channel, enabled, by, "log channel switched through the api");
+    ask(
+        state,
+        Request::LogSet {
+            channels: vec![channel.to_string()],
+            enabled: Some(enabled),
+            level: None,
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The last `lines` buffered log records of every unit, oldest first.
+pub async fn recent_logs(state: &AppState, lines: usize) -> ApiResult<Vec<LogRecord>> {
+    let req = Request::LogShow {
+        units: vec![],
+        lines,
+        since: None,
+        level: None,
+        grep: None,
+    };
+    match ask(state, req).await? {
+        Response::Logs { records } => Ok(records),
+        other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// What a log follower receives.
+#[derive(Debug)]
+pub enum LogEvent {
+    /// A record.
+    Record(LogRecord),
+    /// Records this follower missed (it fell behind), and why.
+    Gap {
+        /// How many.
+        missed: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Every unit's log records after `since_seq` (the buffered ones, then live ones)
+/// until the receiver is dropped: one supervisor connection per follower, held by a
+/// task that ends when the receiver goes.
+pub async fn follow_logs(
+    state: &AppState,
+    since_seq: Option<u64>,
+) -> ApiResult<tokio::sync::mpsc::Receiver<LogEvent>> {
+    let mut client = crate::cli::connect(&state.cfg)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the supervisor cannot be reached: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let req = Request::LogFollow {
+            units: vec![],
+            since_seq,
+        };
+        let Ok(mut responses) = client.stream(&req).await else {
+            return;
+        };
+        while let Ok(r) = responses.next().await {
+            let events = match r {
+                Response::Logs { records } => records.into_iter().map(LogEvent::Record).collect(),
+                Response::LogGap { missed, reason } => vec![LogEvent::Gap { missed, reason }],
+                _ => return,
+            };
+            for e in events {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 #[cfg(test)]

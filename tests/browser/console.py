@@ -6,7 +6,9 @@ console error, no Content-Security-Policy violation. Exits non-zero on the first
 failure, saying which step failed.
 """
 
+import json
 import os
+import subprocess
 import sys
 import time
 from urllib.parse import urlparse
@@ -16,6 +18,7 @@ from playwright.sync_api import sync_playwright
 URL = os.environ["TMIDB_URL"].rstrip("/")
 PASSWORD = os.environ["TMIDB_ADMIN_PASSWORD"]
 SHOTS = os.environ["TMIDB_SHOTS"]
+CLI = [os.environ["TMIDB_CLI"], "--home", os.environ["TMIDB_HOME"]]
 
 problems = []
 
@@ -68,7 +71,8 @@ def main():
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium", args=["--disable-gpu", "--disable-sync"]
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
         watch(page)
 
         page.goto(URL + "/")
@@ -99,6 +103,15 @@ def main():
         shot(page, "dashboard")
         check(page, "dashboard shows every unit ready")
 
+        # The logs page, live in a second tab while the restart below happens.
+        tail = context.new_page()
+        watch(tail)
+        tail.goto(URL + "/logs")
+        tail.wait_for_function("document.getElementById('log-status').textContent === 'live'")
+        if tail.locator("#log-lines li").count() == 0:
+            sys.exit("the logs page should show the last lines")
+        check(tail, "the logs page follows every unit live")
+
         # Restart SeaweedFS: nothing requires it (the api only wants it), and the
         # confirmation says so before anything happens.
         page.get_by_role("link", name="Units").click()
@@ -116,6 +129,29 @@ def main():
         if unit_states(page).get("seaweedfs") != "ready":
             sys.exit(f"seaweedfs should be ready again: {unit_states(page)}")
         check(page, "restart a unit after its confirmation")
+        # The open tail showed it as it happened: the api's own line about the restart.
+        tail.locator("#log-lines li", has_text="unit control through the api").first.wait_for(
+            timeout=20000
+        )
+        shot(tail, "logs")
+        check(tail, "the restart shows up in the live tail")
+
+        # A channel switched off in the browser is off for tmidb-cli, and back.
+        def cli_channel(name):
+            out = subprocess.run(CLI + ["logs", "channels", "--json"], capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"tmidb-cli logs channels failed: {out.stderr}")
+            return next(c for c in json.loads(out.stdout) if c["channel"] == name)["enabled"]
+
+        tail.get_by_role("button", name="Switch seaweedfs off").click()
+        tail.wait_for_url(URL + "/logs")
+        if cli_channel("seaweedfs") is not False:
+            sys.exit("switching seaweedfs off in the browser should show in tmidb-cli")
+        subprocess.run(CLI + ["logs", "enable", "seaweedfs"], check=True, capture_output=True)
+        tail.reload()
+        if tail.get_by_role("button", name="Switch seaweedfs off").count() != 1:
+            sys.exit("enabling seaweedfs with tmidb-cli should show in the browser")
+        check(tail, "channel switches are shared with tmidb-cli")
 
         page.get_by_role("button", name="Log out").click()
         page.wait_for_url(URL + "/login")

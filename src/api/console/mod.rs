@@ -34,9 +34,18 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/dashboard", poem::get(dashboard))
         .at("/units", poem::get(units_page))
         .at("/units/:name/:action", poem::get(confirm).post(control))
+        .at("/logs", poem::get(logs_page))
+        .at(
+            "/logs/channels/:channel/:switch",
+            poem::post(switch_channel),
+        )
+        .at("/logs/stream", poem::get(logs_stream))
         .with(guard::page_headers());
-    Route::new()
-        .at(pages::css_path(), poem::get(css))
+    let mut route = Route::new();
+    for a in pages::ASSETS {
+        route = route.at(a.path(), poem::get(asset(a)));
+    }
+    route
         .nest("/", pages)
         .catch_all_error(|e| async move {
             let status = e.status();
@@ -421,13 +430,116 @@ fn urlencoded(s: &str) -> String {
         .collect()
 }
 
+/// Lines the logs page shows before the live tail takes over.
+const RECENT_LINES: usize = 200;
+
 #[handler]
-fn css() -> Response {
-    Response::builder()
-        .content_type("text/css; charset=utf-8")
-        .header(
-            poem::http::header::CACHE_CONTROL,
-            "public, max-age=31536000, immutable",
-        )
-        .body(pages::CSS)
+async fn logs_page(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    let s = match admin(&state, req, "Logs").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Logs");
+    let (channels, records) = match (
+        super::units::channels(&state).await,
+        super::units::recent_logs(&state, RECENT_LINES).await,
+    ) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return failure(&frame, e),
+    };
+    html(
+        StatusCode::OK,
+        Page::Logs { channels, records }.render(&frame),
+    )
+}
+
+#[handler]
+async fn switch_channel(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    poem::web::Path((channel, switch)): poem::web::Path<(String, String)>,
+    form: poem::Result<Form<CsrfForm>>,
+) -> Response {
+    let s = match admin(&state, req, "Logs").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Logs");
+    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
+    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
+        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
+    }
+    let enabled = match switch.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => {
+            return html(
+                StatusCode::NOT_FOUND,
+                pages::error(&frame, "a channel is switched on or off"),
+            );
+        }
+    };
+    match super::units::set_channel(&state, &channel, enabled, &s.principal.username).await {
+        Ok(()) => see_other("/logs"),
+        Err(e) => failure(&frame, e),
+    }
+}
+
+/// `?since=SEQ` (a page's last line) when there is no `Last-Event-ID`.
+#[derive(Debug, Deserialize)]
+struct Since {
+    since: Option<u64>,
+}
+
+/// Every unit's log lines as Server-Sent Events (`log`: a record, id its sequence;
+/// `gap`: lines this follower missed). A reconnecting EventSource sends
+/// `Last-Event-ID` and resumes right after it.
+#[handler]
+async fn logs_stream(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    since: poem::web::Query<Since>,
+) -> Response {
+    if let Err(r) = admin(&state, req, "Logs").await {
+        return r;
+    }
+    let resume = req
+        .header("last-event-id")
+        .and_then(|v| v.parse::<u64>().ok())
+        .or(since.0.since);
+    let rx = match super::units::follow_logs(&state, resume).await {
+        Ok(rx) => rx,
+        Err(e) => return failure(&Frame::anonymous("Logs"), e),
+    };
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let e = rx.recv().await?;
+        let event = match e {
+            super::units::LogEvent::Record(r) => {
+                poem::web::sse::Event::message(serde_json::to_string(&r).expect("json"))
+                    .event_type("log")
+                    .id(r.seq.to_string())
+            }
+            super::units::LogEvent::Gap { missed, reason } => poem::web::sse::Event::message(
+                serde_json::json!({"missed": missed, "reason": reason}).to_string(),
+            )
+            .event_type("gap"),
+        };
+        Some((event, rx))
+    });
+    poem::web::sse::SSE::new(events)
+        .keep_alive(std::time::Duration::from_secs(15))
+        .into_response()
+}
+
+/// Serves `a`, cached for a year (its name changes with its content).
+fn asset(a: &'static pages::Asset) -> impl poem::Endpoint {
+    poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type(a.content_type)
+            .header(
+                poem::http::header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable",
+            )
+            .body(a.body)
+    })
 }

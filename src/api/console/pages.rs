@@ -6,22 +6,52 @@
 
 use sailfish::TemplateSimple;
 
-use crate::control::protocol::{UnitInfo, UnitStatus};
+use crate::control::protocol::{ChannelState, LogRecord, UnitInfo, UnitStatus};
 
-/// The stylesheet, embedded.
-pub const CSS: &str = include_str!("../../../templates/assets/console.css");
+/// A file the pages load, embedded in the binary and served under a name carrying a
+/// digest of its content, so it can be cached for a year and a new build is fetched
+/// at once.
+pub struct Asset {
+    /// Its name in `templates/assets/`.
+    pub name: &'static str,
+    /// Its media type.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub body: &'static str,
+}
 
-/// Where the stylesheet is served: its name carries a digest of its content, so it can
-/// be cached for a year and a new build is fetched at once.
-pub fn css_path() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
+/// Every asset of the console.
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "console.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../../templates/assets/console.css"),
+    },
+    Asset {
+        name: "logs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../../templates/assets/logs.js"),
+    },
+];
+
+impl Asset {
+    /// Where it is served: `/assets/STEM-DIGEST.EXT`.
+    pub fn path(&self) -> String {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(CSS.as_bytes());
+        let digest = sha2::Sha256::digest(self.body.as_bytes());
         let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        format!("/assets/console-{hex}.css")
-    })
-    .clone()
+        let (stem, ext) = self.name.rsplit_once('.').unwrap_or((self.name, ""));
+        format!("/assets/{stem}-{hex}.{ext}")
+    }
+}
+
+/// The served path of the asset `name`.
+pub fn asset_path(name: &str) -> String {
+    ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .map(Asset::path)
+        .unwrap_or_default()
 }
 
 /// The signed-in user, as the header shows them.
@@ -53,7 +83,7 @@ impl Frame {
             title,
             who: None,
             csrf: String::new(),
-            css: css_path(),
+            css: asset_path("console.css"),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -96,6 +126,16 @@ struct Confirm<'a> {
 }
 
 #[derive(TemplateSimple)]
+#[template(path = "logs.stpl")]
+struct Logs<'a> {
+    frame: &'a Frame,
+    channels: Vec<ChannelState>,
+    records: Vec<LogRecord>,
+    disabled: String,
+    script: String,
+}
+
+#[derive(TemplateSimple)]
 #[template(path = "error.stpl")]
 struct ErrorPage<'a> {
     frame: &'a Frame,
@@ -127,6 +167,13 @@ pub enum Page<'a> {
         /// What the last action did.
         done: Option<String>,
     },
+    /// Channel switches and the tail of every unit.
+    Logs {
+        /// The channels.
+        channels: Vec<ChannelState>,
+        /// The last lines, oldest first.
+        records: Vec<LogRecord>,
+    },
     /// "Stop / restart UNIT? This also …": the confirmation of a stop or restart.
     Confirm {
         /// The unit.
@@ -156,6 +203,22 @@ impl Page<'_> {
                 done,
             }
             .render_once(),
+            Page::Logs { channels, records } => {
+                let disabled = channels
+                    .iter()
+                    .filter(|c| !c.enabled)
+                    .map(|c| c.channel.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Logs {
+                    frame,
+                    channels,
+                    records,
+                    disabled,
+                    script: asset_path("logs.js"),
+                }
+                .render_once()
+            }
             Page::Confirm { unit, action, also } => {
                 let verb = if action == "stop" { "Stop" } else { "Restart" };
                 Confirm {
