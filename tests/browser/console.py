@@ -103,7 +103,15 @@ def main():
         shot(page, "dashboard")
         check(page, "dashboard shows every unit ready")
 
-        # The logs page, live in a second tab while the restart below happens.
+        # The dashboard, live in its own tab while the restart below happens.
+        dash = context.new_page()
+        watch(dash)
+        dash.goto(URL + "/dashboard")
+        dash.wait_for_function("document.getElementById('units-status').textContent === '(live)'")
+        sw_since = dash.locator('tr[data-unit="seaweedfs"] [data-field="since"]')
+        since_before = sw_since.inner_text()
+
+        # The logs page, live in another tab while the restart below happens.
         tail = context.new_page()
         watch(tail)
         tail.goto(URL + "/logs")
@@ -129,6 +137,15 @@ def main():
         if unit_states(page).get("seaweedfs") != "ready":
             sys.exit(f"seaweedfs should be ready again: {unit_states(page)}")
         check(page, "restart a unit after its confirmation")
+        # The open dashboard changed without a reload.
+        dash.wait_for_function(
+            "b => { const r = document.querySelector('tr[data-unit=\"seaweedfs\"]');"
+            " return r.querySelector('[data-field=\"since\"]').textContent !== b"
+            " && r.querySelector('[data-field=\"state\"]').textContent === 'ready'; }",
+            arg=since_before,
+            timeout=20000,
+        )
+        check(dash, "the dashboard follows the restart live")
         # The open tail showed it as it happened: the api's own line about the restart.
         tail.locator("#log-lines li", has_text="unit control through the api").first.wait_for(
             timeout=20000

@@ -32,6 +32,7 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/login", poem::get(login_page).post(login))
         .at("/logout", poem::post(logout))
         .at("/dashboard", poem::get(dashboard))
+        .at("/dashboard/stream", poem::get(dashboard_stream))
         .at("/units", poem::get(units_page))
         .at("/units/:name/:action", poem::get(confirm).post(control))
         .at("/logs", poem::get(logs_page))
@@ -428,6 +429,57 @@ fn urlencoded(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// How often the dashboard's stream looks at the supervisor's units.
+const UNITS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The units as the dashboard's script reads them.
+fn units_json(units: &[crate::control::protocol::UnitStatus]) -> String {
+    let list: Vec<serde_json::Value> = units
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "name": u.name, "state": u.state.as_str(), "pid": u.pid, "restarts": u.restarts,
+                "since": u.since, "last_exit": u.last_exit.as_ref().map(|e| e.to_string()),
+                "reason": u.reason,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// The units as Server-Sent Events (`units`: the whole list), sent at once and then
+/// whenever it changes (looked at every second).
+#[handler]
+async fn dashboard_stream(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    if let Err(r) = admin(&state, req, "Dashboard").await {
+        return r;
+    }
+    let state = state.0.clone();
+    let events = futures_util::stream::unfold(
+        (state, String::new(), true),
+        |(state, last, first)| async move {
+            let mut first = first;
+            loop {
+                if !first {
+                    tokio::time::sleep(UNITS_EVERY).await;
+                }
+                first = false;
+                let Ok(units) = super::units::list(&state).await else {
+                    continue;
+                };
+                let now = units_json(&units);
+                if now != last {
+                    let event = poem::web::sse::Event::message(now.clone()).event_type("units");
+                    return Some((event, (state, now, false)));
+                }
+            }
+        },
+    );
+    poem::web::sse::SSE::new(events)
+        .keep_alive(std::time::Duration::from_secs(15))
+        .into_response()
 }
 
 /// Lines the logs page shows before the live tail takes over.

@@ -28,6 +28,11 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../../../templates/assets/console.css"),
     },
     Asset {
+        name: "dashboard.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../../templates/assets/dashboard.js"),
+    },
+    Asset {
         name: "logs.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../../templates/assets/logs.js"),
@@ -103,6 +108,7 @@ struct Dashboard<'a> {
     frame: &'a Frame,
     units: Option<Vec<UnitStatus>>,
     note: &'a str,
+    script: String,
 }
 
 #[derive(TemplateSimple)]
@@ -195,7 +201,13 @@ impl Page<'_> {
                 username,
             }
             .render_once(),
-            Page::Dashboard { units, note } => Dashboard { frame, units, note }.render_once(),
+            Page::Dashboard { units, note } => Dashboard {
+                frame,
+                units,
+                note,
+                script: asset_path("dashboard.js"),
+            }
+            .render_once(),
             Page::Units { units, admin, done } => Units {
                 frame,
                 units,
