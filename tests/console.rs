@@ -284,12 +284,51 @@ fn console_pages_sessions_headers_and_cross_site_checks() {
     );
     assert_eq!(s, 403);
     let (_, _, page) = get(port, "/dashboard", Some(&session));
-    assert!(
-        page.contains(
-            "<th scope=\"row\">postgresql</th>\n      <td><span class=\"state state-ready\">"
-        ),
-        "postgresql still ready: {page}"
+    let row = page
+        .split("<tr data-unit=\"postgresql\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("postgresql's row");
+    assert!(row.contains("state-ready"), "postgresql still ready: {row}");
+
+    // The viewer's account lists their sessions; "log out everywhere" ends them all.
+    let (_, head, _) = post(
+        port,
+        "/login",
+        None,
+        &same,
+        &form_login("console-viewer", "viewer-password-1"),
     );
+    let other = session_of(&head);
+    let (s, _, page) = get(port, "/account", Some(&viewer));
+    assert_eq!(s, 200, "{page}");
+    assert!(
+        page.matches("<tr><td>").count() >= 2,
+        "two sessions at least: {page}"
+    );
+    assert_eq!(page.matches("this session").count(), 1, "{page}");
+    let (s, _, _) = post(
+        port,
+        "/account/logout-everywhere",
+        Some(&viewer),
+        &same,
+        "csrf=forged",
+    );
+    assert_eq!(s, 403);
+    let (s, head, _) = post(
+        port,
+        "/account/logout-everywhere",
+        Some(&viewer),
+        &same,
+        &format!("csrf={viewer_csrf}"),
+    );
+    assert_eq!((s, header(&head, "location")), (303, Some("/login")));
+    for gone in [&viewer, &other] {
+        assert_eq!(
+            header(&get(port, "/dashboard", Some(gone)).1, "location"),
+            Some("/login")
+        );
+    }
 
     // Log out: refused without the session's token or from another site; then done,
     // and the session is refused from then on.

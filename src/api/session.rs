@@ -119,6 +119,42 @@ pub async fn close(state: &AppState, token: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// One of a user's live sessions.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SessionInfo {
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it is the one asking.
+    pub current: bool,
+}
+
+/// The live sessions of `user`, newest first; `current` is the asking session's hash.
+pub async fn list(
+    state: &AppState,
+    user: uuid::Uuid,
+    current: Option<&[u8]>,
+) -> ApiResult<Vec<SessionInfo>> {
+    Ok(sqlx::query_as(
+        "SELECT created_at, expires_at, token_hash = $2 AS current FROM sessions
+         WHERE user_id = $1 AND expires_at > now() ORDER BY created_at DESC",
+    )
+    .bind(user)
+    .bind(current)
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+/// Ends every session of `user` ("log out everywhere"); how many there were.
+pub async fn close_all(state: &AppState, user: uuid::Uuid) -> ApiResult<u64> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user)
+        .execute(&state.pool)
+        .await?
+        .rows_affected())
+}
+
 /// The `Set-Cookie` value carrying session `token`.
 pub fn cookie(token: &str) -> String {
     format!(

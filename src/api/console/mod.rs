@@ -35,6 +35,8 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/dashboard/stream", poem::get(dashboard_stream))
         .at("/units", poem::get(units_page))
         .at("/units/:name/:action", poem::get(confirm).post(control))
+        .at("/account", poem::get(account))
+        .at("/account/logout-everywhere", poem::post(logout_everywhere))
         .at("/logs", poem::get(logs_page))
         .at(
             "/logs/channels/:channel/:switch",
@@ -265,10 +267,9 @@ async fn logout(
 
 #[handler]
 async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    let s = match signed(&state, req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/login"),
-        Err(e) => return failure(&Frame::anonymous("Dashboard"), e),
+    let s = match user(&state, req, "Dashboard").await {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let frame = s.frame("Dashboard");
     // The units are the supervisor's, shown to whom the REST API shows them: admins.
@@ -291,11 +292,7 @@ async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
 
 /// The signed-in admin of `req`, or the response that sends anyone else away.
 async fn admin(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
-    let s = match signed(state, req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(see_other("/login")),
-        Err(e) => return Err(failure(&Frame::anonymous(title), e)),
-    };
+    let s = user(state, req, title).await?;
     if let Err(d) = s.principal.require_admin() {
         return Err(html(
             StatusCode::FORBIDDEN,
@@ -429,6 +426,60 @@ fn urlencoded(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A signed-in user of `req`, or the response that sends a stranger to the login.
+async fn user(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
+    match signed(state, req).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(see_other("/login")),
+        Err(e) => Err(failure(&Frame::anonymous(title), e)),
+    }
+}
+
+#[handler]
+async fn account(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    let s = match user(&state, req, "Account").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Account");
+    let p = &s.principal;
+    match super::session::list(&state, p.user_id, p.session_hash.as_deref()).await {
+        Ok(sessions) => html(StatusCode::OK, Page::Account { sessions }.render(&frame)),
+        Err(e) => failure(&frame, e),
+    }
+}
+
+#[handler]
+async fn logout_everywhere(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    form: poem::Result<Form<CsrfForm>>,
+) -> Response {
+    let s = match user(&state, req, "Account").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let frame = s.frame("Account");
+    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
+    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
+        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
+    }
+    match super::session::close_all(&state, s.principal.user_id).await {
+        Ok(n) => {
+            tracing::info!(user = %s.principal.username, sessions = n, "logged out everywhere");
+            let mut r = see_other("/login");
+            r.headers_mut().insert(
+                poem::http::header::SET_COOKIE,
+                super::session::cleared_cookie()
+                    .parse()
+                    .expect("a cookie is a header value"),
+            );
+            r
+        }
+        Err(e) => failure(&frame, e),
+    }
 }
 
 /// How often the dashboard's stream looks at the supervisor's units.

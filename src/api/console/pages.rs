@@ -142,6 +142,13 @@ struct Logs<'a> {
 }
 
 #[derive(TemplateSimple)]
+#[template(path = "account.stpl")]
+struct Account<'a> {
+    frame: &'a Frame,
+    sessions: Vec<crate::api::session::SessionInfo>,
+}
+
+#[derive(TemplateSimple)]
 #[template(path = "error.stpl")]
 struct ErrorPage<'a> {
     frame: &'a Frame,
@@ -179,6 +186,11 @@ pub enum Page<'a> {
         channels: Vec<ChannelState>,
         /// The last lines, oldest first.
         records: Vec<LogRecord>,
+    },
+    /// The signed-in user's sessions, and "log out everywhere".
+    Account {
+        /// Their live sessions.
+        sessions: Vec<crate::api::session::SessionInfo>,
     },
     /// "Stop / restart UNIT? This also …": the confirmation of a stop or restart.
     Confirm {
@@ -231,6 +243,7 @@ impl Page<'_> {
                 }
                 .render_once()
             }
+            Page::Account { sessions } => Account { frame, sessions }.render_once(),
             Page::Confirm { unit, action, also } => {
                 let verb = if action == "stop" { "Stop" } else { "Restart" };
                 Confirm {
