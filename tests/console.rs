@@ -291,6 +291,69 @@ fn console_pages_sessions_headers_and_cross_site_checks() {
         .expect("postgresql's row");
     assert!(row.contains("state-ready"), "postgresql still ready: {row}");
 
+    // Tokens: created on the account page (the secret shown this once, and it works
+    // on the REST API), then revoked there.
+    let (s, _, page) = post(
+        port,
+        "/account/tokens",
+        Some(&session),
+        &same,
+        &format!("csrf={csrf}&name=console-token&scopes=read%3A*&expires_in_days=30"),
+    );
+    assert_eq!(s, 200, "{page}");
+    let marker = "<code class=\"secret\">";
+    let at = page.find(marker).expect("the secret") + marker.len();
+    let secret = page[at..].split('<').next().unwrap().to_string();
+    assert!(secret.starts_with("tmid_"), "{secret}");
+    let me = |t: &str| {
+        api.call(
+            "GET",
+            "/api/v1/auth/me",
+            &[("Authorization", &format!("Bearer {t}"))],
+            None,
+        )
+        .0
+    };
+    assert_eq!(me(&secret), 200);
+    let (_, _, page) = get(port, "/account", Some(&session));
+    assert!(!page.contains(&secret), "the secret is shown once");
+    let button = page
+        .find("Revoke console-token</button>")
+        .expect("its revoke form");
+    let marker = "action=\"/account/tokens/";
+    let id_at = page[..button].rfind(marker).expect("its form") + marker.len();
+    let id = page[id_at..].split('/').next().unwrap().to_string();
+    let (s, _, _) = post(
+        port,
+        &format!("/account/tokens/{id}/revoke"),
+        Some(&session),
+        &same,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(s, 303);
+    assert_eq!(me(&secret), 401, "revoked");
+    // A viewer cannot mint a token above their role; the form says why.
+    let (s, _, page) = post(
+        port,
+        "/account/tokens",
+        Some(&viewer),
+        &same,
+        &format!("csrf={viewer_csrf}&name=too-much&scopes=write%3A*"),
+    );
+    assert_eq!(s, 200);
+    assert!(
+        page.contains("a viewer cannot hold the scope `write:*`"),
+        "{page}"
+    );
+    let (_, _, page) = post(
+        port,
+        "/account/tokens",
+        Some(&viewer),
+        &same,
+        &format!("csrf={viewer_csrf}&name=x&scopes=read%3A*&expires_in_days=soon"),
+    );
+    assert!(page.contains("`soon` is not a whole number"), "{page}");
+
     // The viewer's account lists their sessions; "log out everywhere" ends them all.
     let (_, head, _) = post(
         port,

@@ -12,6 +12,7 @@ pub mod files;
 pub mod live;
 pub mod routes;
 pub mod session;
+pub mod tokens;
 pub mod units;
 
 use std::sync::Arc;

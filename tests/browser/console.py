@@ -170,7 +170,23 @@ def main():
             sys.exit("enabling seaweedfs with tmidb-cli should show in the browser")
         check(tail, "channel switches are shared with tmidb-cli")
 
-        page.get_by_role("button", name="Log out").click()
+        # An API token: created (shown once), then revoked, on the account page.
+        page.get_by_role("link", name="admin (admin)").click()
+        page.wait_for_url(URL + "/account")
+        page.get_by_label("Name").fill("browser-token")
+        page.get_by_label("Scopes").fill("read:*")
+        page.get_by_role("button", name="Create token").click()
+        secret = page.locator("code.secret").inner_text()
+        if not secret.startswith("tmid_"):
+            sys.exit(f"a new token should be shown once: {secret!r}")
+        shot(page, "account")
+        page.get_by_role("button", name="Revoke browser-token").click()
+        page.wait_for_url(URL + "/account")
+        if "revoked" not in page.locator("table").first.inner_text():
+            sys.exit("the revoked token should say so")
+        check(page, "create and revoke a token")
+
+        page.get_by_role("button", name="Log out", exact=True).click()
         page.wait_for_url(URL + "/login")
         page.goto(URL + "/dashboard")
         if not page.url.endswith("/login"):

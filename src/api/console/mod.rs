@@ -37,6 +37,8 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/units/:name/:action", poem::get(confirm).post(control))
         .at("/account", poem::get(account))
         .at("/account/logout-everywhere", poem::post(logout_everywhere))
+        .at("/account/tokens", poem::post(create_token))
+        .at("/account/tokens/:id/revoke", poem::post(revoke_token))
         .at("/logs", poem::get(logs_page))
         .at(
             "/logs/channels/:channel/:switch",
@@ -437,16 +439,126 @@ async fn user(state: &AppState, req: &Request, title: &'static str) -> Result<Si
     }
 }
 
+/// The account page of `s`, with what the last form did.
+async fn account_page(
+    state: &AppState,
+    s: &Signed,
+    created: Option<super::tokens::Token>,
+    error: Option<String>,
+) -> Response {
+    let frame = s.frame("Account");
+    let p = &s.principal;
+    let sessions = super::session::list(state, p.user_id, p.session_hash.as_deref()).await;
+    let tokens = super::tokens::list(state, p, false).await;
+    match (sessions, tokens) {
+        (Ok(sessions), Ok(tokens)) => html(
+            StatusCode::OK,
+            Page::Account {
+                sessions,
+                tokens,
+                created,
+                error,
+            }
+            .render(&frame),
+        ),
+        (Err(e), _) | (_, Err(e)) => failure(&frame, e),
+    }
+}
+
 #[handler]
 async fn account(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    match user(&state, req, "Account").await {
+        Ok(s) => account_page(&state, &s, None, None).await,
+        Err(r) => r,
+    }
+}
+
+/// The new-token form.
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default)]
+    expires_in_days: String,
+}
+
+#[handler]
+async fn create_token(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    form: poem::Result<Form<TokenForm>>,
+) -> Response {
+    let s = match user(&state, req, "Account").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(Form(f)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::error(&s.frame("Account"), "the form could not be read"),
+        );
+    };
+    if let Err(why) = guard::form_allowed(req, &s.csrf, &f.csrf) {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error(&s.frame("Account"), why),
+        );
+    }
+    let days = match f.expires_in_days.trim() {
+        "" => None,
+        d => match d.parse::<u32>() {
+            Ok(n) if (1..=3650).contains(&n) => Some(n),
+            _ => {
+                let why = format!("expires in days: `{d}` is not a whole number from 1 to 3650");
+                return account_page(&state, &s, None, Some(why)).await;
+            }
+        },
+    };
+    let scopes: Vec<String> = f.scopes.split_whitespace().map(str::to_string).collect();
+    match super::tokens::create(&state, &s.principal, f.name.trim(), &scopes, days).await {
+        Ok(t) => account_page(&state, &s, Some(t), None).await,
+        Err(e) => account_page(&state, &s, None, Some(e.body().message.clone())).await,
+    }
+}
+
+#[handler]
+async fn revoke_token(
+    state: Data<&Arc<AppState>>,
+    req: &Request,
+    poem::web::Path(id): poem::web::Path<String>,
+    form: poem::Result<Form<CsrfForm>>,
+) -> Response {
     let s = match user(&state, req, "Account").await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let frame = s.frame("Account");
-    let p = &s.principal;
-    match super::session::list(&state, p.user_id, p.session_hash.as_deref()).await {
-        Ok(sessions) => html(StatusCode::OK, Page::Account { sessions }.render(&frame)),
+    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
+    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
+        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
+    }
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return html(StatusCode::NOT_FOUND, pages::error(&frame, "no such token"));
+    };
+    // Your own tokens only here, whatever your role (admins revoke others' through
+    // the API).
+    let own = super::tokens::list(&state, &s.principal, false).await;
+    match own {
+        Ok(list) if list.iter().any(|t| t.id == id) => {}
+        Ok(_) => {
+            return html(
+                StatusCode::NOT_FOUND,
+                pages::error(&frame, "no such token of yours"),
+            );
+        }
+        Err(e) => return failure(&frame, e),
+    }
+    match super::tokens::revoke(&state, &s.principal, id).await {
+        Ok(()) => see_other("/account"),
         Err(e) => failure(&frame, e),
     }
 }

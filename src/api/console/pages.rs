@@ -146,6 +146,9 @@ struct Logs<'a> {
 struct Account<'a> {
     frame: &'a Frame,
     sessions: Vec<crate::api::session::SessionInfo>,
+    tokens: Vec<crate::api::tokens::Token>,
+    created: Option<crate::api::tokens::Token>,
+    error: Option<String>,
 }
 
 #[derive(TemplateSimple)]
@@ -187,10 +190,16 @@ pub enum Page<'a> {
         /// The last lines, oldest first.
         records: Vec<LogRecord>,
     },
-    /// The signed-in user's sessions, and "log out everywhere".
+    /// The signed-in user's tokens and sessions.
     Account {
         /// Their live sessions.
         sessions: Vec<crate::api::session::SessionInfo>,
+        /// Their tokens.
+        tokens: Vec<crate::api::tokens::Token>,
+        /// A token just created (its secret shown this once).
+        created: Option<crate::api::tokens::Token>,
+        /// Why the last form was refused.
+        error: Option<String>,
     },
     /// "Stop / restart UNIT? This also …": the confirmation of a stop or restart.
     Confirm {
@@ -243,7 +252,19 @@ impl Page<'_> {
                 }
                 .render_once()
             }
-            Page::Account { sessions } => Account { frame, sessions }.render_once(),
+            Page::Account {
+                sessions,
+                tokens,
+                created,
+                error,
+            } => Account {
+                frame,
+                sessions,
+                tokens,
+                created,
+                error,
+            }
+            .render_once(),
             Page::Confirm { unit, action, also } => {
                 let verb = if action == "stop" { "Stop" } else { "Restart" };
                 Confirm {

@@ -13,8 +13,9 @@ use super::users::User;
 use super::{ApiTags, NoContent};
 use crate::api::AppState;
 use crate::api::auth::{self, Auth};
-use crate::model::access::{self, Role, Scope};
-use crate::web::error::{ApiError, ApiResult};
+use crate::api::tokens::Token;
+use crate::model::access::{self};
+use crate::web::error::ApiResult;
 use crate::web::names::{Label, ScopeName};
 
 /// Auth and token routes.
@@ -75,60 +76,12 @@ pub struct NewToken {
     pub expires_in_days: Option<u32>,
 }
 
-/// An API token (the secret is shown only when created).
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct Token {
-    /// Id.
-    pub id: Uuid,
-    /// Name.
-    pub name: String,
-    /// Scopes.
-    pub scopes: Vec<String>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Expiry.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Last use.
-    pub last_used_at: Option<DateTime<Utc>>,
-    /// When revoked.
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// The secret: only in the answer to its creation.
-    #[oai(skip_serializing_if_is_none)]
-    pub token: Option<String>,
-}
-
 /// Token creation answers.
 #[derive(ApiResponse)]
 pub enum TokenCreated {
     /// Created; `token` is shown this once.
     #[oai(status = 201)]
     Created(Json<Token>, #[oai(header = "Location")] String),
-}
-
-/// An `api_tokens` row (no hash).
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: Uuid,
-    name: String,
-    scopes: Vec<String>,
-    created_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-fn token_from(r: TokenRow) -> Token {
-    Token {
-        id: r.id,
-        name: r.name,
-        scopes: r.scopes,
-        created_at: r.created_at,
-        expires_at: r.expires_at,
-        last_used_at: r.last_used_at,
-        revoked_at: r.revoked_at,
-        token: None,
-    }
 }
 
 /// The session token of the request, from the cookie or a `tmss_` Bearer header.
@@ -220,48 +173,15 @@ impl AuthApi {
         auth: Auth,
         body: Json<NewToken>,
     ) -> ApiResult<TokenCreated> {
-        let p = auth.principal();
-        for s in &body.scopes {
-            let scope = Scope::parse(s).map_err(ApiError::bad_request)?;
-            // A token narrows its owner; a scope the owner's role cannot use would
-            // look like a grant and be none.
-            let holds = match &scope {
-                Scope::Admin => p.role == Role::Admin,
-                Scope::Write(_) => p.role != Role::Viewer,
-                Scope::Read(_) => true,
-            };
-            if !holds {
-                return Err(ApiError::forbidden(format!(
-                    "a {} cannot hold the scope `{s}`",
-                    p.role.as_str()
-                )));
-            }
-        }
-        if p.scopes.is_some() {
-            return Err(ApiError::forbidden(
-                "tokens cannot create tokens; log in with a password",
-            ));
-        }
-        let token = auth::new_token(access::TOKEN_PREFIX);
-        let expires = body
-            .expires_in_days
-            .map(|d| Utc::now() + chrono::Duration::days(d.into()));
-        let row: TokenRow = sqlx::query_as(
-            "INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
-             RETURNING id, name, scopes, created_at, expires_at, last_used_at, revoked_at",
+        let scopes: Vec<String> = body.scopes.iter().map(|s| s.to_string()).collect();
+        let created = crate::api::tokens::create(
+            &state,
+            auth.principal(),
+            &body.name,
+            &scopes,
+            body.expires_in_days,
         )
-        .bind(Uuid::new_v4())
-        .bind(p.user_id)
-        .bind(&body.name)
-        .bind(access::token_hash(&token))
-        .bind(&body.scopes)
-        .bind(expires)
-        .fetch_one(&state.pool)
         .await?;
-        let created = Token {
-            token: Some(token),
-            ..token_from(row)
-        };
         let location = format!("/api/v1/tokens/{}", created.id);
         Ok(TokenCreated::Created(Json(created), location))
     }
@@ -279,16 +199,8 @@ impl AuthApi {
         auth: Auth,
     ) -> ApiResult<Json<Vec<Token>>> {
         let p = auth.principal();
-        let all = p.require_admin().is_ok();
-        let rows: Vec<TokenRow> = sqlx::query_as(
-            "SELECT id, name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_tokens
-             WHERE $1 OR user_id = $2 ORDER BY created_at",
-        )
-        .bind(all)
-        .bind(p.user_id)
-        .fetch_all(&state.pool)
-        .await?;
-        Ok(Json(rows.into_iter().map(token_from).collect()))
+        let everyone = p.require_admin().is_ok();
+        Ok(Json(crate::api::tokens::list(&state, p, everyone).await?))
     }
 
     /// Revoke a token (your own; admins: any).
@@ -304,18 +216,7 @@ impl AuthApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<NoContent> {
-        let p = auth.principal();
-        let all = p.require_admin().is_ok();
-        let n = sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND ($2 OR user_id = $3)")
-            .bind(id.0)
-            .bind(all)
-            .bind(p.user_id)
-            .execute(&state.pool)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(ApiError::not_found(format!("no token {} of yours", id.0)));
-        }
+        crate::api::tokens::revoke(&state, auth.principal(), id.0).await?;
         Ok(NoContent::Done)
     }
 }
