@@ -14,6 +14,7 @@ pub mod routes;
 pub mod session;
 pub mod tokens;
 pub mod units;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;

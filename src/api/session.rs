@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::auth::{SESSION_COOKIE, SESSION_TTL, dummy_hash, new_token, verify_password};
-use super::routes::users::{User, UserRow, user_from};
+use super::users::{User, UserRow, user_from};
 use crate::model::access::{SESSION_PREFIX, token_hash};
 use crate::web::error::{ApiError, ApiResult};
 

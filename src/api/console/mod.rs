@@ -24,6 +24,17 @@ use crate::model::access::Principal;
 use crate::web::error::ApiError;
 use pages::{Frame, Page, Who};
 
+/// The value of a `Result<T, Response>`, or the handler answers with the response (a
+/// refusal, a redirect to the login page).
+macro_rules! or_page {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
 /// The console's routes: `/` (to the dashboard or the login), `/login`, `/logout`,
 /// `/dashboard` and `/assets/…`; anything else is the console's 404 page.
 pub fn routes() -> impl poem::Endpoint {
@@ -240,18 +251,7 @@ async fn logout(
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
     let frame = Frame::anonymous("Log out");
-    let s = match signed(&state, req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/login"),
-        Err(e) => return failure(&frame, e),
-    };
-    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
-    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error(&s.frame("Log out"), why),
-        );
-    }
+    or_page!(sender(&state, req, "Log out", false, &token_of(form)).await);
     if let Some(c) = req.cookie().get(super::auth::SESSION_COOKIE)
         && let Err(e) = super::session::close(&state, c.value_str()).await
     {
@@ -269,10 +269,7 @@ async fn logout(
 
 #[handler]
 async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    let s = match user(&state, req, "Dashboard").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(user(&state, req, "Dashboard").await);
     let frame = s.frame("Dashboard");
     // The units are the supervisor's, shown to whom the REST API shows them: admins.
     let page = if s.principal.require_admin().is_ok() {
@@ -292,7 +289,8 @@ async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
     html(StatusCode::OK, page.render(&frame))
 }
 
-/// The signed-in admin of `req`, or the response that sends anyone else away.
+/// The signed-in admin of `req`; anyone else is refused (a stranger is sent to the
+/// login page).
 async fn admin(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
     let s = user(state, req, title).await?;
     if let Err(d) = s.principal.require_admin() {
@@ -302,6 +300,34 @@ async fn admin(state: &AppState, req: &Request, title: &'static str) -> Result<S
         ));
     }
     Ok(s)
+}
+
+/// The signed-in sender of a console form whose CSRF token is `sent` (an admin, when
+/// `admin_only`); a cross-site form or a wrong token is refused.
+async fn sender(
+    state: &AppState,
+    req: &Request,
+    title: &'static str,
+    admin_only: bool,
+    sent: &str,
+) -> Result<Signed, Response> {
+    let s = if admin_only {
+        admin(state, req, title).await?
+    } else {
+        user(state, req, title).await?
+    };
+    if let Err(why) = guard::form_allowed(req, &s.csrf, sent) {
+        return Err(html(
+            StatusCode::FORBIDDEN,
+            pages::error(&s.frame(title), why),
+        ));
+    }
+    Ok(s)
+}
+
+/// The CSRF token a form carried (empty when the form could not be read).
+fn token_of(form: poem::Result<Form<CsrfForm>>) -> String {
+    form.map(|f| f.0.csrf).unwrap_or_default()
 }
 
 /// `?done=…` after an action.
@@ -316,10 +342,7 @@ async fn units_page(
     req: &Request,
     done: poem::web::Query<Done>,
 ) -> Response {
-    let s = match admin(&state, req, "Units").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(admin(&state, req, "Units").await);
     let frame = s.frame("Units");
     let (statuses, infos) = match (
         super::units::list(&state).await,
@@ -352,10 +375,7 @@ async fn confirm(
     req: &Request,
     poem::web::Path((name, action)): poem::web::Path<(String, String)>,
 ) -> Response {
-    let s = match admin(&state, req, "Units").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(admin(&state, req, "Units").await);
     let frame = s.frame("Units");
     match super::units::UnitAction::parse(&action) {
         Some(super::units::UnitAction::Stop | super::units::UnitAction::Restart) => {}
@@ -394,15 +414,8 @@ async fn control(
     poem::web::Path((name, action)): poem::web::Path<(String, String)>,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let s = match admin(&state, req, "Units").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(sender(&state, req, "Units", true, &token_of(form)).await);
     let frame = s.frame("Units");
-    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
-    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
-        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
-    }
     let Some(act) = super::units::UnitAction::parse(&action) else {
         return html(
             StatusCode::NOT_FOUND,
@@ -430,7 +443,7 @@ fn urlencoded(s: &str) -> String {
         .collect()
 }
 
-/// A signed-in user of `req`, or the response that sends a stranger to the login.
+/// The signed-in user of `req`; a stranger is sent to the login page.
 async fn user(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
     match signed(state, req).await {
         Ok(Some(s)) => Ok(s),
@@ -492,10 +505,7 @@ async fn create_token(
     req: &Request,
     form: poem::Result<Form<TokenForm>>,
 ) -> Response {
-    let s = match user(&state, req, "Account").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(user(&state, req, "Account").await);
     let Ok(Form(f)) = form else {
         return html(
             StatusCode::BAD_REQUEST,
@@ -532,15 +542,8 @@ async fn revoke_token(
     poem::web::Path(id): poem::web::Path<String>,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let s = match user(&state, req, "Account").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(sender(&state, req, "Account", false, &token_of(form)).await);
     let frame = s.frame("Account");
-    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
-    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
-        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
-    }
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return html(StatusCode::NOT_FOUND, pages::error(&frame, "no such token"));
     };
@@ -569,15 +572,8 @@ async fn logout_everywhere(
     req: &Request,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let s = match user(&state, req, "Account").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(sender(&state, req, "Account", false, &token_of(form)).await);
     let frame = s.frame("Account");
-    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
-    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
-        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
-    }
     match super::session::close_all(&state, s.principal.user_id).await {
         Ok(n) => {
             tracing::info!(user = %s.principal.username, sessions = n, "logged out everywhere");
@@ -616,9 +612,7 @@ fn units_json(units: &[crate::control::protocol::UnitStatus]) -> String {
 /// whenever it changes (looked at every second).
 #[handler]
 async fn dashboard_stream(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    if let Err(r) = admin(&state, req, "Dashboard").await {
-        return r;
-    }
+    or_page!(admin(&state, req, "Dashboard").await);
     let state = state.0.clone();
     let events = futures_util::stream::unfold(
         (state, String::new(), true),
@@ -650,10 +644,7 @@ const RECENT_LINES: usize = 200;
 
 #[handler]
 async fn logs_page(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    let s = match admin(&state, req, "Logs").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(admin(&state, req, "Logs").await);
     let frame = s.frame("Logs");
     let (channels, records) = match (
         super::units::channels(&state).await,
@@ -675,15 +666,8 @@ async fn switch_channel(
     poem::web::Path((channel, switch)): poem::web::Path<(String, String)>,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let s = match admin(&state, req, "Logs").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_page!(sender(&state, req, "Logs", true, &token_of(form)).await);
     let frame = s.frame("Logs");
-    let sent = form.map(|f| f.0.csrf).unwrap_or_default();
-    if let Err(why) = guard::form_allowed(req, &s.csrf, &sent) {
-        return html(StatusCode::FORBIDDEN, pages::error(&frame, why));
-    }
     let enabled = match switch.as_str() {
         "on" => true,
         "off" => false,
@@ -715,9 +699,7 @@ async fn logs_stream(
     req: &Request,
     since: poem::web::Query<Since>,
 ) -> Response {
-    if let Err(r) = admin(&state, req, "Logs").await {
-        return r;
-    }
+    or_page!(admin(&state, req, "Logs").await);
     let resume = req
         .header("last-event-id")
         .and_then(|v| v.parse::<u64>().ok())

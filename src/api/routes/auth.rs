@@ -9,11 +9,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::users::User;
 use super::{ApiTags, NoContent};
 use crate::api::AppState;
 use crate::api::auth::{self, Auth};
 use crate::api::tokens::Token;
+use crate::api::users::User;
 use crate::model::access::{self};
 use crate::web::error::ApiResult;
 use crate::web::names::{Label, ScopeName};
@@ -155,7 +155,7 @@ impl AuthApi {
     /// The calling user.
     #[oai(path = "/auth/me", method = "get", operation_id = "whoami")]
     async fn me(&self, state: Data<&Arc<AppState>>, auth: Auth) -> ApiResult<Json<User>> {
-        super::users::fetch(&state, auth.principal().user_id)
+        crate::api::users::fetch(&state, auth.principal().user_id)
             .await
             .map(Json)
     }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -13,6 +12,7 @@ use super::ApiTags;
 use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::{self, Auth};
+use crate::api::users::{User, UserRow, fetch, user_from};
 use crate::model::access::Role;
 use crate::web::error::{ApiError, ApiResult};
 use crate::web::names::{Name, Password};
@@ -20,21 +20,6 @@ use crate::web::names::{Name, Password};
 /// User routes.
 #[derive(Default)]
 pub struct UsersApi;
-
-/// A user.
-#[derive(Debug, Clone, Object)]
-pub struct User {
-    /// Id.
-    pub id: Uuid,
-    /// Name: lowercase letters, digits, `_`, `.`, `-`.
-    pub username: String,
-    // The role (a plain $ref in the spec: generators reject allOf around enums).
-    pub role: Role,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
-}
 
 /// A new user.
 #[derive(Debug, Object)]
@@ -76,38 +61,6 @@ pub enum UserCreated {
     /// Created.
     #[oai(status = 201)]
     Created(Json<User>, #[oai(header = "Location")] String),
-}
-
-/// A `users` row (no password hash).
-#[derive(sqlx::FromRow)]
-pub(crate) struct UserRow {
-    id: Uuid,
-    username: String,
-    role: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-pub(crate) fn user_from(r: UserRow) -> User {
-    User {
-        id: r.id,
-        username: r.username,
-        role: Role::parse(&r.role),
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-    }
-}
-
-/// One user by id.
-pub async fn fetch(state: &AppState, id: Uuid) -> ApiResult<User> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, username, role, created_at, updated_at FROM users WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
-    row.map(user_from)
-        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Users")]
