@@ -84,6 +84,16 @@ fn html(status: StatusCode, body: String) -> Response {
         .body(body)
 }
 
+/// A `303 See Other` to `to` that sets `cookie` (logging in or out).
+fn see_other_setting(to: &str, cookie: &str) -> Response {
+    let mut r = see_other(to);
+    r.headers_mut().insert(
+        poem::http::header::SET_COOKIE,
+        cookie.parse().expect("a cookie is a header value"),
+    );
+    r
+}
+
 /// A `303 See Other` to `to` (after a form, or to the login page).
 fn see_other(to: &str) -> Response {
     Redirect::see_other(to).into_response()
@@ -210,14 +220,7 @@ async fn login(
     {
         Ok(opened) => {
             tracing::info!(user = %opened.user.username, "console login");
-            let mut r = see_other("/dashboard");
-            r.headers_mut().insert(
-                poem::http::header::SET_COOKIE,
-                super::session::cookie(&opened.token)
-                    .parse()
-                    .expect("a cookie is a header value"),
-            );
-            r
+            see_other_setting("/dashboard", &super::session::cookie(&opened.token))
         }
         // A refused login shows the form again with why (200, as a form with errors is
         // answered: the browser is not failing to load a page).
@@ -257,14 +260,7 @@ async fn logout(
     {
         return failure(&frame, e);
     }
-    let mut r = see_other("/login");
-    r.headers_mut().insert(
-        poem::http::header::SET_COOKIE,
-        super::session::cleared_cookie()
-            .parse()
-            .expect("a cookie is a header value"),
-    );
-    r
+    see_other_setting("/login", &super::session::cleared_cookie())
 }
 
 #[handler]
@@ -577,14 +573,7 @@ async fn logout_everywhere(
     match super::session::close_all(&state, s.principal.user_id).await {
         Ok(n) => {
             tracing::info!(user = %s.principal.username, sessions = n, "logged out everywhere");
-            let mut r = see_other("/login");
-            r.headers_mut().insert(
-                poem::http::header::SET_COOKIE,
-                super::session::cleared_cookie()
-                    .parse()
-                    .expect("a cookie is a header value"),
-            );
-            r
+            see_other_setting("/login", &super::session::cleared_cookie())
         }
         Err(e) => failure(&frame, e),
     }
