@@ -13,19 +13,7 @@ const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 #[test]
 fn the_console_works_in_chromium_without_csp_violations_or_foreign_requests() {
     let home = Home::new();
-    home.default_units(
-        &[
-            "postgresql-init",
-            "postgresql",
-            "migrate",
-            "nats-init",
-            "nats",
-            "api",
-            "seaweedfs-init",
-            "seaweedfs",
-        ],
-        true,
-    );
+    home.default_units(crate::helpers::API_UNITS, true);
     let sup = home.start();
     for u in ["api", "seaweedfs"] {
         sup.wait_state(u, "ready", secs(120));

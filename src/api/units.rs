@@ -7,6 +7,43 @@ use crate::control::protocol::{
 };
 use crate::web::error::{ApiError, ApiResult};
 
+/// A unit as the supervisor reports it.
+#[derive(Debug, poem_openapi::Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct Unit {
+    /// Instance name.
+    pub name: String,
+    /// inactive, starting, ready, stopping, exited, restarting, failed or skipped.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Main process id while running.
+    pub pid: Option<i32>,
+    /// Automatic restarts.
+    pub restarts: u32,
+    /// When the state began (RFC 3339).
+    pub since: String,
+    /// How the last process ended (`exit 1`, `signal SIGKILL`).
+    pub last_exit: Option<String>,
+    /// Description.
+    pub description: String,
+}
+
+impl From<UnitStatus> for Unit {
+    fn from(u: UnitStatus) -> Unit {
+        Unit {
+            name: u.name,
+            state: u.state.as_str().into(),
+            reason: u.reason,
+            pid: u.pid,
+            restarts: u.restarts,
+            since: u.since,
+            last_exit: u.last_exit.map(|e| e.to_string()),
+            description: u.description,
+        }
+    }
+}
+
 /// Asks the supervisor; 503 when it cannot be reached, 404 for unknown units, 409 for
 /// a refused request.
 pub async fn ask(state: &AppState, req: Request) -> ApiResult<Response> {

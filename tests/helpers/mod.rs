@@ -25,6 +25,19 @@ use serde_json::{Value, json};
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
 pub const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
 
+/// The default units an api stack with file storage runs (PostgreSQL, NATS,
+/// SeaweedFS and the api, with their init and migrate oneshots).
+pub const API_UNITS: &[&str] = &[
+    "postgresql-init",
+    "postgresql",
+    "migrate",
+    "nats-init",
+    "nats",
+    "api",
+    "seaweedfs-init",
+    "seaweedfs",
+];
+
 /// Ports every home reserves (all `[ports]` keys, with room to spare).
 const BLOCK: u16 = 20;
 

@@ -50,19 +50,7 @@ pub fn api_stack() -> &'static ApiStack {
         )
         .unwrap();
         std::fs::write(h.path().join("owner.pid"), std::process::id().to_string()).unwrap();
-        h.default_units(
-            &[
-                "postgresql-init",
-                "postgresql",
-                "migrate",
-                "nats-init",
-                "nats",
-                "api",
-                "seaweedfs-init",
-                "seaweedfs",
-            ],
-            true,
-        );
+        h.default_units(crate::helpers::API_UNITS, true);
         let home = h.dir.keep();
         let (tx, rx) = std::sync::mpsc::channel();
         let h2 = home.clone();

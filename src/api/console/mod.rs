@@ -133,17 +133,9 @@ async fn signed(state: &AppState, req: &Request) -> Result<Option<Signed>, ApiEr
 
 /// The page for an error the domain answered (its status, its message).
 fn failure(frame: &Frame, e: ApiError) -> Response {
-    let status = match &e {
-        ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-        ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
-        ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
-        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ApiError::Conflict(_) => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    html(status, pages::error(frame, &e.body().message))
+    let message = e.body().message.clone();
+    let status = e.into_response().status();
+    html(status, pages::error(frame, &message))
 }
 
 #[handler]
@@ -358,7 +350,6 @@ async fn units_page(
         StatusCode::OK,
         Page::Units {
             units,
-            admin: true,
             done: done.0.done,
         }
         .render(&frame),
@@ -582,19 +573,11 @@ async fn logout_everywhere(
 /// How often the dashboard's stream looks at the supervisor's units.
 const UNITS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The units as the dashboard's script reads them.
-fn units_json(units: &[crate::control::protocol::UnitStatus]) -> String {
-    let list: Vec<serde_json::Value> = units
-        .iter()
-        .map(|u| {
-            serde_json::json!({
-                "name": u.name, "state": u.state.as_str(), "pid": u.pid, "restarts": u.restarts,
-                "since": u.since, "last_exit": u.last_exit.as_ref().map(|e| e.to_string()),
-                "reason": u.reason,
-            })
-        })
-        .collect();
-    serde_json::Value::Array(list).to_string()
+/// The units as the dashboard's script reads them: the REST API's `Unit` objects.
+fn units_json(units: Vec<crate::control::protocol::UnitStatus>) -> String {
+    use poem_openapi::types::ToJSON;
+    let list: Vec<super::units::Unit> = units.into_iter().map(Into::into).collect();
+    list.to_json_string()
 }
 
 /// The units as Server-Sent Events (`units`: the whole list), sent at once and then
@@ -615,7 +598,7 @@ async fn dashboard_stream(state: Data<&Arc<AppState>>, req: &Request) -> Respons
                 let Ok(units) = super::units::list(&state).await else {
                     continue;
                 };
-                let now = units_json(&units);
+                let now = units_json(units);
                 if now != last {
                     let event = poem::web::sse::Event::message(now.clone()).event_type("units");
                     return Some((event, (state, now, false)));

@@ -116,7 +116,6 @@ struct Dashboard<'a> {
 struct Units<'a> {
     frame: &'a Frame,
     units: Vec<(UnitStatus, Option<UnitInfo>)>,
-    admin: bool,
     done: Option<String>,
 }
 
@@ -174,12 +173,10 @@ pub enum Page<'a> {
         /// Shown instead of the units.
         note: &'a str,
     },
-    /// Units with their requirements, and (for admins) their actions.
+    /// Units with their requirements and actions (admins only).
     Units {
         /// Each unit's status and its edges.
         units: Vec<(UnitStatus, Option<UnitInfo>)>,
-        /// Whether the actions are shown.
-        admin: bool,
         /// What the last action did.
         done: Option<String>,
     },
@@ -229,13 +226,7 @@ impl Page<'_> {
                 script: asset_path("dashboard.js"),
             }
             .render_once(),
-            Page::Units { units, admin, done } => Units {
-                frame,
-                units,
-                admin,
-                done,
-            }
-            .render_once(),
+            Page::Units { units, done } => Units { frame, units, done }.render_once(),
             Page::Logs { channels, records } => {
                 let disabled = channels
                     .iter()

@@ -11,8 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::ApiTags;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::api::units::UnitAction;
-use crate::control::protocol::UnitStatus;
+use crate::api::units::{Unit, UnitAction};
 use crate::web::error::ApiResult;
 
 /// System routes.
@@ -40,43 +39,6 @@ pub enum ReadyResponse {
     /// A dependency is down.
     #[oai(status = 503)]
     NotReady(Json<Readiness>),
-}
-
-/// A unit as the supervisor reports it.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub(crate) struct Unit {
-    /// Instance name.
-    pub name: String,
-    /// inactive, starting, ready, stopping, exited, restarting, failed or skipped.
-    pub state: String,
-    /// Why it is in that state.
-    pub reason: String,
-    /// Main process id while running.
-    pub pid: Option<i32>,
-    /// Automatic restarts.
-    pub restarts: u32,
-    /// When the state began (RFC 3339).
-    pub since: String,
-    /// How the last process ended (`exit 1`, `signal SIGKILL`).
-    pub last_exit: Option<String>,
-    /// Description.
-    pub description: String,
-}
-
-impl From<UnitStatus> for Unit {
-    fn from(u: UnitStatus) -> Unit {
-        Unit {
-            name: u.name,
-            state: u.state.as_str().into(),
-            reason: u.reason,
-            pid: u.pid,
-            restarts: u.restarts,
-            since: u.since,
-            last_exit: u.last_exit.map(|e| e.to_string()),
-            description: u.description,
-        }
-    }
 }
 
 #[OpenApi(tag = "ApiTags::System")]
