@@ -111,6 +111,10 @@ pub async fn write(sink: &Sink<'_>, messages: &[(u64, Decoded)]) -> Result<Writt
             .flat_map(|(_, b)| b.records.iter().map(|r| r.ts));
         sink.ensure_partitions(category, times).await?;
     }
+    let message = |seq: u64| Origin {
+        message: Some((sink.epoch, seq)),
+        source: None,
+    };
     let mut w = Writer::default();
     let mut tx = sink.pool.begin().await?;
     for ((category, version), batches) in &groups {
@@ -122,7 +126,13 @@ pub async fn write(sink: &Sink<'_>, messages: &[(u64, Decoded)]) -> Result<Writt
         let parts: Vec<(Origin, &[Row])> = batches
             .iter()
             .zip(&rows)
-            .map(|((seq, _), r)| (Some((sink.epoch, *seq)), r.as_slice()))
+            .map(|((seq, b), r)| {
+                let origin = Origin {
+                    message: Some((sink.epoch, *seq)),
+                    source: b.source.as_deref(),
+                };
+                (origin, r.as_slice())
+            })
             .collect();
         w.records(&mut tx, &schema, &parts).await?;
     }
@@ -130,10 +140,10 @@ pub async fn write(sink: &Sink<'_>, messages: &[(u64, Decoded)]) -> Result<Writt
         match m {
             Decoded::Data(_) => {}
             Decoded::Dead(d) => {
-                w.dead_letters(&mut tx, Some((sink.epoch, *seq)), &d.category, &d.letters)
+                w.dead_letters(&mut tx, message(*seq), &d.category, &d.letters)
                     .await?
             }
-            Decoded::Bad(_) => w.unreadable(Some((sink.epoch, *seq))),
+            Decoded::Bad(_) => w.unreadable(message(*seq)),
         }
     }
     let out = w.finish(&mut tx).await?;
@@ -174,7 +184,15 @@ pub async fn write_isolated(
         let mut w = Writer::default();
         let reached: Vec<Row> = rows.iter().map(|(_, r)| *r).collect();
         for (j, e) in w
-            .records_each(&mut tx, &schema, Some((sink.epoch, *seq)), &reached)
+            .records_each(
+                &mut tx,
+                &schema,
+                Origin {
+                    message: Some((sink.epoch, *seq)),
+                    source: b.source.as_deref(),
+                },
+                &reached,
+            )
             .await?
         {
             refused.push((rows[j].0, e.to_string()));

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use tmidb::db::store::Writer;
+use tmidb::db::store::{Origin, Writer};
 use tmidb::model::wire::Row;
 
 use crate::helpers::{api_stack, psql};
@@ -76,7 +76,9 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
                 .collect();
             let mut tx = pool.begin().await.unwrap();
             let mut w = Writer::default();
-            w.records(&mut tx, &schema, &[(None, &rows)]).await.unwrap();
+            w.records(&mut tx, &schema, &[(Origin::api(), &rows)])
+                .await
+                .unwrap();
             let written = w.finish(&mut tx).await.unwrap();
             tx.commit().await.unwrap();
             written
@@ -110,8 +112,11 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
         "b|firing"
     );
     assert_eq!(
-        q("SELECT records, new_rows FROM ingest_batches WHERE category = 'store_path' ORDER BY id"),
-        "3|3"
+        q(
+            "SELECT records, new_rows, source FROM ingest_batches WHERE category = 'store_path' ORDER BY id"
+        ),
+        "3|3|api",
+        "the ledger names the batch's source"
     );
 
     let again = write(&rows);

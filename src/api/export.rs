@@ -1,12 +1,12 @@
 //! Streamed export of a category's records as NDJSON or CSV (RFC 4180, written by
-//! `csv::Writer`: CRLF line ends, fields quoted where needed): rows are read from a
-//! server-side cursor and sent in ~64 KiB chunks, so memory stays flat for any size.
+//! `csv::Writer`: CRLF line ends, fields quoted where needed): rows come from a
+//! server-side cursor ([`crate::db::records::rows`]) and are sent in ~64 KiB chunks,
+//! so memory stays flat for any size.
 
-use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde_json::Value;
 
-use crate::db::{quote, table};
 use crate::model::schema::Schema;
 
 /// Bytes sent at a time (about).
@@ -46,26 +46,18 @@ impl Out {
     }
 }
 
-/// The body of an export response.
+/// The body of an export response: `rows` (each with `target`, `ts`,
+/// `schema_version` and every field of `schema`) as CSV (a header line, then one line
+/// per record, empty cells for missing values) or NDJSON (missing values left out).
 pub fn stream(
-    pool: sqlx::PgPool,
-    schema: Schema,
+    schema: &Schema,
+    mut rows: BoxStream<'static, Result<Value, sqlx::Error>>,
     csv: bool,
-    target: Option<String>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
 ) -> poem::Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let category = schema.category.clone();
+    let names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
     tokio::spawn(async move {
-        let names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
-        let cols: Vec<String> = names.iter().map(|n| quote(n)).collect();
-        let sql = format!(
-            "SELECT to_jsonb(x) FROM (SELECT target, ts, schema_version{}{} FROM {} WHERE ($1::text IS NULL OR target = $1) \
-             AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3) ORDER BY ts, id) x",
-            if cols.is_empty() { "" } else { ", " },
-            cols.join(", "),
-            quote(&table(&schema.category))
-        );
         let mut out = if csv {
             let mut w = csv_writer();
             let head = ["target", "ts", "schema_version"]
@@ -76,16 +68,11 @@ pub fn stream(
         } else {
             Out::Ndjson(Vec::with_capacity(CHUNK))
         };
-        let mut rows = sqlx::query_scalar::<_, Value>(sqlx::AssertSqlSafe(sql))
-            .bind(target)
-            .bind(from)
-            .bind(to)
-            .fetch(&pool);
         while let Some(row) = rows.next().await {
             let row = match row {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!("export of {} failed: {e}", schema.category);
+                    tracing::error!("export of {category} failed: {e}");
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     return;
                 }

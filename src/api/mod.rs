@@ -10,6 +10,7 @@ pub mod console;
 pub mod export;
 pub mod files;
 pub mod live;
+pub mod records;
 pub mod routes;
 pub mod session;
 pub mod tokens;

@@ -2,7 +2,7 @@
 //!
 //! Each category has a table `rec_NAME` with `id, target, ts, schema_version,
 //! received_at` and one typed column per field ever declared (schema versions add
-//! columns, never rewrite them), indexed on `(target, ts)`. With TimescaleDB it is a
+//! columns, never rewrite them), indexed on `(target, ts)` and `ts`. With TimescaleDB it is a
 //! hypertable; otherwise it is range-partitioned by month, partitions being created
 //! ahead of the data (and a default partition catches anything else).
 //!
@@ -199,6 +199,11 @@ pub async fn create(
                 .await?;
         }
         Storage::Partitioned => {
+            // Newest-first reads without a target walk this index from its end
+            // (hypertables get one from TimescaleDB). PostgreSQL names it.
+            sqlx::query(sql(format!("CREATE INDEX ON {} (ts)", quote(&t))))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(sql(format!(
                 "CREATE TABLE {} PARTITION OF {} DEFAULT",
                 quote(&format!("{t}_default")),

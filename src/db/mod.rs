@@ -9,6 +9,7 @@ pub mod access;
 pub mod alerts;
 pub mod categories;
 pub mod dead_letters;
+pub mod records;
 pub mod sources;
 pub mod store;
 

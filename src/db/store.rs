@@ -24,6 +24,8 @@ use crate::model::wire::Row;
 pub struct LedgerEntry {
     /// Stream (`TMIDB_DATA@<created>`) the message came from; None for api inserts.
     pub stream: Option<String>,
+    /// The source that sent the records (`api` for the api's inserts), when known.
+    pub source: Option<String>,
     /// Its stream sequence.
     pub stream_seq: Option<u64>,
     /// Category (None for a message that was not a record batch).
@@ -38,14 +40,11 @@ pub struct LedgerEntry {
 
 impl LedgerEntry {
     /// The entry of `rows` given what `insert` said of each.
-    pub fn of(
-        stream: Option<(&str, u64)>,
-        category: Option<&str>,
-        added: &[Option<i64>],
-    ) -> LedgerEntry {
+    pub fn of(origin: Origin<'_>, category: Option<&str>, added: &[Option<i64>]) -> LedgerEntry {
         LedgerEntry {
-            stream: stream.map(|(s, _)| s.to_string()),
-            stream_seq: stream.map(|(_, q)| q),
+            stream: origin.message.map(|(s, _)| s.to_string()),
+            source: origin.source.map(str::to_string),
+            stream_seq: origin.message.map(|(_, q)| q),
             category: category.map(str::to_string),
             records: added.len() as i64,
             new_rows: added.iter().flatten().count() as i64,
@@ -213,9 +212,9 @@ async fn record(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO ingest_batches (stream, stream_seq, category, records, new_rows, checksum)
-         SELECT stream, stream_seq, category, records, new_rows, checksum FROM jsonb_to_recordset($1)
-           AS x(stream text, stream_seq bigint, category text, records int, new_rows int, checksum bigint)
+        "INSERT INTO ingest_batches (stream, stream_seq, source, category, records, new_rows, checksum)
+         SELECT stream, stream_seq, source, category, records, new_rows, checksum FROM jsonb_to_recordset($1)
+           AS x(stream text, stream_seq bigint, source text, category text, records int, new_rows int, checksum bigint)
          ON CONFLICT (stream, stream_seq) DO NOTHING",
     )
     .bind(serde_json::to_value(entries).expect("json"))
@@ -224,9 +223,25 @@ async fn record(
     Ok(())
 }
 
-/// Where a stored batch came from, for the ledger: a data-stream message (stream epoch,
-/// sequence), or None for the api's direct inserts.
-pub type Origin<'a> = Option<(&'a str, u64)>;
+/// Where a stored batch came from, for the ledger.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// The data-stream message (stream epoch, sequence); None for the api's direct
+    /// inserts.
+    pub message: Option<(&'a str, u64)>,
+    /// The source that sent its records, when known.
+    pub source: Option<&'a str>,
+}
+
+impl Origin<'_> {
+    /// The api's direct inserts (source `api`).
+    pub fn api() -> Origin<'static> {
+        Origin {
+            message: None,
+            source: Some("api"),
+        }
+    }
+}
 
 /// Rows one batch added, as the api shows them, for live followers.
 #[derive(Debug, Clone)]
@@ -355,7 +370,7 @@ impl Writer {
         if entry.new_rows > 0 {
             self.written.live.push(Committed {
                 category: schema.category.clone(),
-                seq: origin.map(|(_, q)| q),
+                seq: origin.message.map(|(_, q)| q),
                 records: rows
                     .iter()
                     .zip(added)

@@ -52,6 +52,8 @@ pub struct Manager {
 /// Records transformed and validated, ready to publish.
 #[derive(Debug, Default)]
 pub struct Prepared {
+    /// The source the records came from.
+    pub source: String,
     /// Schema version used.
     pub schema_version: i32,
     /// Valid records.
@@ -204,6 +206,7 @@ pub fn prepare(schema: &Schema, source: &str, transform: &Transform, items: Vec<
     let category = schema.category.as_str();
     let now = chrono::Utc::now();
     let mut out = Prepared {
+        source: source.to_string(),
         schema_version: schema.version,
         ..Default::default()
     };
@@ -258,6 +261,7 @@ pub async fn publish(
         let batch = Batch {
             category: category.to_string(),
             schema_version: p.schema_version,
+            source: Some(p.source.clone()),
             records: chunk.to_vec(),
         };
         let payload = serde_json::to_vec(&batch).expect("json");

@@ -57,6 +57,21 @@ impl Op {
         }
     }
 
+    /// The comparison named `s` (`gt`, `gte`, `lt`, `lte`, `eq`, `ne`).
+    pub fn parse(s: &str) -> Option<Op> {
+        [Op::Gt, Op::Gte, Op::Lt, Op::Lte, Op::Eq, Op::Ne]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
+    /// The SQL operator.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Op::Ne => "<>",
+            other => other.symbol(),
+        }
+    }
+
     /// The name stored in SQL and accepted in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,7 +84,8 @@ impl Op {
         }
     }
 
-    fn symbol(self) -> &'static str {
+    /// How it is written in a message (`>`, `!=`, …).
+    pub fn symbol(self) -> &'static str {
         match self {
             Op::Gt => ">",
             Op::Gte => ">=",

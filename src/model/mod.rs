@@ -5,6 +5,8 @@
 //!
 //! - [`access`]: roles, token scopes, the caller and what each may do.
 //! - [`alert`]: alert rules, notifications and their conditions.
+//! - [`query`]: what a read of records selects (target, time range, field filters,
+//!   order) and page cursors.
 //! - [`rollup`]: rollup buckets and their deltas.
 //! - [`schema`]: category schemas, the one record validator, content ids.
 //! - [`source`]: ingestion sources, the settings of each kind and their rules.
@@ -13,6 +15,7 @@
 
 pub mod access;
 pub mod alert;
+pub mod query;
 pub mod rollup;
 pub mod schema;
 pub mod source;

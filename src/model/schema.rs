@@ -123,7 +123,8 @@ impl FieldType {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Its name in a schema (`int`, `float`, …).
+    pub fn name(self) -> &'static str {
         match self {
             FieldType::Int => "int",
             FieldType::Float => "float",

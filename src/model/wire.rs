@@ -28,6 +28,10 @@ pub struct Batch {
     pub category: String,
     /// Schema version the records were validated against.
     pub schema_version: i32,
+    /// The source that sent them (absent in messages of versions before 0.2, and
+    /// not part of the message id: the same records are the same message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The records.
     pub records: Vec<WireRecord>,
 }
@@ -169,6 +173,7 @@ mod tests {
         Batch {
             category: "c".into(),
             schema_version: 1,
+            source: None,
             records: ids
                 .iter()
                 .map(|i| WireRecord {

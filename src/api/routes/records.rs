@@ -13,11 +13,9 @@ use serde_json::Value;
 use super::ApiTags;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::db::categories::{self as store};
-use crate::db::store::Writer;
-use crate::db::{quote, table};
-use crate::model::wire::Row;
-use crate::web::error::{ApiError, ApiResult, Issue};
+use crate::api::records::{self as domain, Query as Selecting};
+use crate::model::query::Order;
+use crate::web::error::{ApiError, ApiResult};
 use crate::web::intake::InsertResult;
 use crate::web::names::{CategoryName, Checked, Target};
 
@@ -124,9 +122,6 @@ impl ApiResponse for ExportResponse {
     fn register(_: &mut poem_openapi::registry::Registry) {}
 }
 
-/// Most buckets one aggregation returns.
-pub const MAX_BUCKETS: i64 = 100_000;
-
 /// Aggregation buckets, built as JSON text by PostgreSQL (documented as [`Bucket`]s).
 #[derive(ApiResponse)]
 pub enum BucketsResponse {
@@ -143,17 +138,20 @@ pub enum RecordPageResponse {
     Page(poem_openapi::payload::Binary<Vec<u8>>),
 }
 
-/// Most records one request inserts or returns.
-pub const MAX_BATCH: usize = 10_000;
-
-const OPS: &[(&str, &str)] = &[
-    ("eq", "="),
-    ("ne", "<>"),
-    ("gt", ">"),
-    ("gte", ">="),
-    ("lt", "<"),
-    ("lte", "<="),
-];
+/// What the query parameters select.
+fn selecting(
+    target: Option<Target>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    filters: Vec<String>,
+) -> Selecting {
+    Selecting {
+        target: target.map(Checked::into_string),
+        from,
+        to,
+        filters,
+    }
+}
 
 // Each operation is tagged Categories (the impl) and Records (its own), as before the
 // split, so the document is unchanged.
@@ -176,65 +174,8 @@ impl RecordsApi {
         name: Path<CategoryName>,
         body: Json<Vec<Value>>,
     ) -> ApiResult<InsertResponse> {
-        auth.principal().require_write(&name.0)?;
-        if body.len() > MAX_BATCH {
-            return Err(ApiError::bad_request(format!(
-                "at most {MAX_BATCH} records per request; split the batch"
-            )));
-        }
-        let schema = state.schemas.get(&state.pool, &name.0).await?;
-        let now = Utc::now();
-        let mut ok = vec![];
-        let mut errors = vec![];
-        for (i, rec) in body.0.iter().enumerate() {
-            match schema.validate(rec, now) {
-                Ok(r) => ok.push(r),
-                Err(problems) => errors.extend(problems.into_iter().map(|p| Issue::at(i, p))),
-            }
-        }
-        let rejected = body.len() - ok.len();
-        if ok.is_empty() && rejected > 0 {
-            return Err(ApiError::invalid(
-                format!("all {rejected} records were rejected"),
-                errors,
-            ));
-        }
-        store::ensure_partitions(
-            &state.pool,
-            state.storage,
-            &state.partitions,
-            &schema.category,
-            ok.iter().map(|r| r.ts),
-        )
-        .await?;
-        let rows: Vec<Row> = ok
-            .iter()
-            .map(|r| Row {
-                id: r.content_id(&schema.category),
-                target: &r.target,
-                ts: r.ts,
-                values: &r.values,
-            })
-            .collect();
-        let mut tx = state.pool.begin().await?;
-        let mut w = Writer::default();
-        w.records(&mut tx, &schema, &[(None, &rows)]).await?;
-        let written = w.finish(&mut tx).await?;
-        tx.commit().await?;
-        if let Some(js) = &state.nats {
-            let live = written.live.into_iter().map(|c| {
-                let msg_id = format!("live-api-{}", uuid::Uuid::new_v4());
-                (c.category, msg_id, c.records)
-            });
-            crate::pipeline::publish_live(js, live).await;
-        }
-        let result = InsertResult {
-            accepted: ok.len() as u64,
-            rejected: rejected as u64,
-            schema_version: schema.version,
-            errors,
-        };
-        Ok(if rejected == 0 {
+        let result = domain::insert(&state, auth.principal(), &name.0, &body.0).await?;
+        Ok(if result.rejected == 0 {
             InsertResponse::Created(Json(result))
         } else {
             InsertResponse::Partial(Json(result))
@@ -269,115 +210,25 @@ impl RecordsApi {
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
+        /// `asc` (oldest first, the default) or `desc` (newest first); pass the same
+        /// order with each page's cursor.
+        order: Query<Option<Order>>,
     ) -> ApiResult<RecordPageResponse> {
-        auth.principal().require_read(&name.0)?;
-        let schema = state.schemas.get(&state.pool, &name.0).await?;
-        let limit = limit.0.unwrap_or(1000).clamp(1, MAX_BATCH as u32) as i64;
-        let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
-        let mut sql = format!(
-            "SELECT jsonb_strip_nulls(to_jsonb(x) - 'id')::text AS rec, x.ts, x.id FROM (SELECT id, target, ts, schema_version{}{} FROM {} WHERE true",
-            if cols.is_empty() { "" } else { ", " },
-            cols.join(", "),
-            quote(&table(&schema.category))
-        );
-        let mut binds: Vec<(String, &'static str)> = vec![];
-        if let Some(t) = &target.0 {
-            binds.push((t.to_string(), "text"));
-            sql.push_str(&format!(" AND target = ${}::text", binds.len()));
-        }
-        if let Some(f) = from.0 {
-            binds.push((f.to_rfc3339(), "timestamptz"));
-            sql.push_str(&format!(" AND ts >= ${}::timestamptz", binds.len()));
-        }
-        if let Some(t) = to.0 {
-            binds.push((t.to_rfc3339(), "timestamptz"));
-            sql.push_str(&format!(" AND ts < ${}::timestamptz", binds.len()));
-        }
-        for f in &filter.0 {
-            let mut parts = f.splitn(3, ':');
-            let (Some(field), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(ApiError::bad_request(format!(
-                    "filter `{f}` must be FIELD:OP:VALUE"
-                )));
-            };
-            let Some(def) = schema.fields.iter().find(|x| x.name == field) else {
-                return Err(ApiError::bad_request(format!(
-                    "filter `{f}`: `{field}` is not a field of {}",
-                    schema.category
-                )));
-            };
-            let Some((_, sql_op)) = OPS.iter().find(|(o, _)| *o == op) else {
-                return Err(ApiError::bad_request(format!(
-                    "filter `{f}`: unknown operator `{op}` (eq ne gt gte lt lte)"
-                )));
-            };
-            binds.push((value.to_string(), def.kind.sql()));
-            sql.push_str(&format!(
-                " AND {} {sql_op} ${}::{}",
-                quote(&def.name),
-                binds.len(),
-                def.kind.sql()
-            ));
-        }
-        if let Some(c) = &cursor.0 {
-            let (ts, id) = c
-                .split_once('~')
-                .and_then(|(t, i)| {
-                    Some((
-                        DateTime::parse_from_rfc3339(t).ok()?,
-                        uuid::Uuid::parse_str(i).ok()?,
-                    ))
-                })
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid cursor; pass next_cursor from the previous page unchanged",
-                    )
-                })?;
-            binds.push((ts.to_rfc3339(), "timestamptz"));
-            binds.push((id.to_string(), "uuid"));
-            sql.push_str(&format!(
-                " AND (ts, id) > (${}::timestamptz, ${}::uuid)",
-                binds.len() - 1,
-                binds.len()
-            ));
-        }
-        sql.push_str(&format!(
-            " ORDER BY ts, id LIMIT {}) x ORDER BY x.ts, x.id",
-            limit + 1
-        ));
-        // PostgreSQL renders each record as JSON text, spliced into the body as is:
-        // no parse into values and serialise again on this side.
-        let mut q =
-            sqlx::query_as::<_, (String, DateTime<Utc>, uuid::Uuid)>(sqlx::AssertSqlSafe(sql));
-        for (v, _) in &binds {
-            q = q.bind(v);
-        }
-        let mut rows = q.fetch_all(&state.pool).await.map_err(|e| match &e {
-            sqlx::Error::Database(d)
-                if d.code().as_deref() == Some("22P02") || d.code().as_deref() == Some("22007") =>
-            {
-                ApiError::bad_request(format!(
-                    "a filter value does not fit its field's type: {}",
-                    d.message()
-                ))
-            }
-            _ => ApiError::from(e),
-        })?;
-        let next_cursor = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|(_, ts, id)| {
-                format!(
-                    "{}~{id}",
-                    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                )
-            })
-        } else {
-            None
-        };
-        let mut body = Vec::with_capacity(rows.iter().map(|r| r.0.len() + 1).sum::<usize>() + 64);
+        let page = domain::page(
+            &state,
+            auth.principal(),
+            &name.0,
+            &selecting(target.0, from.0, to.0, filter.0),
+            order.0.unwrap_or_default(),
+            limit.0.unwrap_or(1000),
+            cursor.0.as_deref(),
+        )
+        .await?;
+        let rows = &page.records;
+        let next_cursor = page.next.map(|c| c.to_string());
+        let mut body = Vec::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 64);
         body.extend_from_slice(b"{\"records\":[");
-        for (i, (rec, _, _)) in rows.iter().enumerate() {
+        for (i, rec) in rows.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
@@ -398,8 +249,8 @@ impl RecordsApi {
     /// Time-bucket aggregation of a numeric field per target: count, min, max, avg and
     /// sum per `interval` (e.g. `1m`, `1h`); buckets start at multiples of the interval
     /// from 2000-01-01T00:00:00Z. `1m` and `1h` come from the rollups maintained as
-    /// records are stored when `from`/`to` fall on bucket boundaries; other intervals
-    /// and windows are computed from the records.
+    /// records are stored when `from`/`to` fall on bucket boundaries and no `filter`
+    /// is given; other intervals and windows are computed from the records.
     #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/categories/:name/aggregate",
@@ -425,28 +276,11 @@ impl RecordsApi {
         /// Compute from the records even when rollups exist (`1m` and `1h` are
         /// otherwise read from the rollups the data-consumer maintains).
         raw: Query<Option<bool>>,
+        /// Field filters, `FIELD:OP:VALUE` (repeat for several; the buckets are then
+        /// computed from the records).
+        #[oai(default)]
+        filter: Query<Vec<String>>,
     ) -> ApiResult<BucketsResponse> {
-        auth.principal().require_read(&name.0)?;
-        let schema = state.schemas.get(&state.pool, &name.0).await?;
-        let f = schema
-            .fields
-            .iter()
-            .find(|f| f.name == field.0)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "`{}` is not a field of {}",
-                    field.0, schema.category
-                ))
-            })?;
-        if !matches!(
-            f.kind,
-            crate::model::schema::FieldType::Int | crate::model::schema::FieldType::Float
-        ) {
-            return Err(ApiError::bad_request(format!(
-                "`{}` is not numeric; aggregate an int or float field",
-                f.name
-            )));
-        }
         let width = humantime::parse_duration(&interval.0)
             .ok()
             .filter(|d| d.as_secs() >= 1)
@@ -456,75 +290,23 @@ impl RecordsApi {
                     interval.0
                 ))
             })?;
-        let rollup = match width.as_secs() {
-            60 => Some("1m"),
-            3600 => Some("1h"),
-            _ => None,
-        };
-        // Rollups answer when the window starts and ends on bucket boundaries; otherwise
-        // the partial buckets at its edges are computed from the records.
-        let aligned = |t: &Option<DateTime<Utc>>| {
-            t.is_none_or(|t| {
-                t.timestamp_subsec_nanos() == 0 && t.timestamp() % width.as_secs() as i64 == 0
-            })
-        };
-        let rollup = rollup.filter(|_| aligned(&from.0) && aligned(&to.0));
-        if let Some(w) = rollup.filter(|_| raw.0 != Some(true)) {
-            let (n, body): (i64, String) = sqlx::query_as(
-                "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', count, \
-                 'min', min, 'max', max, 'avg', sum / count, 'sum', sum) ORDER BY target, bucket), '[]')::text FROM (\
-                 SELECT * FROM rollups WHERE category = $1 AND width = $2 AND field = $3 AND ($4::text IS NULL OR target = $4) \
-                 AND ($5::timestamptz IS NULL OR bucket >= $5) AND ($6::timestamptz IS NULL OR bucket < $6) \
-                 ORDER BY target, bucket LIMIT $7) b",
-            )
-            .bind(&schema.category)
-            .bind(w)
-            .bind(&f.name)
-            .bind(target.0)
-            .bind(from.0)
-            .bind(to.0)
-            .bind(MAX_BUCKETS + 1)
-            .fetch_one(&state.pool)
-            .await?;
-            if n > MAX_BUCKETS {
-                return Err(ApiError::bad_request(format!(
-                    "more than {MAX_BUCKETS} buckets; narrow the time range or widen the interval"
-                )));
-            }
-            return Ok(BucketsResponse::Buckets(poem_openapi::payload::Binary(
-                body.into_bytes(),
-            )));
-        }
-        let col = quote(&f.name);
-        // PostgreSQL renders the buckets as one JSON array, sent as the body.
-        let sql = format!(
-            "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', n, \
-             'min', lo, 'max', hi, 'avg', mean, 'sum', total) ORDER BY target, bucket), '[]')::text FROM (\
-             SELECT target, date_bin(make_interval(secs => $1), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
-             count({col}) AS n, min({col})::float8 AS lo, max({col})::float8 AS hi, avg({col})::float8 AS mean, sum({col})::float8 AS total \
-             FROM {} WHERE {col} IS NOT NULL AND ($2::text IS NULL OR target = $2) AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4) \
-             GROUP BY target, bucket LIMIT {}) b",
-            quote(&table(&schema.category)),
-            MAX_BUCKETS + 1
-        );
-        let (n, body): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(width.as_secs_f64())
-            .bind(target.0)
-            .bind(from.0)
-            .bind(to.0)
-            .fetch_one(&state.pool)
-            .await?;
-        if n > MAX_BUCKETS {
-            return Err(ApiError::bad_request(format!(
-                "more than {MAX_BUCKETS} buckets; narrow the time range or widen the interval"
-            )));
-        }
+        let body = domain::aggregate(
+            &state,
+            auth.principal(),
+            &name.0,
+            &selecting(target.0, from.0, to.0, filter.0),
+            &field.0,
+            width,
+            raw.0 == Some(true),
+        )
+        .await?;
         Ok(BucketsResponse::Buckets(poem_openapi::payload::Binary(
             body.into_bytes(),
         )))
     }
 
-    /// Export records (streamed, oldest first) as NDJSON or CSV.
+    /// Export records (streamed, oldest first unless `order=desc`) as NDJSON or CSV,
+    /// selected as `GET …/records` selects them.
     #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/categories/:name/export",
@@ -545,18 +327,22 @@ impl RecordsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
         to: Query<Option<DateTime<Utc>>>,
+        /// Field filters, `FIELD:OP:VALUE` (repeat for several).
+        #[oai(default)]
+        filter: Query<Vec<String>>,
+        /// `asc` (oldest first, the default) or `desc`.
+        order: Query<Option<Order>>,
     ) -> ApiResult<ExportResponse> {
-        auth.principal().require_read(&name.0)?;
-        let schema = state.schemas.get(&state.pool, &name.0).await?;
         let format = format.0.unwrap_or(ExportFormat::Ndjson);
-        let body = crate::api::export::stream(
-            state.pool.clone(),
-            (*schema).clone(),
+        let body = domain::export(
+            &state,
+            auth.principal(),
+            &name.0,
+            &selecting(target.0, from.0, to.0, filter.0),
+            order.0.unwrap_or_default(),
             format == ExportFormat::Csv,
-            target.0.map(Checked::into_string),
-            from.0,
-            to.0,
-        );
+        )
+        .await?;
         Ok(ExportResponse { format, body })
     }
 
@@ -574,20 +360,7 @@ impl RecordsApi {
         name: Path<CategoryName>,
         target: Query<Option<Target>>,
     ) -> ApiResult<Json<Vec<Value>>> {
-        auth.principal().require_read(&name.0)?;
-        let schema = state.schemas.get(&state.pool, &name.0).await?;
-        let cols: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
-        let sql = format!(
-            "SELECT jsonb_strip_nulls(to_jsonb(x)) FROM (SELECT DISTINCT ON (target) target, ts, schema_version{}{} FROM {} \
-             WHERE $1::text IS NULL OR target = $1 ORDER BY target, ts DESC) x",
-            if cols.is_empty() { "" } else { ", " },
-            cols.join(", "),
-            quote(&table(&schema.category))
-        );
-        let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(target.0)
-            .fetch_all(&state.pool)
-            .await?;
+        let rows = domain::latest(&state, auth.principal(), &name.0, target.0.as_deref()).await?;
         Ok(Json(rows))
     }
 
@@ -615,10 +388,9 @@ impl RecordsApi {
     ) -> ApiResult<
         poem_openapi::payload::EventStream<futures_util::stream::BoxStream<'static, LiveEvent>>,
     > {
-        auth.principal().require_read(&name.0)?;
-        state.schemas.get(&state.pool, &name.0).await?;
         let after = last_event_id.0.or(since.0);
-        let stream = crate::api::live::follow(state.jetstream()?, &name.0, after).await?;
+        let everything = Selecting::default();
+        let stream = domain::follow(&state, auth.principal(), &name.0, &everything, after).await?;
         Ok(poem_openapi::payload::EventStream::new(stream)
             .keep_alive(std::time::Duration::from_secs(15))
             .to_event(|e| {
