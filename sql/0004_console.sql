@@ -10,6 +10,7 @@ CREATE INDEX dead_letters_created ON dead_letters (created_at);
 -- this version), and an index by time for the ingest rates of the last hour.
 ALTER TABLE ingest_batches ADD COLUMN source text;
 CREATE INDEX ingest_batches_committed ON ingest_batches (committed_at);
+CREATE INDEX ingest_batches_source ON ingest_batches (source, committed_at);
 
 -- What the data-manager last said of a source's runner (file, exec, http_poll).
 CREATE TABLE source_status (

@@ -5,14 +5,18 @@
 //! supervisor it is ready (sd_notify) and runs until SIGTERM. The OpenAPI document is
 //! generated from the route definitions; `openapi/tmidb.json` is its committed copy.
 
+pub mod alerts;
 pub mod auth;
+pub mod categories;
 pub mod console;
+pub mod dead_letters;
 pub mod export;
 pub mod files;
 pub mod live;
 pub mod records;
 pub mod routes;
 pub mod session;
+pub mod sources;
 pub mod tokens;
 pub mod units;
 pub mod users;

@@ -78,7 +78,13 @@ pub async fn open(
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
     state.throttle_user.succeed(&user_key[0]);
-    let user = user_from(r.user);
+    issue(state, user_from(r.user), previous).await
+}
+
+/// Opens a new session for `user`, who has proved who they are (a login, or a
+/// change of their own account in the console, after which their sessions were
+/// ended); `previous`, the session the client presented, is ended.
+pub async fn issue(state: &AppState, user: User, previous: Option<&str>) -> ApiResult<Opened> {
     let token = new_token(SESSION_PREFIX);
     let csrf = crate::setup::random_token(32);
     let expires_at = Utc::now() + SESSION_TTL;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::model::alert::{AlertKind, AlertRule, Notification, Op, conditions, message};
+use crate::model::alert::{AlertKind, AlertRule, Notification, Op, conditions, transitions};
 
 /// An `alert_rules` row.
 #[derive(sqlx::FromRow)]
@@ -204,13 +204,9 @@ pub async fn evaluate(
         .bind(&firing)
         .execute(&mut **tx)
         .await?;
-        for (target, was) in before {
-            let (_, now_firing, value) = latest[target.as_str()];
-            if was == now_firing {
-                continue;
-            }
-            let message = message(&rule, &target, now_firing, value);
-            queue(tx, &rule, &target, now_firing, value, &message).await?;
+        let was_firing = |t: &str| before.iter().any(|(x, f)| x == t && *f);
+        for t in transitions(&rule, &latest, was_firing) {
+            queue(tx, &rule, &t.target, t.firing, t.value, &t.message).await?;
             queued += 1;
         }
     }

@@ -35,6 +35,12 @@ pub enum CategoryError {
     /// The definition or change is invalid (per field).
     #[error("invalid category definition")]
     Invalid(Vec<crate::model::schema::Problem>),
+    /// The change would give a stored field another type (per field).
+    #[error("the new schema is incompatible with stored records")]
+    Incompatible(Vec<crate::model::schema::Problem>),
+    /// The schema is no longer at the version the change was made against.
+    #[error("{0}")]
+    Changed(String),
     /// Database error.
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
@@ -267,6 +273,23 @@ pub async fn get(
     })
 }
 
+/// Every version of `name`'s schema, oldest first: (version, stored at, fields).
+pub async fn versions(
+    pool: &PgPool,
+    name: &str,
+) -> Result<Vec<(i32, DateTime<Utc>, Vec<Field>)>, CategoryError> {
+    let rows: Vec<(i32, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT version, created_at, fields FROM category_versions WHERE category = $1 ORDER BY version",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(v, at, f)| (v, at, serde_json::from_value(f).unwrap_or_default()))
+        .collect())
+}
+
 /// Every category at its current version.
 pub async fn list(pool: &PgPool) -> Result<Vec<Category>, CategoryError> {
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM categories ORDER BY name")
@@ -399,11 +422,14 @@ async fn schema(pool: &PgPool, name: &str, version: Option<i32>) -> Result<Schem
 
 /// Stores a new version; adds columns for new fields. A field's type never changes,
 /// including fields dropped from the schema earlier (their columns keep the data).
+/// With `expected`, the change is made only while the current version is that one
+/// (an edit made on a page showing an older version is refused, not applied).
 pub async fn update(
     pool: &PgPool,
     name: &str,
     description: Option<&str>,
     fields: &[Field],
+    expected: Option<i32>,
 ) -> Result<Category, CategoryError> {
     check(name, fields)?;
     let mut tx = pool.begin().await?;
@@ -414,6 +440,11 @@ pub async fn update(
             .await?;
     let current =
         current.ok_or_else(|| CategoryError::NotFound(format!("no category `{name}`")))?;
+    if let Some(e) = expected.filter(|e| *e != current) {
+        return Err(CategoryError::Changed(format!(
+            "the schema of `{name}` changed since version {e} was opened: it is at version {current} now; reload it and make the change again"
+        )));
+    }
     // The columns as they exist: every field any version ever had.
     let t = table(name);
     let existing: Vec<(String, String)> = sqlx::query_as(
@@ -435,7 +466,7 @@ pub async fn update(
         }
     }
     if !problems.is_empty() {
-        return Err(CategoryError::Invalid(problems));
+        return Err(CategoryError::Incompatible(problems));
     }
     for f in fields
         .iter()

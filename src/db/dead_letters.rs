@@ -30,8 +30,10 @@ pub struct StoredDeadLetter {
     pub source: String,
     /// Where in the source it was.
     pub position: String,
-    /// The record as received (or as last edited).
+    /// The record as a replay sends it: as received, or as last edited.
     pub raw: Value,
+    /// The record as received, once it has been edited (absent before any edit).
+    pub original: Option<Value>,
     /// Why it was rejected (the latest attempt).
     pub reasons: Vec<Reason>,
     /// Schema version of the latest attempt.
@@ -52,6 +54,7 @@ struct Row {
     source: String,
     position: String,
     raw: Value,
+    original: Option<Value>,
     reasons: Value,
     schema_version: i32,
     status: String,
@@ -59,8 +62,7 @@ struct Row {
     updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, category, source, position, raw, reasons, schema_version, status, created_at, updated_at";
+const COLUMNS: &str = "id, category, source, position, raw, original, reasons, schema_version, status, created_at, updated_at";
 
 fn from_row(r: Row) -> StoredDeadLetter {
     StoredDeadLetter {
@@ -69,6 +71,7 @@ fn from_row(r: Row) -> StoredDeadLetter {
         source: r.source,
         position: r.position,
         raw: r.raw,
+        original: r.original,
         reasons: serde_json::from_value(r.reasons).unwrap_or_default(),
         schema_version: r.schema_version,
         status: r.status,
@@ -107,24 +110,47 @@ pub async fn insert(
     Ok(())
 }
 
-/// Dead letters, oldest first, filtered by category and status; `after` pages.
+/// Which dead letters a list shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Of this category.
+    pub category: Option<&'a str>,
+    /// From this source.
+    pub source: Option<&'a str>,
+    /// `pending` or `replayed`.
+    pub status: Option<&'a str>,
+}
+
+/// Dead letters, oldest first, by `filter`; `after` (a letter's id) pages.
 pub async fn list(
     pool: &PgPool,
-    category: Option<&str>,
-    status: Option<&str>,
+    filter: Filter<'_>,
     limit: i64,
     after: Option<Uuid>,
 ) -> Result<Vec<StoredDeadLetter>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM dead_letters
          WHERE ($1::text IS NULL OR category = $1) AND ($2::text IS NULL OR status = $2)
+           AND ($5::text IS NULL OR source = $5)
            AND ($4::uuid IS NULL OR (created_at, id) > (SELECT created_at, id FROM dead_letters WHERE id = $4))
          ORDER BY created_at, id LIMIT $3"
     )))
-    .bind(category)
-    .bind(status)
+    .bind(filter.category)
+    .bind(filter.status)
     .bind(limit)
     .bind(after)
+    .bind(filter.source)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// The letters of `ids` (those that exist), oldest first.
+pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<StoredDeadLetter>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM dead_letters WHERE id = ANY($1) ORDER BY created_at, id"
+    )))
+    .bind(ids)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(from_row).collect())
@@ -141,50 +167,60 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<StoredDeadLetter>, sq
     Ok(row.map(from_row))
 }
 
-/// Replaces a letter's payload (a user's fix); it is pending again.
+/// Replaces a letter's payload (a user's fix; the payload as received is kept in
+/// `original` at the first edit); it is pending again. With `expected`, only while
+/// the letter is as last seen (`updated_at`); None when there is no such letter or
+/// it changed since.
 pub async fn edit(
     pool: &PgPool,
     id: Uuid,
     raw: &Value,
+    expected: Option<DateTime<Utc>>,
 ) -> Result<Option<StoredDeadLetter>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE dead_letters SET raw = $2, status = 'pending', updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        "UPDATE dead_letters SET original = coalesce(original, raw), raw = $2, status = 'pending', updated_at = now()
+         WHERE id = $1 AND ($3::timestamptz IS NULL OR updated_at = $3) RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(raw)
+    .bind(expected)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(from_row))
 }
 
-/// Records the outcome of a replay: `replayed`, or still pending with new reasons.
+/// Records the outcome of a replay, in one transaction: the letters `replayed` (their
+/// records are in the pipeline) are marked so; the `failed` ones stay pending with
+/// their new reasons; both with the schema version they were checked against.
 pub async fn replayed(
     pool: &PgPool,
-    id: Uuid,
-    outcome: Result<i32, (i32, &[Reason])>,
+    version: i32,
+    replayed: &[Uuid],
+    failed: &[(Uuid, Vec<Reason>)],
 ) -> Result<(), sqlx::Error> {
-    match outcome {
-        Ok(version) => {
-            sqlx::query(
-                "UPDATE dead_letters SET status = 'replayed', schema_version = $2, updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(version)
-            .execute(pool)
-            .await?
-        }
-        Err((version, reasons)) => {
-            sqlx::query(
-                "UPDATE dead_letters SET reasons = $2, schema_version = $3, updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(serde_json::to_value(reasons).expect("json"))
-            .bind(version)
-            .execute(pool)
-            .await?
-        }
-    };
-    Ok(())
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE dead_letters SET status = 'replayed', schema_version = $2, updated_at = now() WHERE id = ANY($1)",
+    )
+    .bind(replayed)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    let ids: Vec<Uuid> = failed.iter().map(|(id, _)| *id).collect();
+    let reasons: Vec<Value> = failed
+        .iter()
+        .map(|(_, r)| serde_json::to_value(r).expect("json"))
+        .collect();
+    sqlx::query(
+        "UPDATE dead_letters d SET reasons = x.reasons, schema_version = $3, updated_at = now()
+         FROM unnest($1::uuid[], $2::jsonb[]) AS x(id, reasons) WHERE d.id = x.id",
+    )
+    .bind(&ids)
+    .bind(&reasons)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Deletes a letter (given up on); false if there was none.

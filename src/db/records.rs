@@ -235,6 +235,36 @@ pub fn rows(
     async_stream(pool, sql, binds)
 }
 
+/// One record reduced to what a rule looks at: target, time, and a numeric field's
+/// value (None without one).
+pub type Point = (String, DateTime<Utc>, Option<f64>);
+
+/// The records of `sel` oldest first as [`Point`]s of `field` (None: no field),
+/// at most `limit`.
+pub async fn points(
+    pool: &PgPool,
+    schema: &Schema,
+    sel: &Selection,
+    field: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Point>, sqlx::Error> {
+    let mut b = Binds::default();
+    let cond = conditions(sel, &mut b);
+    let value = match field {
+        Some(f) => format!("{}::float8", quote(f)),
+        None => "NULL::float8".into(),
+    };
+    let sql = format!(
+        "SELECT target, ts, {value} FROM {} WHERE true{cond} ORDER BY ts, id LIMIT {limit}",
+        quote(&table(&schema.category))
+    );
+    let mut q = sqlx::query_as::<_, Point>(sqlx::AssertSqlSafe(sql));
+    for v in b.0 {
+        q = q.bind(v);
+    }
+    q.fetch_all(pool).await
+}
+
 /// The rows of `sql` with `binds`, as a stream owning what it needs.
 fn async_stream(
     pool: PgPool,

@@ -84,12 +84,19 @@ pub async fn implicit(
 }
 
 /// Stores a source (new when `id` is unknown, replaced otherwise) and announces it.
-pub async fn save(pool: &PgPool, s: &Source) -> Result<Source, sqlx::Error> {
+/// With `expected`, a replacement is made only while the stored source is as last
+/// seen (`updated_at`); None when it changed since.
+pub async fn save(
+    pool: &PgPool,
+    s: &Source,
+    expected: Option<DateTime<Utc>>,
+) -> Result<Option<Source>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sources (id, name, category, kind, config, transform, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET name = $2, category = $3, kind = $4, config = $5, transform = $6,
            enabled = $7, updated_at = clock_timestamp()
+         WHERE $8::timestamptz IS NULL OR sources.updated_at = $8
          RETURNING {COLUMNS}"
     )))
     .bind(s.id)
@@ -99,11 +106,15 @@ pub async fn save(pool: &PgPool, s: &Source) -> Result<Source, sqlx::Error> {
     .bind(&s.config)
     .bind(serde_json::to_value(&s.transform).expect("json"))
     .bind(s.enabled)
-    .fetch_one(&mut *tx)
+    .bind(expected)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     super::notify(&mut tx, CHANNEL, &s.id.to_string()).await?;
     tx.commit().await?;
-    Ok(from_row(row))
+    Ok(Some(from_row(row)))
 }
 
 /// Deletes a source; false if there was none.
@@ -138,4 +149,83 @@ pub async fn save_state(pool: &PgPool, id: Uuid, state: &Value) -> Result<(), sq
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// What the data-manager last said of a source's runner.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Status {
+    /// `running`, `failed` or `stopped`.
+    pub state: String,
+    /// Why (a failure's message).
+    pub detail: String,
+    /// When it said so.
+    pub at: DateTime<Utc>,
+}
+
+/// Records what a source's runner is doing (`running`, `failed` with why, `stopped`).
+pub async fn set_status(
+    pool: &PgPool,
+    id: Uuid,
+    state: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO source_status (source_id, state, detail) VALUES ($1, $2, $3)
+         ON CONFLICT (source_id) DO UPDATE SET state = $2, detail = $3, at = now()",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A source's recent activity, by the name its records and dead letters carry.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct Activity {
+    /// The source's name (`http_push`, `nats`, `api`, `store` for records that came
+    /// without a defined source).
+    pub source: String,
+    /// Records stored in the last hour.
+    pub stored: i64,
+    /// Records rejected (dead letters) in the last hour.
+    pub rejected: i64,
+    /// When a batch of it was last stored.
+    pub last_record: Option<DateTime<Utc>>,
+}
+
+/// Every source's activity of the last hour and its last stored batch: the defined
+/// sources, and the names records arrived under without one in the last hour.
+pub async fn activity(pool: &PgPool) -> Result<Vec<Activity>, sqlx::Error> {
+    // Each figure per source name is an index range: (source, committed_at) for the
+    // ledger, created_at for dead letters.
+    sqlx::query_as(
+        "WITH names AS (
+           SELECT name AS source FROM sources
+           UNION SELECT DISTINCT source FROM ingest_batches
+             WHERE committed_at > now() - interval '1 hour' AND source IS NOT NULL
+           UNION SELECT DISTINCT source FROM dead_letters WHERE created_at > now() - interval '1 hour')
+         SELECT n.source,
+           coalesce((SELECT sum(new_rows) FROM ingest_batches b
+                     WHERE b.source = n.source AND b.committed_at > now() - interval '1 hour'), 0)::bigint AS stored,
+           (SELECT count(*) FROM dead_letters d
+            WHERE d.source = n.source AND d.created_at > now() - interval '1 hour') AS rejected,
+           (SELECT max(committed_at) FROM ingest_batches b WHERE b.source = n.source) AS last_record
+         FROM names n ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The runners' statuses by source id.
+pub async fn statuses(pool: &PgPool) -> Result<Vec<(Uuid, Status)>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT source_id, state, detail, at FROM source_status")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, state, detail, at)| (id, Status { state, detail, at }))
+        .collect())
 }

@@ -291,6 +291,142 @@ pub fn message(rule: &AlertRule, target: &str, firing: bool, value: Option<f64>)
     }
 }
 
+/// A change of a rule's state for one target: it fires or resolves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The target.
+    pub target: String,
+    /// Whether it fires now (false: resolved).
+    pub firing: bool,
+    /// The value that decided (threshold rules).
+    pub value: Option<f64>,
+    /// What happened, in words ([`message`]).
+    pub message: String,
+}
+
+/// The transitions of `rule` when the conditions `latest` (from [`conditions`]) meet
+/// each target's previous state (`was_firing`): one per target whose state changes.
+/// This is the rule the data-consumer applies in the storing transaction, and the
+/// backtest of a rule over stored records.
+pub fn transitions(
+    rule: &AlertRule,
+    latest: &BTreeMap<&str, (DateTime<Utc>, bool, Option<f64>)>,
+    was_firing: impl Fn(&str) -> bool,
+) -> Vec<Transition> {
+    latest
+        .iter()
+        .filter(|(target, (_, holds, _))| was_firing(target) != *holds)
+        .map(|(target, (_, holds, value))| Transition {
+            target: target.to_string(),
+            firing: *holds,
+            value: *value,
+            message: message(rule, target, *holds, *value),
+        })
+        .collect()
+}
+
+/// What an absence rule firing for `target` says: silent for `window_secs` since
+/// `last`.
+pub fn absence_message(target: &str, window_secs: i32, last: DateTime<Utc>) -> String {
+    format!(
+        "no data from {target} for {window_secs} s (last at {})",
+        last.to_rfc3339()
+    )
+}
+
+/// A notification a backtest says the rule would have sent, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    /// When (the record's time; for absence, when the window ran out).
+    pub at: DateTime<Utc>,
+    /// The transition.
+    pub transition: Transition,
+}
+
+/// What a rule would have notified over stored records: fed records oldest first,
+/// each as the data-consumer sees a batch of one ([`conditions`], then
+/// [`transitions`] against the state so far, every target starting quiet). Absence
+/// rules are judged on the records' own times: a gap longer than the window fires
+/// when the window ran out and resolves at the next record.
+pub struct Backtest<'r> {
+    rule: &'r AlertRule,
+    /// Per target: firing, last record's time.
+    state: BTreeMap<String, (bool, DateTime<Utc>)>,
+    fired: Vec<Fired>,
+}
+
+impl<'r> Backtest<'r> {
+    /// A backtest of `rule`, every target quiet.
+    pub fn new(rule: &'r AlertRule) -> Backtest<'r> {
+        Backtest {
+            rule,
+            state: BTreeMap::new(),
+            fired: vec![],
+        }
+    }
+
+    /// The next record (not older than the previous one).
+    pub fn record(&mut self, target: &str, ts: DateTime<Utc>, values: &BTreeMap<String, Value>) {
+        if self.rule.target.as_deref().is_some_and(|t| t != target) {
+            return;
+        }
+        if self.rule.kind == AlertKind::Absence
+            && let (Some(w), Some((_, last))) = (self.rule.window_secs(), self.state.get(target))
+        {
+            let ran_out = *last + chrono::Duration::seconds(w as i64);
+            if ran_out < ts {
+                let last = *last;
+                self.fired.push(Fired {
+                    at: ran_out,
+                    transition: Transition {
+                        target: target.to_string(),
+                        firing: true,
+                        value: None,
+                        message: absence_message(target, w, last),
+                    },
+                });
+                self.state.insert(target.to_string(), (true, last));
+            }
+        }
+        let latest = conditions(self.rule, [(target, ts, values)]);
+        let state = &self.state;
+        let changes = transitions(self.rule, &latest, |t| state.get(t).is_some_and(|s| s.0));
+        for t in changes {
+            self.fired.push(Fired {
+                at: ts,
+                transition: t,
+            });
+        }
+        if let Some((_, holds, _)) = latest.get(target) {
+            self.state.insert(target.to_string(), (*holds, ts));
+        }
+    }
+
+    /// The notifications up to `until` (absence rules: targets silent since then).
+    pub fn finish(mut self, until: DateTime<Utc>) -> Vec<Fired> {
+        if self.rule.kind == AlertKind::Absence
+            && let Some(w) = self.rule.window_secs()
+        {
+            for (target, (firing, last)) in &self.state {
+                let ran_out = *last + chrono::Duration::seconds(w as i64);
+                if !firing && ran_out < until {
+                    self.fired.push(Fired {
+                        at: ran_out,
+                        transition: Transition {
+                            target: target.clone(),
+                            firing: true,
+                            value: None,
+                            message: absence_message(target, w, *last),
+                        },
+                    });
+                }
+            }
+            self.fired.sort_by_key(|f| f.at);
+        }
+        self.fired
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +478,77 @@ mod tests {
         assert_eq!(message(&r, "a", true, Some(31.0)), "a temp = 31 > 30");
         assert_eq!(message(&r, "a", false, Some(20.0)), "a temp back to 20");
         assert!(Op::Gte.holds(30.0, 30.0) && !Op::Gt.holds(30.0, 30.0));
+    }
+
+    #[test]
+    fn a_backtest_notifies_each_crossing_once_as_the_consumer_would() {
+        let r = rule(None);
+        let v =
+            |x: f64| -> BTreeMap<String, Value> { [("temp".to_string(), Value::from(x))].into() };
+        let mut b = Backtest::new(&r);
+        let at = |s: u32| t(&format!("2026-12-02T10:00:{s:02}Z"));
+        for (s, target, x) in [
+            (1, "a", 20.0),
+            (2, "a", 31.0),
+            (3, "a", 35.0),
+            (4, "b", 40.0),
+            (5, "a", 25.0),
+            (6, "a", 31.0),
+        ] {
+            b.record(target, at(s), &v(x));
+        }
+        let fired: Vec<(u32, &str, bool)> = b
+            .finish(at(59))
+            .iter()
+            .map(|f| {
+                (
+                    f.at.format("%S").to_string().parse().unwrap(),
+                    if f.transition.target == "a" { "a" } else { "b" },
+                    f.transition.firing,
+                )
+            })
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                (2, "a", true),
+                (4, "b", true),
+                (5, "a", false),
+                (6, "a", true)
+            ],
+            "fires on crossing, not on every record above"
+        );
+    }
+
+    #[test]
+    fn an_absence_backtest_fires_when_the_window_runs_out_and_resolves_on_the_next_record() {
+        let r: AlertRule = serde_json::from_value(serde_json::json!({
+            "name": "quiet", "category": "c", "kind": "absence", "window": "60s"}))
+        .unwrap();
+        let none = BTreeMap::new();
+        let mut b = Backtest::new(&r);
+        b.record("a", t("2026-12-02T10:00:00Z"), &none);
+        b.record("a", t("2026-12-02T10:00:30Z"), &none);
+        b.record("a", t("2026-12-02T10:05:00Z"), &none);
+        let fired = b.finish(t("2026-12-02T10:10:00Z"));
+        let got: Vec<(String, bool)> = fired
+            .iter()
+            .map(|f| (f.at.format("%H:%M:%S").to_string(), f.transition.firing))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10:01:30".to_string(), true),
+                ("10:05:00".to_string(), false),
+                ("10:06:00".to_string(), true)
+            ]
+        );
+        assert_eq!(fired[1].transition.message, "a reports again");
+        assert!(
+            fired[0]
+                .transition
+                .message
+                .starts_with("no data from a for 60 s")
+        );
     }
 }

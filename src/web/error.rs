@@ -246,6 +246,16 @@ impl From<crate::db::categories::CategoryError> for ApiError {
                 "the category definition is invalid",
                 p.into_iter().map(Issue::from).collect(),
             ),
+            crate::db::categories::CategoryError::Incompatible(p) => {
+                ApiError::Conflict(Json(ErrorBody {
+                    code: "incompatible_change".into(),
+                    message: "the new schema is incompatible with stored records".into(),
+                    errors: p.into_iter().map(Issue::from).collect(),
+                }))
+            }
+            crate::db::categories::CategoryError::Changed(m) => {
+                ApiError::Conflict(Json(ErrorBody::new("changed", m)))
+            }
             crate::db::categories::CategoryError::Sql(e) => ApiError::from(e),
         }
     }

@@ -12,9 +12,10 @@ use super::ApiTags;
 use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::db::categories::{self as store, Category, CategoryError};
+use crate::api::categories as domain;
+use crate::db::categories::Category;
 use crate::model::schema::Field;
-use crate::web::error::{ApiError, ApiResult, Issue};
+use crate::web::error::ApiResult;
 use crate::web::names::CategoryName;
 
 /// Category routes.
@@ -63,17 +64,14 @@ impl CategoriesApi {
         auth: Auth,
         body: Json<NewCategory>,
     ) -> ApiResult<CategoryCreated> {
-        auth.principal().require_editor()?;
-        let c = store::create(
-            &state.pool,
-            state.storage,
+        let c = domain::create(
+            &state,
+            auth.principal(),
             &body.name,
             &body.description,
             &body.fields,
         )
         .await?;
-        state.schemas.forget(&c.name);
-        tracing::info!(category = %c.name, by = %auth.principal().username, "category created");
         Ok(CategoryCreated::Created(
             Json(c.clone()),
             format!("/api/v1/categories/{}", c.name),
@@ -87,7 +85,7 @@ impl CategoriesApi {
         state: Data<&Arc<AppState>>,
         _auth: Auth,
     ) -> ApiResult<Json<Vec<Category>>> {
-        Ok(Json(store::list(&state.pool).await?))
+        Ok(Json(domain::list(&state).await?))
     }
 
     /// One category, at its current version or the `version` asked for.
@@ -103,7 +101,7 @@ impl CategoriesApi {
         name: Path<CategoryName>,
         version: Query<Option<i32>>,
     ) -> ApiResult<Json<Category>> {
-        Ok(Json(store::get(&state.pool, &name.0, version.0).await?))
+        Ok(Json(domain::get(&state, &name.0, version.0).await?))
     }
 
     /// Change a category's schema (editor): stores version N+1. Fields may be added,
@@ -120,27 +118,15 @@ impl CategoriesApi {
         name: Path<CategoryName>,
         body: Json<CategoryChange>,
     ) -> ApiResult<Json<Category>> {
-        auth.principal().require_editor()?;
-        state.schemas.forget(&name.0);
-        let c = store::update(
-            &state.pool,
+        let c = domain::update(
+            &state,
+            auth.principal(),
             &name.0,
             body.description.as_deref(),
             &body.fields,
+            None,
         )
-        .await
-        .map_err(|e| match e {
-            CategoryError::Invalid(p) if p.iter().any(|x| x.reason.contains("cannot change")) => {
-                ApiError::Conflict(Json(crate::web::error::ErrorBody {
-                    code: "incompatible_change".into(),
-                    message: "the new schema is incompatible with stored records".into(),
-                    errors: p.into_iter().map(Issue::from).collect(),
-                }))
-            }
-            other => other.into(),
-        })?;
-        state.schemas.forget(&c.name);
-        tracing::info!(category = %c.name, version = c.version, "category schema changed");
+        .await?;
         Ok(Json(c))
     }
 
@@ -157,11 +143,7 @@ impl CategoriesApi {
         name: Path<CategoryName>,
         force: Query<Option<bool>>,
     ) -> ApiResult<NoContent> {
-        auth.principal().require_editor()?;
-        let n = store::delete(&state.pool, &name.0, force.0.unwrap_or(false)).await;
-        state.schemas.forget(&name.0);
-        let n = n?;
-        tracing::warn!(category = %name.0, records = n, "category deleted");
+        domain::delete(&state, auth.principal(), &name.0, force.0.unwrap_or(false)).await?;
         Ok(NoContent::Done)
     }
 }

@@ -9,17 +9,15 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::ApiTags;
 use super::NoContent;
 use crate::api::AppState;
 use crate::api::auth::Auth;
-use crate::db::sources as store;
-use crate::model::access::Principal;
+use crate::api::sources::{self as domain, Definition};
 use crate::model::source::{Source, SourceKind};
 use crate::model::transform::Transform;
-use crate::web::error::{ApiError, ApiResult, Issue};
+use crate::web::error::ApiResult;
 use crate::web::names::{CategoryName, Name};
 
 /// Source routes.
@@ -68,50 +66,16 @@ pub enum SourceCreated {
     Created(Json<Source>, #[oai(header = "Location")] String),
 }
 
-async fn check(state: &AppState, p: &Principal, d: &SourceDefinition) -> ApiResult<()> {
-    p.require_editor()?;
-    if matches!(d.kind, SourceKind::File | SourceKind::Exec) {
-        p.require_admin().map_err(|_| {
-            ApiError::forbidden(format!(
-                "`{}` sources read the server's disk or run programs; only admins define them",
-                d.kind.as_str()
-            ))
-        })?;
-    }
-    state.schemas.get(&state.pool, &d.category).await?;
-    let issues: Vec<Issue> = crate::model::source::check_config(d.kind, &d.config)
-        .into_iter()
-        .chain(d.transform.check())
-        .map(Issue::from)
-        .collect();
-    if issues.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            format!("source `{}` is invalid", d.name),
-            issues,
-        ))
-    }
-}
-
-async fn find(state: &AppState, key: &str) -> ApiResult<Source> {
-    store::get(&state.pool, key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no source `{key}`")))
-}
-
-fn source(id: Uuid, d: SourceDefinition) -> Source {
-    let now = chrono::Utc::now();
-    Source {
-        id,
-        name: d.name.into_string(),
-        category: d.category.into_string(),
-        kind: d.kind,
-        config: d.config,
-        transform: d.transform,
-        enabled: d.enabled,
-        created_at: now,
-        updated_at: now,
+impl From<SourceDefinition> for Definition {
+    fn from(d: SourceDefinition) -> Definition {
+        Definition {
+            name: d.name.into_string(),
+            category: d.category.into_string(),
+            kind: d.kind,
+            config: d.config,
+            transform: d.transform,
+            enabled: d.enabled,
+        }
     }
 }
 
@@ -125,15 +89,7 @@ impl SourcesApi {
         auth: Auth,
         body: Json<SourceDefinition>,
     ) -> ApiResult<SourceCreated> {
-        check(&state, auth.principal(), &body).await?;
-        if store::get(&state.pool, &body.name).await?.is_some() {
-            return Err(ApiError::conflict(format!(
-                "source `{}` exists; PUT /api/v1/sources/{} to change it",
-                body.name, body.name
-            )));
-        }
-        let s = store::save(&state.pool, &source(Uuid::new_v4(), body.0)).await?;
-        tracing::info!(source = %s.name, kind = s.kind.as_str(), by = %auth.principal().username, "source defined");
+        let s = domain::create(&state, auth.principal(), body.0.into()).await?;
         Ok(SourceCreated::Created(
             Json(s.clone()),
             format!("/api/v1/sources/{}", s.id),
@@ -148,12 +104,7 @@ impl SourcesApi {
         _auth: Auth,
         category: Query<Option<CategoryName>>,
     ) -> ApiResult<Json<Vec<Source>>> {
-        let all = store::list(&state.pool).await?;
-        Ok(Json(
-            all.into_iter()
-                .filter(|s| category.0.as_ref().is_none_or(|c| *c == s.category))
-                .collect(),
-        ))
+        Ok(Json(domain::list(&state, category.0.as_deref()).await?))
     }
 
     /// One source, by id or name.
@@ -164,7 +115,7 @@ impl SourcesApi {
         _auth: Auth,
         key: Path<Name>,
     ) -> ApiResult<Json<Source>> {
-        Ok(Json(find(&state, &key.0).await?))
+        Ok(Json(domain::get(&state, &key.0).await?))
     }
 
     /// Replace a source's definition (it restarts with it).
@@ -176,16 +127,9 @@ impl SourcesApi {
         key: Path<Name>,
         body: Json<SourceDefinition>,
     ) -> ApiResult<Json<Source>> {
-        let old = find(&state, &key.0).await?;
-        check(&state, auth.principal(), &body).await?;
-        if matches!(old.kind, SourceKind::File | SourceKind::Exec) {
-            auth.principal().require_admin()?;
-        }
-        let mut s = source(old.id, body.0);
-        s.created_at = old.created_at;
-        let s = store::save(&state.pool, &s).await?;
-        tracing::info!(source = %s.name, by = %auth.principal().username, "source changed");
-        Ok(Json(s))
+        Ok(Json(
+            domain::update(&state, auth.principal(), &key.0, body.0.into(), None).await?,
+        ))
     }
 
     /// Delete a source (its runner stops; stored records stay).
@@ -200,13 +144,7 @@ impl SourcesApi {
         auth: Auth,
         key: Path<Name>,
     ) -> ApiResult<NoContent> {
-        auth.principal().require_editor()?;
-        let s = find(&state, &key.0).await?;
-        if matches!(s.kind, SourceKind::File | SourceKind::Exec) {
-            auth.principal().require_admin()?;
-        }
-        store::delete(&state.pool, s.id).await?;
-        tracing::info!(source = %s.name, by = %auth.principal().username, "source deleted");
+        domain::delete(&state, auth.principal(), &key.0).await?;
         Ok(NoContent::Done)
     }
 }

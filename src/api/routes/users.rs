@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::ApiTags;
 use super::NoContent;
 use crate::api::AppState;
-use crate::api::auth::{self, Auth};
-use crate::api::users::{User, UserRow, fetch, user_from};
+use crate::api::auth::Auth;
+use crate::api::users::{self as domain, Change, User, fetch};
 use crate::model::access::Role;
-use crate::web::error::{ApiError, ApiResult};
+use crate::web::error::ApiResult;
 use crate::web::names::{Name, Password};
 
 /// User routes.
@@ -68,13 +68,7 @@ impl UsersApi {
     /// Every user (admin).
     #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     async fn list(&self, state: Data<&Arc<AppState>>, auth: Auth) -> ApiResult<Json<Vec<User>>> {
-        auth.principal().require_admin()?;
-        let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT id, username, role, created_at, updated_at FROM users ORDER BY username",
-        )
-        .fetch_all(&state.pool)
-        .await?;
-        Ok(Json(rows.into_iter().map(user_from).collect()))
+        Ok(Json(domain::list(&state, auth.principal()).await?))
     }
 
     /// Create a user (admin).
@@ -85,25 +79,14 @@ impl UsersApi {
         auth: Auth,
         body: Json<NewUser>,
     ) -> ApiResult<UserCreated> {
-        auth.principal().require_admin()?;
-        let hash = auth::hash_password(body.password.to_string()).await?;
-        let row: UserRow = sqlx::query_as(
-            "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)
-             RETURNING id, username, role, created_at, updated_at",
+        let user = domain::create(
+            &state,
+            auth.principal(),
+            &body.username,
+            &body.password,
+            body.role,
         )
-        .bind(Uuid::new_v4())
-        .bind(&body.username)
-        .bind(hash)
-        .bind(body.role.as_str())
-        .fetch_one(&state.pool)
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => {
-                ApiError::conflict(format!("user `{}` already exists", body.username))
-            }
-            other => other,
-        })?;
-        let user = user_from(row);
+        .await?;
         let location = format!("/api/v1/users/{}", user.id);
         Ok(UserCreated::Created(Json(user), location))
     }
@@ -121,6 +104,8 @@ impl UsersApi {
     }
 
     /// Change a user's role or password (admin).
+    ///
+    /// Either change ends the user's sessions: they log in again.
     #[oai(path = "/users/:id", method = "patch", operation_id = "updateUser")]
     async fn update(
         &self,
@@ -129,32 +114,14 @@ impl UsersApi {
         id: Path<Uuid>,
         body: Json<UserChange>,
     ) -> ApiResult<Json<User>> {
-        let p = auth.principal();
-        p.require_admin()?;
-        let before = fetch(&state, id.0).await?;
-        if let Some(role) = body.role {
-            if before.role == Role::Admin && role != Role::Admin {
-                last_admin_guard(&state).await?;
-            }
-            sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
-                .bind(id.0)
-                .bind(role.as_str())
-                .execute(&state.pool)
-                .await?;
-        }
-        if let Some(pw) = &body.password {
-            let hash = auth::hash_password(pw.to_string()).await?;
-            sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-                .bind(id.0)
-                .bind(hash)
-                .execute(&state.pool)
-                .await?;
-            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                .bind(id.0)
-                .execute(&state.pool)
-                .await?;
-        }
-        fetch(&state, id.0).await.map(Json)
+        let change = Change {
+            role: body.role,
+            password: body.password.as_deref(),
+            expected: None,
+        };
+        Ok(Json(
+            domain::update(&state, auth.principal(), id.0, change).await?,
+        ))
     }
 
     /// Delete a user (admin; not the last admin).
@@ -165,15 +132,7 @@ impl UsersApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<NoContent> {
-        auth.principal().require_admin()?;
-        let u = fetch(&state, id.0).await?;
-        if u.role == Role::Admin {
-            last_admin_guard(&state).await?;
-        }
-        sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.0)
-            .execute(&state.pool)
-            .await?;
+        domain::delete(&state, auth.principal(), id.0).await?;
         Ok(NoContent::Done)
     }
 
@@ -189,47 +148,13 @@ impl UsersApi {
         auth: Auth,
         body: Json<PasswordChange>,
     ) -> ApiResult<NoContent> {
-        let p = auth.principal();
-        if p.scopes.is_some() {
-            return Err(ApiError::forbidden(
-                "log in with your password to change it",
-            ));
-        }
-        let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-            .bind(p.user_id)
-            .fetch_one(&state.pool)
-            .await?;
-        if !auth::verify_password(body.current_password.clone(), hash).await {
-            return Err(ApiError::forbidden("the current password is wrong"));
-        }
-        let hash = auth::hash_password(body.new_password.to_string()).await?;
-        let mut tx = state.pool.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-            .bind(p.user_id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
-        // Whoever else held a session of this user (a stolen one, another browser)
-        // must log in again with the new password.
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2")
-            .bind(p.user_id)
-            .bind(&p.session_hash)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        domain::change_own_password(
+            &state,
+            auth.principal(),
+            &body.current_password,
+            &body.new_password,
+        )
+        .await?;
         Ok(NoContent::Done)
     }
-}
-
-/// Refuses to remove or demote the last admin.
-async fn last_admin_guard(state: &AppState) -> ApiResult<()> {
-    let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin'")
-        .fetch_one(&state.pool)
-        .await?;
-    if admins <= 1 {
-        return Err(ApiError::conflict(
-            "this is the last admin; make another user admin first",
-        ));
-    }
-    Ok(())
 }

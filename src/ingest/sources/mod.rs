@@ -68,14 +68,20 @@ pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener
                             )
                     })
                     .collect();
+                let mut stopped = vec![];
                 running.retain(|id, (at, name, task)| {
                     let keep = wanted.iter().any(|s| s.id == *id && s.updated_at == *at);
                     if !keep {
                         task.abort();
                         tracing::info!(source = %name, "source stopped: changed, disabled or removed");
+                        stopped.push(*id);
                     }
                     keep
                 });
+                // Said before a changed source's new runner says `running`.
+                for id in stopped {
+                    report(&m, id, "stopped", "changed, disabled or removed").await;
+                }
                 for s in wanted {
                     if let std::collections::hash_map::Entry::Vacant(e) = running.entry(s.id) {
                         tracing::info!(source = %s.name, kind = s.kind.as_str(), category = %s.category, "source started");
@@ -102,7 +108,16 @@ pub async fn supervise(m: Arc<Manager>, mut listener: sqlx::postgres::PgListener
     }
 }
 
+/// Records what a source's runner is doing, for the console (a failure to record it
+/// is only logged: it must not stop the source).
+async fn report(m: &Manager, id: Uuid, state: &str, detail: &str) {
+    if let Err(e) = crate::db::sources::set_status(&m.pool, id, state, detail).await {
+        tracing::warn!("cannot record the status of source {id}: {e}");
+    }
+}
+
 async fn run_source(m: Arc<Manager>, s: Source) {
+    report(&m, s.id, "running", "").await;
     let outcome = match s.kind {
         SourceKind::File => match typed::<FileConfig>(&s.config) {
             Ok(c) => file::run(&m, &s, c).await,
@@ -118,7 +133,11 @@ async fn run_source(m: Arc<Manager>, s: Source) {
         },
         SourceKind::HttpPush | SourceKind::Nats => Ok(()),
     };
-    if let Err(e) = outcome {
-        tracing::error!(source = %s.name, "source stopped: {e}");
+    match outcome {
+        Err(e) => {
+            tracing::error!(source = %s.name, "source stopped: {e}");
+            report(&m, s.id, "failed", &e).await;
+        }
+        Ok(()) => report(&m, s.id, "stopped", "its input ended").await,
     }
 }

@@ -1,7 +1,7 @@
-//! File bytes in SeaweedFS through its S3 gateway (rust-s3, path style, loopback HTTP);
-//! metadata in PostgreSQL. Object keys are `files/<uuid>`: never derived from names
-//! users supply. When SeaweedFS is down, file operations answer 503 and the rest of the
-//! API is unaffected.
+//! File bytes in SeaweedFS through its S3 gateway (rust-s3, path style, loopback
+//! HTTP): the bucket, a reader that hashes and counts what it uploads, a writer that
+//! counts what it downloads, and `Range` headers. When SeaweedFS is down, file
+//! operations answer 503 and the rest of the API is unaffected.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
