@@ -8,17 +8,18 @@
 //!   data lost; more is data stored outside the ledger or twice.
 //!
 //! The data-consumer runs it every `ingest.reconcile_interval` and logs the result;
-//! `GET /api/v1/integrity` runs it on demand.
+//! `GET /api/v1/integrity` runs it on demand. The last report is kept in `settings`
+//! ([`last`]) for the console's dashboard.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::db::{quote, table};
 
 /// The data stream against the ledger.
-#[derive(Debug, Clone, PartialEq, Object, Serialize)]
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct StreamCheck {
     /// The stream incarnation (`TMIDB_DATA@<created>`).
@@ -46,7 +47,7 @@ pub struct StreamCheck {
 }
 
 /// One category's stored rows against the ledger.
-#[derive(Debug, Clone, PartialEq, Object, Serialize)]
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
 pub struct CategoryCheck {
     /// Category.
     pub category: String,
@@ -65,7 +66,7 @@ pub struct CategoryCheck {
 }
 
 /// A reconciliation.
-#[derive(Debug, Clone, PartialEq, Object, Serialize)]
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct Report {
     /// When it ran.
@@ -208,12 +209,30 @@ pub async fn reconcile(
         && categories
             .iter()
             .all(|c| c.missing_rows == 0 && c.unexpected_rows == 0 && c.checksum_ok);
-    Ok(Report {
+    let report = Report {
         checked_at: Utc::now(),
         ok,
         stream: stream_check,
         categories,
-    })
+    };
+    // Kept for whoever asks between runs (the console's dashboard).
+    sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ('integrity:last', $1)
+         ON CONFLICT (key) DO UPDATE SET value = $1",
+    )
+    .bind(serde_json::to_string(&report).expect("json"))
+    .execute(pool)
+    .await?;
+    Ok(report)
+}
+
+/// The last report [`reconcile`] made (by a data-consumer's loop or on demand).
+pub async fn last(pool: &PgPool) -> Result<Option<Report>, sqlx::Error> {
+    let text: Option<String> =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'integrity:last'")
+            .fetch_optional(pool)
+            .await?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// Logs a report: one info line when all is well, an error per problem otherwise.

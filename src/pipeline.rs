@@ -46,6 +46,8 @@ pub const EVENTS_STREAM: &str = "TMIDB_EVENTS";
 pub const LIVE_PREFIX: &str = "tmidb.live.";
 /// Stream of alert notifications, for external subscribers (30 days).
 pub const ALERTS_STREAM: &str = "TMIDB_ALERTS";
+/// Every stream of the pipeline.
+pub const STREAMS: [&str; 4] = [INGEST_STREAM, STREAM, EVENTS_STREAM, ALERTS_STREAM];
 /// Subject prefix of alert notifications: `tmidb.alerts.{category}`.
 pub const ALERTS_PREFIX: &str = "tmidb.alerts.";
 

@@ -13,6 +13,7 @@ pub mod dead_letters;
 pub mod export;
 pub mod files;
 pub mod live;
+pub mod overview;
 pub mod records;
 pub mod routes;
 pub mod session;
@@ -191,8 +192,9 @@ pub async fn serve(home: &std::path::Path) -> Result<(), crate::service::StartEr
         let len = req
             .header("content-length")
             .and_then(|v| v.parse::<u64>().ok());
+        let uploads = ["/api/v1/files", "/files"];
         if req.method() == poem::http::Method::POST
-            && req.uri().path() == "/api/v1/files"
+            && uploads.contains(&req.uri().path())
             && len.is_some_and(|l| l > max_body)
         {
             let e = error::ApiError::too_large(format!(

@@ -3,7 +3,8 @@
 
 use super::AppState;
 use crate::control::protocol::{
-    ChannelState, ErrorKind, LogRecord, Request, Response, UnitInfo, UnitStatus,
+    ChannelState, ErrorKind, FailureRecord, LogRecord, PlanEntry, Request, Response, UnitInfo,
+    UnitStatus,
 };
 use crate::web::error::{ApiError, ApiResult};
 
@@ -133,25 +134,51 @@ pub async fn infos(state: &AppState) -> ApiResult<Vec<UnitInfo>> {
     }
 }
 
-/// The units a stop or restart of `name` (a unit or a template) also stops or
-/// restarts: every unit that transitively requires it, by the supervisor's own rule
-/// ([`crate::unit::graph::Graph::required_by_closure`]) over its graph. The units
-/// named themselves are not in the list.
-pub fn also_affected(units: &[UnitInfo], name: &str) -> Result<Vec<String>, String> {
+/// The supervisor's graph of `units`, and the instances `name` (a unit or a
+/// template) stands for.
+fn graph_of(
+    units: &[UnitInfo],
+    name: &str,
+) -> Result<(crate::unit::graph::Graph, Vec<String>), String> {
     let named: Vec<String> =
         crate::control::protocol::select(units, &[name.to_string()], |u| &u.name)?
             .into_iter()
             .map(|u| u.name.clone())
             .collect();
-    let graph = crate::unit::graph::Graph {
-        requires: units
+    let edges = |f: fn(&UnitInfo) -> &Vec<String>| {
+        units
             .iter()
-            .map(|u| (u.name.clone(), u.requires.clone()))
-            .collect(),
+            .map(|u| (u.name.clone(), f(u).clone()))
+            .collect()
+    };
+    let graph = crate::unit::graph::Graph {
+        requires: edges(|u| &u.requires),
+        wants: edges(|u| &u.wants),
         ..Default::default()
     };
+    Ok((graph, named))
+}
+
+/// The units a stop or restart of `name` (a unit or a template) also stops or
+/// restarts: every unit that transitively requires it, by the supervisor's own rule
+/// ([`crate::unit::graph::Graph::required_by_closure`]) over its graph. The units
+/// named themselves are not in the list.
+pub fn also_affected(units: &[UnitInfo], name: &str) -> Result<Vec<String>, String> {
+    let (graph, named) = graph_of(units, name)?;
     Ok(graph
         .required_by_closure(&named)
+        .into_iter()
+        .filter(|n| !named.contains(n))
+        .collect())
+}
+
+/// The units a start of `name` pulls in: what it transitively requires or wants, by
+/// the supervisor's own rule ([`crate::unit::graph::Graph::pull_in_closure`]); the
+/// units named themselves are not in the list.
+pub fn pulled_in(units: &[UnitInfo], name: &str) -> Result<Vec<String>, String> {
+    let (graph, named) = graph_of(units, name)?;
+    Ok(graph
+        .pull_in_closure(&named)
         .into_iter()
         .filter(|n| !named.contains(n))
         .collect())
@@ -187,10 +214,43 @@ pub async fn set_channel(
     .map(|_| ())
 }
 
-/// The last `lines` buffered log records of every unit, oldest first.
-pub async fn recent_logs(state: &AppState, lines: usize) -> ApiResult<Vec<LogRecord>> {
+/// The failure records of the unit `name`, oldest first (what `tmidb-cli failures`
+/// shows).
+pub async fn failures(state: &AppState, name: &str) -> ApiResult<Vec<FailureRecord>> {
+    match ask(
+        state,
+        Request::Failures {
+            unit: name.to_string(),
+        },
+    )
+    .await?
+    {
+        Response::Failures { records } => Ok(records),
+        other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// What a reload of the units directory would do (`apply`: does it, on behalf of
+/// `by`); whether it was applied. A directory that does not load is 409 naming each
+/// problem (`file:line:col`).
+pub async fn reload(state: &AppState, apply: bool, by: &str) -> ApiResult<(Vec<PlanEntry>, bool)> {
+    if apply {
+        tracing::warn!(by, "units reloaded through the api");
+    }
+    match ask(state, Request::Reload { dry_run: !apply }).await? {
+        Response::Reload { plan, applied } => Ok((plan, applied)),
+        other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// The last `lines` buffered log records of every unit (or of `unit`), oldest first.
+pub async fn recent_logs(
+    state: &AppState,
+    unit: Option<&str>,
+    lines: usize,
+) -> ApiResult<Vec<LogRecord>> {
     let req = Request::LogShow {
-        units: vec![],
+        units: unit.map(str::to_string).into_iter().collect(),
         lines,
         since: None,
         level: None,
@@ -290,5 +350,10 @@ mod tests {
         );
         assert!(also_affected(&units, "worker").unwrap().is_empty());
         assert!(also_affected(&units, "nope").is_err());
+        assert_eq!(
+            super::pulled_in(&units, "api").unwrap(),
+            ["migrate", "nats", "postgresql"]
+        );
+        assert!(super::pulled_in(&units, "postgresql").unwrap().is_empty());
     }
 }

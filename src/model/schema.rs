@@ -233,6 +233,56 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
+/// How one field differs between two versions of a schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldChange {
+    /// Only in the newer version.
+    Added(Field),
+    /// Only in the older version (its column and stored values stay).
+    Removed(Field),
+    /// In both, declared differently: what changed, each as `what: old → new`.
+    Changed(String, Vec<String>),
+}
+
+/// What changed from the fields `old` to the fields `new`, in the order of `new`
+/// (then what was removed, in the order of `old`).
+pub fn diff(old: &[Field], new: &[Field]) -> Vec<FieldChange> {
+    fn show<T: std::fmt::Debug>(v: &Option<T>) -> String {
+        match v {
+            None => "none".into(),
+            Some(x) => format!("{x:?}").trim_matches('"').to_string(),
+        }
+    }
+    let mut out = vec![];
+    for n in new {
+        let Some(o) = old.iter().find(|o| o.name == n.name) else {
+            out.push(FieldChange::Added(n.clone()));
+            continue;
+        };
+        let mut what = vec![];
+        let mut cmp = |label: &str, a: String, b: String| {
+            if a != b {
+                what.push(format!("{label}: {a} → {b}"));
+            }
+        };
+        cmp("type", o.kind.name().into(), n.kind.name().into());
+        cmp("required", o.required.to_string(), n.required.to_string());
+        cmp("min", show(&o.min), show(&n.min));
+        cmp("max", show(&o.max), show(&n.max));
+        cmp("enum", show(&o.enum_values), show(&n.enum_values));
+        cmp("max_length", show(&o.max_length), show(&n.max_length));
+        cmp("unit", show(&o.unit), show(&n.unit));
+        cmp("description", show(&o.description), show(&n.description));
+        if !what.is_empty() {
+            out.push(FieldChange::Changed(n.name.clone(), what));
+        }
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        out.push(FieldChange::Removed(o.clone()));
+    }
+    out
+}
+
 /// Checks a category name and its fields; every problem is reported.
 pub fn check_definition(category: &str, fields: &[Field]) -> Vec<Problem> {
     let mut out = vec![];
@@ -697,5 +747,33 @@ mod tests {
         );
         assert_eq!(changed.len(), 1);
         assert!(changed[0].reason.contains("from int to text"));
+    }
+
+    #[test]
+    fn a_diff_names_what_was_added_removed_and_changed() {
+        let mut temp = Field::new("temp", FieldType::Float);
+        let hum = Field::new("humidity", FieldType::Float);
+        let old = vec![temp.clone(), hum.clone()];
+        temp.required = true;
+        temp.min = Some(-40.0);
+        temp.unit = Some("°C".into());
+        let site = Field::new("site", FieldType::Text);
+        let new = vec![temp.clone(), site.clone()];
+        assert_eq!(
+            diff(&old, &new),
+            [
+                FieldChange::Changed(
+                    "temp".into(),
+                    vec![
+                        "required: false → true".into(),
+                        "min: none → -40.0".into(),
+                        "unit: none → °C".into()
+                    ]
+                ),
+                FieldChange::Added(site),
+                FieldChange::Removed(hum),
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
     }
 }

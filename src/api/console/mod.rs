@@ -1,28 +1,39 @@
 //! The web console: server-rendered pages (sailfish templates in `templates/`) over
-//! the same functions as the REST routes ([`crate::api::session`],
-//! [`crate::api::units`], …): no SQL of its own and no call to the REST API. Every
-//! page works with plain HTML forms; the session is the REST API's (the same cookie,
-//! the same roles).
+//! the same functions as the REST routes ([`crate::api::records`],
+//! [`crate::api::categories`], [`crate::api::units`], …): no SQL of its own and no
+//! call to the REST API. Every page works with plain HTML forms; a few small scripts
+//! (`templates/assets/`) add live updates and upload progress. The session is the
+//! REST API's (the same cookie, the same roles).
 //!
-//! [`guard`] holds what every console response and form passes: the security headers
-//! (a strict Content-Security-Policy, no framing, `no-store` on pages) and the
-//! cross-site checks (`Origin` / `Sec-Fetch-Site`, and the session's CSRF token in every
-//! form of a signed-in user).
+//! One module per area: [`account`] (login, logout, tokens, sessions, password),
+//! [`system`] (dashboard, units, logs), [`data`] (categories, schemas, the records
+//! explorer), [`ingest`] (sources, dead letters, alert rules), [`files`], [`users`];
+//! [`frame`] holds what every page shares, [`svg`] the pictures, [`guard`] the
+//! security headers and the cross-site checks every form passes.
+//!
+//! This module holds the prelude every handler uses: who is asking ([`user`],
+//! [`admin`], [`sender`] for forms), a form or query string as [`Fields`], and the
+//! answers (a page, an error page, a redirect).
 
+pub mod account;
+pub mod data;
+pub mod files;
+pub mod frame;
 pub mod guard;
-mod pages;
-
-use std::sync::Arc;
+pub mod ingest;
+pub mod svg;
+pub mod system;
+pub mod users;
 
 use poem::http::StatusCode;
-use poem::web::{Data, Form, Redirect};
-use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
-use serde::Deserialize;
+use poem::web::Redirect;
+use poem::{EndpointExt, FromRequest, IntoResponse, Request, RequestBody, Response, Route};
+use sailfish::TemplateSimple;
 
 use super::AppState;
 use crate::model::access::Principal;
 use crate::web::error::ApiError;
-use pages::{Frame, Page, Who};
+use frame::{Frame, Who};
 
 /// The value of a `Result<T, Response>`, or the handler answers with the response (a
 /// refusal, a redirect to the login page).
@@ -34,31 +45,107 @@ macro_rules! or_page {
         }
     };
 }
+pub(crate) use or_page;
 
-/// The console's routes: `/` (to the dashboard or the login), `/login`, `/logout`,
-/// `/dashboard` and `/assets/…`; anything else is the console's 404 page.
+/// The console's routes (every path outside the REST API); anything else is the
+/// console's 404 page.
 pub fn routes() -> impl poem::Endpoint {
     let pages = Route::new()
-        .at("/", poem::get(index))
-        .at("/login", poem::get(login_page).post(login))
-        .at("/logout", poem::post(logout))
-        .at("/dashboard", poem::get(dashboard))
-        .at("/dashboard/stream", poem::get(dashboard_stream))
-        .at("/units", poem::get(units_page))
-        .at("/units/:name/:action", poem::get(confirm).post(control))
-        .at("/account", poem::get(account))
-        .at("/account/logout-everywhere", poem::post(logout_everywhere))
-        .at("/account/tokens", poem::post(create_token))
-        .at("/account/tokens/:id/revoke", poem::post(revoke_token))
-        .at("/logs", poem::get(logs_page))
+        .at("/", poem::get(account::index))
+        .at(
+            "/login",
+            poem::get(account::login_page).post(account::login),
+        )
+        .at("/logout", poem::post(account::logout))
+        .at("/account", poem::get(account::account))
+        .at(
+            "/account/logout-everywhere",
+            poem::post(account::logout_everywhere),
+        )
+        .at("/account/password", poem::post(account::change_password))
+        .at("/account/tokens", poem::post(account::create_token))
+        .at(
+            "/account/tokens/:id/revoke",
+            poem::post(account::revoke_token),
+        )
+        .at("/dashboard", poem::get(system::dashboard))
+        .at("/dashboard/stream", poem::get(system::dashboard_stream))
+        .at("/units", poem::get(system::units_page))
+        .at("/units/:name", poem::get(system::unit_page))
+        .at(
+            "/units/:name/:action",
+            poem::get(system::confirm).post(system::control),
+        )
+        .at("/reload", poem::post(system::reload))
+        .at("/logs", poem::get(system::logs_page))
         .at(
             "/logs/channels/:channel/:switch",
-            poem::post(switch_channel),
+            poem::post(system::switch_channel),
         )
-        .at("/logs/stream", poem::get(logs_stream))
+        .at("/logs/stream", poem::get(system::logs_stream))
+        .at("/data", poem::get(data::list))
+        .at("/data/new", poem::get(data::new_page).post(data::create))
+        .at("/data/:category", poem::get(data::explore))
+        .at("/data/:category/stream", poem::get(data::stream))
+        .at("/data/:category/export", poem::get(data::export))
+        .at(
+            "/data/:category/schema",
+            poem::get(data::schema_page).post(data::change_schema),
+        )
+        .at("/data/:category/versions", poem::get(data::versions_page))
+        .at(
+            "/data/:category/delete",
+            poem::get(data::confirm_delete).post(data::delete),
+        )
+        .at("/sources", poem::get(ingest::sources_page))
+        .at(
+            "/sources/new",
+            poem::get(ingest::new_source).post(ingest::create_source),
+        )
+        .at(
+            "/sources/:name",
+            poem::get(ingest::source_page).post(ingest::change_source),
+        )
+        .at(
+            "/sources/:name/delete",
+            poem::get(ingest::confirm_delete_source).post(ingest::delete_source),
+        )
+        .at("/dead-letters", poem::get(ingest::letters_page))
+        .at("/dead-letters/replay", poem::post(ingest::replay))
+        .at(
+            "/dead-letters/:id",
+            poem::get(ingest::letter_page).post(ingest::fix_letter),
+        )
+        .at(
+            "/dead-letters/:id/delete",
+            poem::get(ingest::confirm_delete_letter).post(ingest::delete_letter),
+        )
+        .at(
+            "/alerts",
+            poem::get(ingest::rules_page).post(ingest::alert_form),
+        )
+        .at(
+            "/alerts/:key/delete",
+            poem::get(ingest::confirm_delete_rule).post(ingest::delete_rule),
+        )
+        .at("/files", poem::get(files::list).post(files::upload))
+        .at("/files/:id/download", poem::get(files::download))
+        .at(
+            "/files/:id/delete",
+            poem::get(files::confirm_delete).post(files::delete),
+        )
+        .at("/users", poem::get(users::list).post(users::create))
+        .at(
+            "/users/:id",
+            poem::get(users::edit_page).post(users::change),
+        )
+        .at(
+            "/users/:id/delete",
+            poem::get(users::confirm_delete).post(users::delete),
+        )
         .with(guard::page_headers());
     let mut route = Route::new();
-    for a in pages::ASSETS {
+    for a in frame::ASSETS {
         route = route.at(a.path(), poem::get(asset(a)));
     }
     route
@@ -70,7 +157,7 @@ pub fn routes() -> impl poem::Endpoint {
                 StatusCode::METHOD_NOT_ALLOWED => ("Not allowed", e.to_string()),
                 _ => ("Error", e.to_string()),
             };
-            html(status, pages::error(&Frame::anonymous(title), &message))
+            html(status, frame::error(&Frame::anonymous(title), &message))
         })
         .with(guard::security_headers())
         .with(poem::middleware::CookieJarManager::new())
@@ -82,6 +169,28 @@ fn html(status: StatusCode, body: String) -> Response {
         .status(status)
         .content_type("text/html; charset=utf-8")
         .body(body)
+}
+
+/// A page rendered from its template (200).
+fn page(t: impl TemplateSimple) -> Response {
+    page_with(StatusCode::OK, t)
+}
+
+/// A page rendered from its template, answered with `status`.
+fn page_with(status: StatusCode, t: impl TemplateSimple) -> Response {
+    match t.render_once() {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!("a console page could not be rendered: {e}");
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                frame::error(
+                    &Frame::anonymous("Error"),
+                    "the page could not be rendered; the api's log has why",
+                ),
+            )
+        }
+    }
 }
 
 /// A `303 See Other` to `to` that sets `cookie` (logging in or out).
@@ -106,16 +215,34 @@ struct Signed {
 }
 
 impl Signed {
-    fn frame(&self, title: &'static str) -> Frame {
+    /// The frame of a page titled `title` in navigation `section`.
+    fn frame(&self, title: impl Into<String>, section: &'static str) -> Frame {
         Frame {
-            title,
+            section,
             who: Some(Who {
                 username: self.principal.username.clone(),
-                role: self.principal.role.as_str(),
+                role: self.principal.role,
             }),
             csrf: self.csrf.clone(),
             ..Frame::anonymous(title)
         }
+    }
+
+    /// The page for an error the domain answered (its status, its message).
+    fn failure(&self, section: &'static str, e: ApiError) -> Response {
+        failure(&self.frame(error_title(&e), section), e)
+    }
+}
+
+/// A title for the page of `e`.
+fn error_title(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::NotFound(_) => "Not found",
+        ApiError::Forbidden(_) => "Not allowed",
+        ApiError::Conflict(_) => "Conflict",
+        ApiError::Unavailable(..) => "Unavailable",
+        ApiError::BadRequest(_) => "Not done",
+        _ => "Error",
     }
 }
 
@@ -131,298 +258,155 @@ async fn signed(state: &AppState, req: &Request) -> Result<Option<Signed>, ApiEr
     }
 }
 
-/// The page for an error the domain answered (its status, its message).
+/// The page for an error the domain answered (its status, its message and the
+/// per-item reasons).
 fn failure(frame: &Frame, e: ApiError) -> Response {
-    let message = e.body().message.clone();
-    let status = e.into_response().status();
-    html(status, pages::error(frame, &message))
-}
-
-#[handler]
-async fn index(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    match signed(&state, req).await {
-        Ok(Some(_)) => see_other("/dashboard"),
-        Ok(None) => see_other("/login"),
-        Err(e) => failure(&Frame::anonymous("Unavailable"), e),
-    }
-}
-
-#[handler]
-async fn login_page(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    if let Ok(Some(_)) = signed(&state, req).await {
-        return see_other("/dashboard");
-    }
-    html(
-        StatusCode::OK,
-        Page::Login {
-            error: None,
-            username: "",
+    let status = {
+        let b = e.body();
+        let mut message = b.message.clone();
+        for i in &b.errors {
+            message.push_str(&format!("; {}", issue(i)));
         }
-        .render(&Frame::anonymous("Log in")),
-    )
-}
-
-/// The login form.
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    username: String,
-    password: String,
-}
-
-#[handler]
-async fn login(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    form: poem::Result<Form<LoginForm>>,
-) -> Response {
-    let frame = Frame::anonymous("Log in");
-    if !guard::same_origin(req) {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error(&frame, guard::CROSS_SITE),
-        );
-    }
-    let Ok(Form(form)) = form else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            Page::Login {
-                error: Some("send a user name and a password".into()),
-                username: "",
-            }
-            .render(&frame),
-        );
+        (message, e.into_response().status())
     };
-    let addr = req
-        .remote_addr()
-        .as_socket_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let previous = req
-        .cookie()
-        .get(super::auth::SESSION_COOKIE)
-        .map(|c| c.value_str().to_string());
-    match super::session::open(
-        &state,
-        &form.username,
-        &form.password,
-        &addr,
-        previous.as_deref(),
-    )
-    .await
-    {
-        Ok(opened) => {
-            tracing::info!(user = %opened.user.username, "console login");
-            see_other_setting("/dashboard", &super::session::cookie(&opened.token))
-        }
-        // A refused login shows the form again with why (200, as a form with errors is
-        // answered: the browser is not failing to load a page).
-        Err(e) => {
-            if !matches!(e, ApiError::TooManyRequests(..) | ApiError::Unauthorized(_)) {
-                return failure(&frame, e);
-            }
-            html(
-                StatusCode::OK,
-                Page::Login {
-                    error: Some(e.body().message.clone()),
-                    username: &form.username,
-                }
-                .render(&frame),
-            )
-        }
+    html(status.1, frame::error(frame, &status.0))
+}
+
+/// One per-item reason in words: `field: reason`.
+fn issue(i: &crate::web::error::Issue) -> String {
+    match &i.field {
+        Some(f) => format!("{f}: {}", i.reason),
+        None => i.reason.clone(),
     }
 }
 
-/// A form that only carries the CSRF token.
-#[derive(Debug, Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+/// An error's message and its per-item reasons, each in words.
+fn reasons(e: &ApiError) -> Vec<String> {
+    let b = e.body();
+    std::iter::once(b.message.clone())
+        .chain(b.errors.iter().map(issue))
+        .collect()
 }
 
-#[handler]
-async fn logout(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    form: poem::Result<Form<CsrfForm>>,
-) -> Response {
-    let frame = Frame::anonymous("Log out");
-    or_page!(sender(&state, req, "Log out", false, &token_of(form)).await);
-    if let Some(c) = req.cookie().get(super::auth::SESSION_COOKIE)
-        && let Err(e) = super::session::close(&state, c.value_str()).await
-    {
-        return failure(&frame, e);
+/// The signed-in user of `req`; a stranger is sent to the login page.
+async fn user(state: &AppState, req: &Request) -> Result<Signed, Response> {
+    match signed(state, req).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(see_other("/login")),
+        Err(e) => Err(failure(&Frame::anonymous("Unavailable"), e)),
     }
-    see_other_setting("/login", &super::session::cleared_cookie())
-}
-
-#[handler]
-async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    let s = or_page!(user(&state, req, "Dashboard").await);
-    let frame = s.frame("Dashboard");
-    // The units are the supervisor's, shown to whom the REST API shows them: admins.
-    let page = if s.principal.require_admin().is_ok() {
-        match super::units::list(&state).await {
-            Ok(units) => Page::Dashboard {
-                units: Some(units),
-                note: "",
-            },
-            Err(e) => return failure(&frame, e),
-        }
-    } else {
-        Page::Dashboard {
-            units: None,
-            note: "The supervisor's units are shown to admins.",
-        }
-    };
-    html(StatusCode::OK, page.render(&frame))
 }
 
 /// The signed-in admin of `req`; anyone else is refused (a stranger is sent to the
 /// login page).
-async fn admin(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
-    let s = user(state, req, title).await?;
+async fn admin(state: &AppState, req: &Request, section: &'static str) -> Result<Signed, Response> {
+    let s = user(state, req).await?;
     if let Err(d) = s.principal.require_admin() {
         return Err(html(
             StatusCode::FORBIDDEN,
-            pages::error(&s.frame(title), &d.0),
+            frame::error(&s.frame("Not allowed", section), &d.0),
         ));
     }
     Ok(s)
 }
 
-/// The signed-in sender of a console form whose CSRF token is `sent` (an admin, when
-/// `admin_only`); a cross-site form or a wrong token is refused.
+/// The signed-in sender of a console form (`fields`): the form must come from this
+/// console (same origin) and carry the session's CSRF token; a stranger is sent to
+/// the login page. What the sender may do is the domain's to say.
 async fn sender(
     state: &AppState,
     req: &Request,
-    title: &'static str,
-    admin_only: bool,
-    sent: &str,
+    section: &'static str,
+    fields: &Fields,
 ) -> Result<Signed, Response> {
-    let s = if admin_only {
-        admin(state, req, title).await?
-    } else {
-        user(state, req, title).await?
-    };
-    if let Err(why) = guard::form_allowed(req, &s.csrf, sent) {
+    let s = user(state, req).await?;
+    if let Err(why) = guard::form_allowed(req, &s.csrf, fields.get("csrf")) {
         return Err(html(
             StatusCode::FORBIDDEN,
-            pages::error(&s.frame(title), why),
+            frame::error(&s.frame("Not allowed", section), why),
         ));
     }
     Ok(s)
 }
 
-/// The CSRF token a form carried (empty when the form could not be read).
-fn token_of(form: poem::Result<Form<CsrfForm>>) -> String {
-    form.map(|f| f.0.csrf).unwrap_or_default()
-}
+/// A form or query string as sent: every name and value, in order (a name may
+/// repeat: several filters, several selected letters).
+#[derive(Debug, Default, Clone)]
+pub struct Fields(Vec<(String, String)>);
 
-/// `?done=…` after an action.
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
-#[handler]
-async fn units_page(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    done: poem::web::Query<Done>,
-) -> Response {
-    let s = or_page!(admin(&state, req, "Units").await);
-    let frame = s.frame("Units");
-    let (statuses, infos) = match (
-        super::units::list(&state).await,
-        super::units::infos(&state).await,
-    ) {
-        (Ok(s), Ok(i)) => (s, i),
-        (Err(e), _) | (_, Err(e)) => return failure(&frame, e),
-    };
-    let units = statuses
-        .into_iter()
-        .map(|u| {
-            let info = infos.iter().find(|i| i.name == u.name).cloned();
-            (u, info)
-        })
-        .collect();
-    html(
-        StatusCode::OK,
-        Page::Units {
-            units,
-            done: done.0.done,
-        }
-        .render(&frame),
-    )
-}
-
-#[handler]
-async fn confirm(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    poem::web::Path((name, action)): poem::web::Path<(String, String)>,
-) -> Response {
-    let s = or_page!(admin(&state, req, "Units").await);
-    let frame = s.frame("Units");
-    match super::units::UnitAction::parse(&action) {
-        Some(super::units::UnitAction::Stop | super::units::UnitAction::Restart) => {}
-        _ => {
-            return html(
-                StatusCode::NOT_FOUND,
-                pages::error(
-                    &frame,
-                    "units are stopped or restarted here; start them from the units page",
-                ),
-            );
-        }
+impl Fields {
+    /// The first value of `name` ("" when absent).
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
     }
-    let infos = match super::units::infos(&state).await {
-        Ok(i) => i,
-        Err(e) => return failure(&frame, e),
-    };
-    match super::units::also_affected(&infos, &name) {
-        Ok(also) => html(
-            StatusCode::OK,
-            Page::Confirm {
-                unit: &name,
-                action: &action,
-                also,
+
+    /// The first value of `name`, trimmed, if it is not empty.
+    pub fn opt(&self, name: &str) -> Option<&str> {
+        Some(self.get(name).trim()).filter(|v| !v.is_empty())
+    }
+
+    /// Every value of `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Whether `name` was sent (a checked checkbox, the button pressed).
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    /// The pairs as a query string (`a=1&b=2`), without `skip`.
+    pub fn query(&self, skip: &[&str]) -> String {
+        self.0
+            .iter()
+            .filter(|(k, v)| !skip.contains(&k.as_str()) && !v.is_empty())
+            .map(|(k, v)| format!("{}={}", urlencoded(k), urlencoded(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// Fields made of `pairs`.
+    pub fn of(pairs: &[(&str, &str)]) -> Fields {
+        Fields(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl<'a> FromRequest<'a> for Fields {
+    /// A query string (GET) or a urlencoded form (POST); what cannot be read is no
+    /// field at all (a form without its CSRF token is then refused as such).
+    async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let pairs = if req.method() == poem::http::Method::GET {
+            match poem::web::Query::<Vec<(String, String)>>::from_request(req, body).await {
+                Ok(q) => q.0,
+                Err(_) => vec![],
             }
-            .render(&frame),
-        ),
-        Err(why) => html(StatusCode::NOT_FOUND, pages::error(&frame, &why)),
-    }
-}
-
-#[handler]
-async fn control(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    poem::web::Path((name, action)): poem::web::Path<(String, String)>,
-    form: poem::Result<Form<CsrfForm>>,
-) -> Response {
-    let s = or_page!(sender(&state, req, "Units", true, &token_of(form)).await);
-    let frame = s.frame("Units");
-    let Some(act) = super::units::UnitAction::parse(&action) else {
-        return html(
-            StatusCode::NOT_FOUND,
-            pages::error(&frame, "no such action"),
-        );
-    };
-    match super::units::control(&state, &name, act, &s.principal.username).await {
-        Ok(_) => {
-            let done = format!("{name}: {action} done");
-            see_other(&format!("/units?done={}", urlencoded(&done)))
-        }
-        Err(e) => failure(&frame, e),
+        } else {
+            match poem::web::Form::<Vec<(String, String)>>::from_request(req, body).await {
+                Ok(f) => f.0,
+                Err(_) => vec![],
+            }
+        };
+        Ok(Fields(pairs))
     }
 }
 
 /// `s` as a query-string value.
-fn urlencoded(s: &str) -> String {
+pub fn urlencoded(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' => {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
             _ => format!("%{b:02X}"),
@@ -430,278 +414,8 @@ fn urlencoded(s: &str) -> String {
         .collect()
 }
 
-/// The signed-in user of `req`; a stranger is sent to the login page.
-async fn user(state: &AppState, req: &Request, title: &'static str) -> Result<Signed, Response> {
-    match signed(state, req).await {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(see_other("/login")),
-        Err(e) => Err(failure(&Frame::anonymous(title), e)),
-    }
-}
-
-/// The account page of `s`, with what the last form did.
-async fn account_page(
-    state: &AppState,
-    s: &Signed,
-    created: Option<super::tokens::Token>,
-    error: Option<String>,
-) -> Response {
-    let frame = s.frame("Account");
-    let p = &s.principal;
-    let sessions = super::session::list(state, p.user_id, p.session_hash.as_deref()).await;
-    let tokens = super::tokens::list(state, p, false).await;
-    match (sessions, tokens) {
-        (Ok(sessions), Ok(tokens)) => html(
-            StatusCode::OK,
-            Page::Account {
-                sessions,
-                tokens,
-                created,
-                error,
-            }
-            .render(&frame),
-        ),
-        (Err(e), _) | (_, Err(e)) => failure(&frame, e),
-    }
-}
-
-#[handler]
-async fn account(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    match user(&state, req, "Account").await {
-        Ok(s) => account_page(&state, &s, None, None).await,
-        Err(r) => r,
-    }
-}
-
-/// The new-token form.
-#[derive(Debug, Deserialize)]
-struct TokenForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    scopes: String,
-    #[serde(default)]
-    expires_in_days: String,
-}
-
-#[handler]
-async fn create_token(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    form: poem::Result<Form<TokenForm>>,
-) -> Response {
-    let s = or_page!(user(&state, req, "Account").await);
-    let Ok(Form(f)) = form else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::error(&s.frame("Account"), "the form could not be read"),
-        );
-    };
-    if let Err(why) = guard::form_allowed(req, &s.csrf, &f.csrf) {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error(&s.frame("Account"), why),
-        );
-    }
-    let days = match f.expires_in_days.trim() {
-        "" => None,
-        d => match d.parse::<u32>() {
-            Ok(n) if (1..=3650).contains(&n) => Some(n),
-            _ => {
-                let why = format!("expires in days: `{d}` is not a whole number from 1 to 3650");
-                return account_page(&state, &s, None, Some(why)).await;
-            }
-        },
-    };
-    let scopes: Vec<String> = f.scopes.split_whitespace().map(str::to_string).collect();
-    match super::tokens::create(&state, &s.principal, f.name.trim(), &scopes, days).await {
-        Ok(t) => account_page(&state, &s, Some(t), None).await,
-        Err(e) => account_page(&state, &s, None, Some(e.body().message.clone())).await,
-    }
-}
-
-#[handler]
-async fn revoke_token(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    poem::web::Path(id): poem::web::Path<String>,
-    form: poem::Result<Form<CsrfForm>>,
-) -> Response {
-    let s = or_page!(sender(&state, req, "Account", false, &token_of(form)).await);
-    let frame = s.frame("Account");
-    let Ok(id) = uuid::Uuid::parse_str(&id) else {
-        return html(StatusCode::NOT_FOUND, pages::error(&frame, "no such token"));
-    };
-    // Your own tokens only here, whatever your role (admins revoke others' through
-    // the API).
-    let own = super::tokens::list(&state, &s.principal, false).await;
-    match own {
-        Ok(list) if list.iter().any(|t| t.id == id) => {}
-        Ok(_) => {
-            return html(
-                StatusCode::NOT_FOUND,
-                pages::error(&frame, "no such token of yours"),
-            );
-        }
-        Err(e) => return failure(&frame, e),
-    }
-    match super::tokens::revoke(&state, &s.principal, id).await {
-        Ok(()) => see_other("/account"),
-        Err(e) => failure(&frame, e),
-    }
-}
-
-#[handler]
-async fn logout_everywhere(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    form: poem::Result<Form<CsrfForm>>,
-) -> Response {
-    let s = or_page!(sender(&state, req, "Account", false, &token_of(form)).await);
-    let frame = s.frame("Account");
-    match super::session::close_all(&state, s.principal.user_id).await {
-        Ok(n) => {
-            tracing::info!(user = %s.principal.username, sessions = n, "logged out everywhere");
-            see_other_setting("/login", &super::session::cleared_cookie())
-        }
-        Err(e) => failure(&frame, e),
-    }
-}
-
-/// How often the dashboard's stream looks at the supervisor's units.
-const UNITS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The units as the dashboard's script reads them: the REST API's `Unit` objects.
-fn units_json(units: Vec<crate::control::protocol::UnitStatus>) -> String {
-    use poem_openapi::types::ToJSON;
-    let list: Vec<super::units::Unit> = units.into_iter().map(Into::into).collect();
-    list.to_json_string()
-}
-
-/// The units as Server-Sent Events (`units`: the whole list), sent at once and then
-/// whenever it changes (looked at every second).
-#[handler]
-async fn dashboard_stream(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    or_page!(admin(&state, req, "Dashboard").await);
-    let state = state.0.clone();
-    let events = futures_util::stream::unfold(
-        (state, String::new(), true),
-        |(state, last, first)| async move {
-            let mut first = first;
-            loop {
-                if !first {
-                    tokio::time::sleep(UNITS_EVERY).await;
-                }
-                first = false;
-                let Ok(units) = super::units::list(&state).await else {
-                    continue;
-                };
-                let now = units_json(units);
-                if now != last {
-                    let event = poem::web::sse::Event::message(now.clone()).event_type("units");
-                    return Some((event, (state, now, false)));
-                }
-            }
-        },
-    );
-    poem::web::sse::SSE::new(events)
-        .keep_alive(std::time::Duration::from_secs(15))
-        .into_response()
-}
-
-/// Lines the logs page shows before the live tail takes over.
-const RECENT_LINES: usize = 200;
-
-#[handler]
-async fn logs_page(state: Data<&Arc<AppState>>, req: &Request) -> Response {
-    let s = or_page!(admin(&state, req, "Logs").await);
-    let frame = s.frame("Logs");
-    let (channels, records) = match (
-        super::units::channels(&state).await,
-        super::units::recent_logs(&state, RECENT_LINES).await,
-    ) {
-        (Ok(c), Ok(r)) => (c, r),
-        (Err(e), _) | (_, Err(e)) => return failure(&frame, e),
-    };
-    html(
-        StatusCode::OK,
-        Page::Logs { channels, records }.render(&frame),
-    )
-}
-
-#[handler]
-async fn switch_channel(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    poem::web::Path((channel, switch)): poem::web::Path<(String, String)>,
-    form: poem::Result<Form<CsrfForm>>,
-) -> Response {
-    let s = or_page!(sender(&state, req, "Logs", true, &token_of(form)).await);
-    let frame = s.frame("Logs");
-    let enabled = match switch.as_str() {
-        "on" => true,
-        "off" => false,
-        _ => {
-            return html(
-                StatusCode::NOT_FOUND,
-                pages::error(&frame, "a channel is switched on or off"),
-            );
-        }
-    };
-    match super::units::set_channel(&state, &channel, enabled, &s.principal.username).await {
-        Ok(()) => see_other("/logs"),
-        Err(e) => failure(&frame, e),
-    }
-}
-
-/// `?since=SEQ` (a page's last line) when there is no `Last-Event-ID`.
-#[derive(Debug, Deserialize)]
-struct Since {
-    since: Option<u64>,
-}
-
-/// Every unit's log lines as Server-Sent Events (`log`: a record, id its sequence;
-/// `gap`: lines this follower missed). A reconnecting EventSource sends
-/// `Last-Event-ID` and resumes right after it.
-#[handler]
-async fn logs_stream(
-    state: Data<&Arc<AppState>>,
-    req: &Request,
-    since: poem::web::Query<Since>,
-) -> Response {
-    or_page!(admin(&state, req, "Logs").await);
-    let resume = req
-        .header("last-event-id")
-        .and_then(|v| v.parse::<u64>().ok())
-        .or(since.0.since);
-    let rx = match super::units::follow_logs(&state, resume).await {
-        Ok(rx) => rx,
-        Err(e) => return failure(&Frame::anonymous("Logs"), e),
-    };
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let e = rx.recv().await?;
-        let event = match e {
-            super::units::LogEvent::Record(r) => {
-                poem::web::sse::Event::message(serde_json::to_string(&r).expect("json"))
-                    .event_type("log")
-                    .id(r.seq.to_string())
-            }
-            super::units::LogEvent::Gap { missed, reason } => poem::web::sse::Event::message(
-                serde_json::json!({"missed": missed, "reason": reason}).to_string(),
-            )
-            .event_type("gap"),
-        };
-        Some((event, rx))
-    });
-    poem::web::sse::SSE::new(events)
-        .keep_alive(std::time::Duration::from_secs(15))
-        .into_response()
-}
-
 /// Serves `a`, cached for a year (its name changes with its content).
-fn asset(a: &'static pages::Asset) -> impl poem::Endpoint {
+fn asset(a: &'static frame::Asset) -> impl poem::Endpoint {
     poem::endpoint::make_sync(move |_| {
         Response::builder()
             .content_type(a.content_type)
