@@ -658,11 +658,27 @@ async fn chart(
         (Some(f), Some(t)) => (f, t),
         (Some(f), None) => (f, now.max(f + chrono::Duration::seconds(1))),
         (None, Some(t)) => (t - chrono::Duration::days(1), t),
+        // The day up to the newest record, from the first record in it.
         (None, None) => match newest {
-            Some(n) => (
-                n - chrono::Duration::days(1),
-                n + chrono::Duration::seconds(1),
-            ),
+            Some(n) => {
+                let day = Query {
+                    from: Some(n - chrono::Duration::days(1)),
+                    ..view.query.clone()
+                };
+                let first =
+                    records::page(state, &s.principal, &schema.name, &day, Order::Asc, 1, None)
+                        .await
+                        .ok()
+                        .and_then(|p| p.records.first().cloned())
+                        .and_then(|r| serde_json::from_str::<Map<String, Value>>(&r).ok())
+                        .and_then(|r| r.get("ts").and_then(Value::as_str).map(str::to_string))
+                        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&Utc));
+                (
+                    first.unwrap_or(n - chrono::Duration::hours(1)),
+                    n + chrono::Duration::seconds(1),
+                )
+            }
             None => {
                 out.note = Some("No records to chart.".into());
                 return out;

@@ -105,8 +105,8 @@ pub struct Chart {
     pub bottom: f64,
     /// The lines.
     pub lines: Vec<Line>,
-    /// Ticks on the time axis: (x, label).
-    pub x_ticks: Vec<(f64, String)>,
+    /// Ticks on the time axis: (x, label, text-anchor).
+    pub x_ticks: Vec<(f64, String, &'static str)>,
     /// Ticks on the value axis: (y, label).
     pub y_ticks: Vec<(f64, String)>,
 }
@@ -196,7 +196,12 @@ pub fn chart(
             } else {
                 t.format("%Y-%m-%d").to_string()
             };
-            (x(t), label)
+            let anchor = match i {
+                0 => "start",
+                4 => "end",
+                _ => "middle",
+            };
+            (x(t), label, anchor)
         })
         .collect();
     let y_ticks = (0..=4)
