@@ -1,81 +1,10 @@
-//! The web console on the shared api stack: pages, sessions, and what every console
-//! response and form passes (headers, cross-site checks, CSRF tokens, escaping).
+//! Sessions, headers, escaping at login, and the supervisor's pages (units, logs,
+//! account) on the shared api stack.
 
 use serde_json::json;
 
-use crate::helpers::{api_stack, http};
-
-/// A header's value in a response head (case-insensitive name).
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// The session token a login set, from its `Set-Cookie`.
-fn session_of(head: &str) -> String {
-    let c = header(head, "set-cookie").expect("a Set-Cookie");
-    assert!(
-        c.contains("HttpOnly") && c.contains("SameSite=Strict"),
-        "{c}"
-    );
-    c.split(';')
-        .next()
-        .unwrap()
-        .strip_prefix("tmidb_session=")
-        .expect("the session cookie")
-        .to_string()
-}
-
-/// The value of the first hidden `csrf` field of a page.
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    page[at..].split('"').next().unwrap().to_string()
-}
-
-/// A form POST: (status, head, body as text).
-fn post(
-    port: u16,
-    path: &str,
-    cookie: Option<&str>,
-    extra: &[(&str, &str)],
-    form: &str,
-) -> (u16, String, String) {
-    let c = cookie.map(|t| format!("tmidb_session={t}"));
-    let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
-    if let Some(c) = &c {
-        h.push(("Cookie", c.as_str()));
-    }
-    h.extend_from_slice(extra);
-    let (s, head, body) = http(port, "POST", path, &h, form.as_bytes());
-    (s, head, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A GET with the session cookie: (status, head, body as text).
-fn get(port: u16, path: &str, cookie: Option<&str>) -> (u16, String, String) {
-    let c = cookie.map(|t| format!("tmidb_session={t}"));
-    let h: Vec<(&str, &str)> = c.iter().map(|c| ("Cookie", c.as_str())).collect();
-    let (s, head, body) = http(port, "GET", path, &h, b"");
-    (s, head, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn form_login(user: &str, password: &str) -> String {
-    format!(
-        "username={}&password={}",
-        urlencode(user),
-        urlencode(password)
-    )
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use super::{csrf_of, form_login, get, header, post, session_of};
+use crate::helpers::api_stack;
 
 #[test]
 fn console_pages_sessions_headers_and_cross_site_checks() {
@@ -179,7 +108,9 @@ fn console_pages_sessions_headers_and_cross_site_checks() {
     assert_eq!(header(&head, "cache-control"), Some("no-store"));
     for unit in ["postgresql", "migrate", "api", "seaweedfs"] {
         assert!(
-            page.contains(&format!("<th scope=\"row\">{unit}</th>")),
+            page.contains(&format!(
+                "<th scope=\"row\"><a href=\"/units/{unit}\">{unit}</a></th>"
+            )),
             "{unit}: {page}"
         );
     }
@@ -215,10 +146,7 @@ fn console_pages_sessions_headers_and_cross_site_checks() {
     // (what requires the unit, by the supervisor's rule).
     let (s, _, page) = get(port, "/units", Some(&session));
     assert_eq!(s, 200, "{page}");
-    assert!(
-        page.contains("action=\"/units/postgresql/start\""),
-        "{page}"
-    );
+    assert!(page.contains("href=\"/units/postgresql/start\""), "{page}");
     assert!(
         page.contains("href=\"/units/postgresql/restart\""),
         "{page}"
