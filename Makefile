@@ -52,11 +52,12 @@ test: test-deps lint ## install what is missing, then run every test
 	$(CARGO) build --bins --tests
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
-bench: release ## supervisor and log benchmarks (prints figures)
+bench: release ## supervisor, logs, api, pipeline and console benchmarks (prints figures)
 	$(CARGO) bench --bench supervisor
 	$(CARGO) bench --bench logs
 	$(CARGO) bench --bench api
 	$(CARGO) bench --bench pipeline
+	$(CARGO) bench --bench console
 
 man: ## regenerate the man pages from the code (then commit them)
 	TMIDB_BLESS=1 $(CARGO) test --lib committed_man_pages

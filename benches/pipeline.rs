@@ -127,16 +127,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let units = [
-        "postgresql-init",
-        "postgresql",
-        "migrate",
-        "nats-init",
-        "nats",
-        "api",
-        "data-manager",
-        "data-consumer",
-    ];
+    let units = [common::API_UNITS, &["data-manager", "data-consumer"]].concat();
     let stack = common::Stack::start("tmidb-pipebench-", 42700, &units, 42700 + 12);
     let (home, token, api, ingest) = (stack.home(), stack.token.clone(), 42700 + 11, 42700 + 12);
     for name in ["pipe", "pipen", "sparse", "rawcopy", "lat"] {
@@ -148,13 +139,8 @@ fn main() {
             201
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, pool) = stack.db();
     let cfg = tmidb::config::Config::load(home).unwrap();
-    let pool = rt.block_on(tmidb::db::connect(&cfg, 2)).unwrap();
     let nats = rt
         .block_on(
             async_nats::ConnectOptions::with_user_and_password(

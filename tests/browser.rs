@@ -14,7 +14,8 @@ const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 #[test]
 fn the_console_works_in_chromium_without_csp_violations_or_foreign_requests() {
     let home = Home::new();
-    home.default_units(crate::helpers::ALL_UNITS, true);
+    home.default_units(crate::helpers::API_UNITS, true);
+    home.default_units(crate::helpers::PIPELINE_UNITS, true);
     let sup = home.start();
     for u in ["api", "seaweedfs", "data-manager", "data-consumer@1"] {
         sup.wait_state(u, "ready", secs(120));

@@ -146,3 +146,30 @@ fn the_scan_sees_code_and_skips_comments() {
     let names: Vec<String> = named(&f).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["api"]);
 }
+
+/// The console is a front-end: it renders what the domain modules of the api answer.
+/// It runs no SQL of its own and calls no REST route (ARCHITECTURE.md, `api::console`).
+#[test]
+fn the_console_runs_no_sql_and_calls_no_rest_route() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut fs = vec![];
+    files(&root.join("src/api/console"), &mut fs);
+    assert!(fs.len() >= 8, "the console's modules: {fs:?}");
+    let mut broken = vec![];
+    for f in fs {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for bad in ["sqlx", "PgPool", "state.pool", "api::routes", "/api/v1"] {
+                if code.contains(bad) {
+                    broken.push(format!("{}:{}: {bad}", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "the console reaches past the domain:\n{}",
+        broken.join("\n")
+    );
+}

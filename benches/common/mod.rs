@@ -11,6 +11,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The default units an api needs (PostgreSQL, NATS, the migrations and the api).
+pub const API_UNITS: &[&str] = &[
+    "postgresql-init",
+    "postgresql",
+    "migrate",
+    "nats-init",
+    "nats",
+    "api",
+];
+
 /// A running stack in a temp home.
 pub struct Stack {
     dir: tempfile::TempDir,
@@ -88,6 +98,75 @@ impl Stack {
     /// The home.
     pub fn home(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A runtime and a small pool on the stack's database, for loading data by SQL.
+    pub fn db(&self) -> (tokio::runtime::Runtime, sqlx::PgPool) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = tmidb::config::Config::load(self.home()).unwrap();
+        let pool = rt.block_on(tmidb::db::connect(&cfg, 2)).unwrap();
+        (rt, pool)
+    }
+
+    /// Creates category `bench` (`v` float, `n` int) through the api on `port` and
+    /// loads `rows` records into it by SQL: 100 targets `t0`..`t99`, one record per
+    /// target every 10 s from 2026-01-01 (5M rows: ~5.8 days); with `rollups`, also
+    /// the 1-minute and 1-hour rollups the writers would have kept. Prints how long
+    /// it took.
+    pub fn load_bench(
+        &self,
+        port: u16,
+        rows: i64,
+        rollups: bool,
+    ) -> (tokio::runtime::Runtime, sqlx::PgPool) {
+        let def =
+            br#"{"name":"bench","fields":[{"name":"v","type":"float"},{"name":"n","type":"int"}]}"#;
+        assert_eq!(
+            http(port, "POST", "/api/v1/categories", &self.token, def).0,
+            201
+        );
+        // One record through the api creates the January 2026 partition the load goes into.
+        let first = br#"[{"target":"t0","ts":"2026-01-01T00:00:00Z","v":0.5,"n":0}]"#;
+        let path = "/api/v1/categories/bench/records";
+        assert_eq!(http(port, "POST", path, &self.token, first).0, 201);
+        let (rt, pool) = self.db();
+        let load = Instant::now();
+        rt.block_on(async {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO rec_bench (target, ts, schema_version, v, n) SELECT 't' || (g % 100), \
+                 TIMESTAMPTZ '2026-01-01 00:00:10+00' + (g / 100) * INTERVAL '10 seconds', 1, random() * 100, g \
+                 FROM generate_series(0, {}) g",
+                rows - 2
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+            if rollups {
+                for (width, field) in [("1m", "v"), ("1h", "v"), ("1m", "n"), ("1h", "n")] {
+                    let every = if width == "1m" { "1 minute" } else { "1 hour" };
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO rollups (category, width, target, field, bucket, count, min, max, sum) \
+                         SELECT 'bench', '{width}', target, '{field}', date_bin('{every}', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
+                         count({field}), min({field}), max({field}), sum({field}) FROM rec_bench GROUP BY target, b \
+                         ON CONFLICT (category, width, field, target, bucket) DO UPDATE SET count = rollups.count + excluded.count, \
+                         min = least(rollups.min, excluded.min), max = greatest(rollups.max, excluded.max), sum = rollups.sum + excluded.sum"
+                    )))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+            }
+            sqlx::query("ANALYZE rec_bench").execute(&pool).await.unwrap();
+        });
+        println!(
+            "loaded {rows} rows by SQL in {:.1} s",
+            load.elapsed().as_secs_f64()
+        );
+        (rt, pool)
     }
 
     /// Orderly stop.

@@ -21,6 +21,16 @@ pub async fn get(state: &AppState, name: &str, version: Option<i32>) -> ApiResul
     Ok(store::get(&state.pool, name, version).await?)
 }
 
+/// Version `version` of `name`'s schema, from the cache (None when there is no such
+/// version, or the database cannot be asked).
+pub async fn schema(
+    state: &AppState,
+    name: &str,
+    version: i32,
+) -> Option<std::sync::Arc<crate::model::schema::Schema>> {
+    state.schemas.version(&state.pool, name, version).await.ok()
+}
+
 /// One stored version of a schema.
 #[derive(Debug, Clone)]
 pub struct Version {

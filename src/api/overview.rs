@@ -68,6 +68,11 @@ pub async fn ingest(state: &AppState, p: &Principal) -> ApiResult<Ingest> {
     Ok(out)
 }
 
+/// The last integrity reconciliation, if there was one and it can be read.
+pub async fn integrity(state: &AppState) -> Option<crate::integrity::Report> {
+    crate::integrity::last(&state.pool).await.ok().flatten()
+}
+
 /// The pipeline's queues.
 #[derive(Debug, Default)]
 pub struct Backlog {

@@ -206,10 +206,11 @@ pub async fn newest(
 }
 
 /// Aggregation buckets of the numeric `field` over `q`, `width` wide: JSON text of
-/// `[{target, bucket, count, min, max, avg, sum}]`, by target then time. Widths of
-/// `1m` and `1h` are read from the rollups when the selection has no field filter and
-/// its ends fall on bucket boundaries (and `raw` is false); otherwise the buckets are
-/// computed from the records. More than [`MAX_BUCKETS`] is refused.
+/// `[{target, bucket, count, min, max, avg, sum}]`, by target then time. A width of
+/// whole minutes (hours) over a window whose ends fall on minute (hour) boundaries is
+/// read from the rollups the writers maintain when the selection has no field filter
+/// (and `raw` is false); otherwise the buckets are computed from the records. More
+/// than [`MAX_BUCKETS`] is refused.
 pub async fn aggregate(
     state: &AppState,
     p: &Principal,
@@ -238,20 +239,21 @@ pub async fn aggregate(
             "the interval must be at least 1s, e.g. 1m",
         ));
     }
-    let rollup = match width.as_secs() {
-        60 if width.subsec_nanos() == 0 => Some("1m"),
-        3600 if width.subsec_nanos() == 0 => Some("1h"),
-        _ => None,
+    // The rollups answer a width that is a whole number of their own (1 hour, else 1
+    // minute) over a window whose ends fall on their boundaries: each rollup bucket
+    // then lies wholly inside one bucket asked for and wholly inside or outside the
+    // window. Otherwise, or with field filters, the buckets come from the records.
+    let on = |unit: u64| {
+        let t_ok = |t: &Option<DateTime<Utc>>| {
+            t.is_none_or(|t| t.timestamp_subsec_nanos() == 0 && t.timestamp() % unit as i64 == 0)
+        };
+        width.subsec_nanos() == 0 && width.as_secs() % unit == 0 && t_ok(&sel.from) && t_ok(&sel.to)
     };
-    // Rollups answer when the window starts and ends on bucket boundaries; otherwise
-    // the partial buckets at its edges are computed from the records.
-    let aligned = |t: &Option<DateTime<Utc>>| {
-        t.is_none_or(|t| {
-            t.timestamp_subsec_nanos() == 0 && t.timestamp() % width.as_secs() as i64 == 0
-        })
-    };
-    let rollup =
-        rollup.filter(|_| !raw && sel.filters.is_empty() && aligned(&sel.from) && aligned(&sel.to));
+    let rollup = [("1h", 3600), ("1m", 60)]
+        .into_iter()
+        .find(|(_, unit)| on(*unit))
+        .map(|(w, _)| w)
+        .filter(|_| !raw && sel.filters.is_empty());
     let (n, body) = match rollup {
         Some(w) => {
             crate::db::records::buckets_from_rollups(
@@ -259,6 +261,7 @@ pub async fn aggregate(
                 &schema.category,
                 w,
                 &f.name,
+                width.as_secs_f64(),
                 &sel,
                 MAX_BUCKETS,
             )

@@ -116,6 +116,15 @@ pub async fn issue(state: &AppState, user: User, previous: Option<&str>) -> ApiR
     })
 }
 
+/// The user of the live session `token` and its CSRF token (401 when there is no
+/// such session).
+pub async fn lookup(
+    state: &AppState,
+    token: &str,
+) -> ApiResult<(crate::model::access::Principal, String)> {
+    crate::web::bearer::session(&state.pool, token).await
+}
+
 /// Ends the session of `token` (nothing if there is none).
 pub async fn close(state: &AppState, token: &str) -> ApiResult<()> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")

@@ -129,15 +129,7 @@ pub async fn update(
         None => None,
     };
     let mut tx = state.pool.begin().await?;
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, username, role, created_at, updated_at FROM users WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let before = row
-        .map(user_from)
-        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
+    let before = locked(&mut tx, id).await?;
     if let Some(seen) = change.expected
         && seen != before.updated_at
     {
@@ -179,15 +171,7 @@ pub async fn update(
 pub async fn delete(state: &AppState, p: &Principal, id: Uuid) -> ApiResult<User> {
     p.require_admin()?;
     let mut tx = state.pool.begin().await?;
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, username, role, created_at, updated_at FROM users WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let u = row
-        .map(user_from)
-        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
+    let u = locked(&mut tx, id).await?;
     if u.role == Role::Admin {
         last_admin_guard(&mut tx).await?;
     }
@@ -237,6 +221,18 @@ pub async fn change_own_password(
     tx.commit().await?;
     tracing::info!(user = %p.username, "password changed; other sessions ended");
     Ok(())
+}
+
+/// The user `id`, its row locked until the transaction ends.
+async fn locked(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: Uuid) -> ApiResult<User> {
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT id, username, role, created_at, updated_at FROM users WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(user_from)
+        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))
 }
 
 /// Refuses to remove or demote the last admin (the admins' rows are locked until the

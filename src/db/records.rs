@@ -157,29 +157,36 @@ pub async fn latest(
 /// count above `max` says "too many" without building them all.
 pub type Buckets = (i64, String);
 
-/// Buckets of `field` read from the maintained rollups of width `width` (`1m`, `1h`).
+/// Buckets of `field`, `width_secs` wide (a whole number of `rollup`s), merged from
+/// the maintained rollups of width `rollup` (`1m`, `1h`): counts and sums add up,
+/// minima and maxima of minima and maxima. `sel`'s ends fall on `rollup` boundaries.
+#[allow(clippy::too_many_arguments)]
 pub async fn buckets_from_rollups(
     pool: &PgPool,
     category: &str,
-    width: &str,
+    rollup: &str,
     field: &str,
+    width_secs: f64,
     sel: &Selection,
     max: i64,
 ) -> Result<Buckets, sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', count, \
-         'min', min, 'max', max, 'avg', sum / count, 'sum', sum) ORDER BY target, bucket), '[]')::text FROM (\
-         SELECT * FROM rollups WHERE category = $1 AND width = $2 AND field = $3 AND ($4::text IS NULL OR target = $4) \
+        "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', b, 'count', n, \
+         'min', lo, 'max', hi, 'avg', total / n, 'sum', total) ORDER BY target, b), '[]')::text FROM (\
+         SELECT target, date_bin(make_interval(secs => $8), bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
+         sum(count)::bigint AS n, min(min) AS lo, max(max) AS hi, sum(sum) AS total \
+         FROM rollups WHERE category = $1 AND width = $2 AND field = $3 AND ($4::text IS NULL OR target = $4) \
          AND ($5::timestamptz IS NULL OR bucket >= $5) AND ($6::timestamptz IS NULL OR bucket < $6) \
-         ORDER BY target, bucket LIMIT $7) b",
+         GROUP BY target, b ORDER BY target, b LIMIT $7) x",
     )
     .bind(category)
-    .bind(width)
+    .bind(rollup)
     .bind(field)
     .bind(&sel.target)
     .bind(sel.from)
     .bind(sel.to)
     .bind(max + 1)
+    .bind(width_secs)
     .fetch_one(pool)
     .await
 }

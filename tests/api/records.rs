@@ -598,6 +598,27 @@ fn aggregation_matches_hand_computed_values_and_export_streams() {
             ),
         ]
     );
+    // Two minutes: merged from the 1-minute rollups, the same as from the records.
+    let two = |raw: &str| {
+        api.call(
+            "GET",
+            &format!("/api/v1/categories/agg/aggregate?field=v&interval=2m&from=2026-02-01T10:00:00Z&to=2026-02-01T11:00:00Z{raw}"),
+            &auth,
+            None,
+        )
+        .2
+    };
+    let (merged, computed) = (two(""), two("&raw=true"));
+    assert_eq!(merged, computed);
+    assert_eq!(
+        (
+            merged[0]["count"].as_i64(),
+            merged[0]["sum"].as_f64(),
+            merged[0]["max"].as_f64()
+        ),
+        (Some(4), Some(13.0), Some(6.0)),
+        "a's 10:00-10:02 bucket: {merged}"
+    );
     // Hourly, one target, a time window.
     let (_, _, h) = api.call(
         "GET",
@@ -672,4 +693,88 @@ fn aggregation_matches_hand_computed_values_and_export_streams() {
         .map(|r| r.unwrap()[4].to_string())
         .collect();
     assert_eq!(notes, ["x,y", "", "say \"hi\"", "", "no value"]);
+}
+
+#[test]
+fn an_alert_rule_preview_replays_the_last_day_as_the_consumer_evaluates_it() {
+    let api = api_stack();
+    let a = bearer(&api.admin());
+    let auth = [("Authorization", a.as_str())];
+    let (s, _, v) = api.call(
+        "POST",
+        "/api/v1/categories",
+        &auth,
+        Some(&json!({"name": "preview_test", "fields": [{"name": "temp", "type": "float"}, {"name": "site", "type": "text"}]})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let now = chrono::Utc::now();
+    let at = |m: i64| (now - chrono::Duration::minutes(m)).to_rfc3339();
+    // a: 20, 31 (fires), 35, 25 (resolves), 40 (fires); b: 50 (fires); c: two days ago.
+    let records = json!([
+        {"target": "a", "ts": at(50), "temp": 20.0}, {"target": "a", "ts": at(40), "temp": 31.0},
+        {"target": "a", "ts": at(30), "temp": 35.0}, {"target": "a", "ts": at(20), "temp": 25.0},
+        {"target": "a", "ts": at(10), "temp": 40.0}, {"target": "b", "ts": at(5), "temp": 50.0},
+        {"target": "c", "ts": at(2 * 24 * 60), "temp": 99.0}
+    ]);
+    let (s, _, v) = api.call(
+        "POST",
+        "/api/v1/categories/preview_test/records",
+        &auth,
+        Some(&records),
+    );
+    assert_eq!(s, 201, "{v}");
+    let rule = json!({"name": "hot", "category": "preview_test", "kind": "threshold",
+                      "field": "temp", "op": "gt", "value": 30});
+    let (s, _, p) = api.call("POST", "/api/v1/alert-rules/preview", &auth, Some(&rule));
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["records"], 6, "the day only: {p}");
+    let seen: Vec<(String, String)> = p["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["target"].as_str().unwrap().into(),
+                n["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("a", "firing"),
+        ("a", "resolved"),
+        ("a", "firing"),
+        ("b", "firing"),
+    ];
+    assert_eq!(
+        seen,
+        want.map(|(t, s)| (t.to_string(), s.to_string())),
+        "{p}"
+    );
+    assert_eq!(p["notifications"][0]["message"], "a temp = 31 > 30");
+    // Nothing was stored: the rule does not exist.
+    let (_, _, rules) = api.call(
+        "GET",
+        "/api/v1/alert-rules?category=preview_test",
+        &auth,
+        None,
+    );
+    assert_eq!(rules.as_array().unwrap().len(), 0);
+    // A rule that could not be created cannot be previewed either.
+    let bad = json!({"name": "x", "category": "preview_test", "kind": "threshold", "field": "site", "op": "gt", "value": 1});
+    let (s, _, e) = api.call("POST", "/api/v1/alert-rules/preview", &auth, Some(&bad));
+    assert_eq!(s, 400, "{e}");
+    assert!(e.to_string().contains("is not numeric"), "{e}");
+    // Absence: silent targets fire when their window runs out.
+    let quiet =
+        json!({"name": "quiet", "category": "preview_test", "kind": "absence", "window": "5m"});
+    let (s, _, p) = api.call("POST", "/api/v1/alert-rules/preview", &auth, Some(&quiet));
+    assert_eq!(s, 200, "{p}");
+    assert!(
+        p["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["target"] == "a" && n["state"] == "firing"),
+        "{p}"
+    );
 }

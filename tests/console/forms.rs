@@ -69,7 +69,7 @@ fn stale_edits_are_refused_and_fixes_are_checked_before_they_are_kept() {
         "/data/stale_test/schema",
         "version=2&rows=2&f0_existing=1&f0_name=temp&f0_type=text&f1_existing=1&f1_name=wind&f1_type=float",
     );
-    assert_eq!(s, 200, "{page}");
+    assert_eq!(s, 409, "as the REST API answers it: {page}");
     assert!(
         page.contains("the new schema is incompatible with stored records"),
         "{page}"

@@ -38,20 +38,9 @@ pub const API_UNITS: &[&str] = &[
     "seaweedfs",
 ];
 
-/// Every default unit: the api stack and the ingestion pipeline (the data-manager and
-/// the data-consumers), as `make run` starts them.
-pub const ALL_UNITS: &[&str] = &[
-    "postgresql-init",
-    "postgresql",
-    "migrate",
-    "nats-init",
-    "nats",
-    "api",
-    "seaweedfs-init",
-    "seaweedfs",
-    "data-manager",
-    "data-consumer",
-];
+/// The default units of the ingestion pipeline beside an api stack: the data-manager
+/// and the data-consumers.
+pub const PIPELINE_UNITS: &[&str] = &["data-manager", "data-consumer"];
 
 /// Ports every home reserves (all `[ports]` keys, with room to spare).
 const BLOCK: u16 = 20;

@@ -196,9 +196,7 @@ pub async fn revoke_token(
     f: Fields,
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "account", &f).await);
-    let Ok(id) = uuid::Uuid::parse_str(&id) else {
-        return s.failure("account", ApiError::not_found("no such token"));
-    };
+    let id = or_page!(s.id("account", &id, "token"));
     // Your own tokens only here, whatever your role (admins revoke others' through
     // the API).
     match tokens::list(&state, &s.principal, false).await {

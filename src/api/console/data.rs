@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::frame::Frame;
 use super::svg::{self, Chart};
 use super::system::Confirm;
-use super::{Fields, Signed, or_page, page, page_with, see_other, urlencoded};
+use super::{Fields, Signed, or_page, page, page_with, see_other};
 use crate::api::records::{self as records, Query};
 use crate::api::{AppState, categories};
 use crate::db::categories::Category;
@@ -237,29 +237,7 @@ pub async fn new_page(state: Data<&Arc<AppState>>, req: &Request) -> Response {
 
 #[handler]
 pub async fn create(state: Data<&Arc<AppState>>, req: &Request, f: Fields) -> Response {
-    let s = or_page!(super::sender(&state, req, "data", &f).await);
-    let (rows, fields, mut errors) = read_rows(&f);
-    let name = f.get("name").trim().to_string();
-    let description = f.get("description").trim().to_string();
-    if errors.is_empty() {
-        match categories::create(&state, &s.principal, &name, &description, &fields).await {
-            Ok(c) => return see_other(&format!("/data/{}", c.name)),
-            Err(e @ ApiError::Forbidden(_)) => return s.failure("data", e),
-            Err(e) => errors = super::reasons(&e),
-        }
-    }
-    page(
-        SchemaEditor {
-            frame: &s.frame("New category", "data"),
-            category: None,
-            name,
-            description,
-            version: 0,
-            rows,
-            errors,
-        }
-        .with_blanks(),
-    )
+    save_schema(&state, req, None, &f).await
 }
 
 #[handler]
@@ -297,45 +275,61 @@ pub async fn change_schema(
     Path(category): Path<String>,
     f: Fields,
 ) -> Response {
-    let s = or_page!(super::sender(&state, req, "data", &f).await);
-    let (rows, fields, mut errors) = read_rows(&f);
+    save_schema(&state, req, Some(&category), &f).await
+}
+
+/// The schema editor's form: a new category (`category` None) or version N+1 of
+/// one, made against the version the form was opened at.
+async fn save_schema(
+    state: &AppState,
+    req: &Request,
+    category: Option<&str>,
+    f: &Fields,
+) -> Response {
+    let s = or_page!(super::sender(state, req, "data", f).await);
+    let (rows, fields, mut errors) = read_rows(f);
+    let name = category.map_or_else(|| f.get("name").trim().to_string(), str::to_string);
     let description = f.get("description").trim().to_string();
-    let expected: Option<i32> = f.get("version").parse().ok();
+    let version: i32 = f.get("version").parse().unwrap_or(0);
     let mut status = StatusCode::OK;
     if errors.is_empty() {
-        let changed = categories::update(
-            &state,
-            &s.principal,
-            &category,
-            Some(&description),
-            &fields,
-            expected,
-        )
-        .await;
-        match changed {
+        let saved = match category {
+            None => categories::create(state, &s.principal, &name, &description, &fields).await,
+            Some(c) => {
+                let expected = Some(version).filter(|v| *v > 0);
+                categories::update(
+                    state,
+                    &s.principal,
+                    c,
+                    Some(&description),
+                    &fields,
+                    expected,
+                )
+                .await
+            }
+        };
+        match saved.map_err(super::refused) {
+            Ok(c) if category.is_none() => return see_other(&format!("/data/{}", c.name)),
             Ok(c) => {
-                let done = format!("schema of {} is at version {} now", c.name, c.version);
-                return see_other(&format!("/data/{}?done={}", c.name, urlencoded(&done)));
+                let what = format!("schema of {} is at version {} now", c.name, c.version);
+                return super::done(&format!("/data/{}", c.name), &what);
             }
-            Err(e @ (ApiError::Forbidden(_) | ApiError::NotFound(_))) => {
-                return s.failure("data", e);
-            }
-            Err(e) => {
-                if matches!(&e, ApiError::Conflict(b) if b.code == "changed") {
-                    status = StatusCode::CONFLICT;
-                }
-                errors = super::reasons(&e);
-            }
+            Err(Ok((st, why))) => (status, errors) = (st, why),
+            Err(Err(e)) => return s.failure("data", e),
         }
     }
+    let title = match category {
+        None => "New category".to_string(),
+        Some(c) => format!("Schema of {c}"),
+    };
     page_with(
         status,
         SchemaEditor {
-            frame: &s.frame(format!("Schema of {category}"), "data"),
-            category: Some(&category),
-            name: category.clone(),
+            frame: &s.frame(title, "data"),
+            category,
+            name,
             description,
-            version: expected.unwrap_or(0),
+            version,
             rows,
             errors,
         }
@@ -559,13 +553,7 @@ async fn rows(
     for r in records {
         let version = r.get("schema_version").and_then(Value::as_i64).unwrap_or(0) as i32;
         if let std::collections::hash_map::Entry::Vacant(e) = known.entry(version) {
-            e.insert(
-                state
-                    .schemas
-                    .version(&state.pool, category, version)
-                    .await
-                    .ok(),
-            );
+            e.insert(categories::schema(state, category, version).await);
         }
         let had = |f: &str| {
             known[&version]
@@ -689,7 +677,13 @@ async fn chart(
         out.note = Some("The time range is empty.".into());
         return out;
     }
+    // Whole buckets: the chart draws them all, and the aggregation can read them
+    // from the rollups when they are whole minutes or hours.
     let bucket = svg::bucket_secs(from, to, view.width);
+    let (from, to) = (
+        svg::boundary(from, bucket, false),
+        svg::boundary(to, bucket, true),
+    );
     let q = Query {
         from: Some(from),
         to: Some(to),
@@ -697,7 +691,7 @@ async fn chart(
     };
     let width = std::time::Duration::from_secs(bucket as u64);
     out.caption = format!(
-        "{} of {field} per {} bucket, {} to {}",
+        "{} of {field} per {} bucket (whole buckets), {} to {}",
         view.agg,
         humantime::format_duration(width),
         super::frame::time(&from),
@@ -1019,10 +1013,10 @@ pub async fn delete(
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "data", &f).await);
     match categories::delete(&state, &s.principal, &category, f.get("force") == "true").await {
-        Ok(n) => {
-            let done = format!("category {category} deleted with {n} record(s)");
-            see_other(&format!("/data?done={}", urlencoded(&done)))
-        }
+        Ok(n) => super::done(
+            "/data",
+            &format!("category {category} deleted with {n} record(s)"),
+        ),
         Err(e) => s.failure("data", e),
     }
 }

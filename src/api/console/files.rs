@@ -7,7 +7,6 @@ use std::sync::Arc;
 use poem::web::{Data, Multipart, Path};
 use poem::{Request, Response, handler};
 use sailfish::TemplateSimple;
-use uuid::Uuid;
 
 use super::frame::Frame;
 use super::system::Confirm;
@@ -141,9 +140,7 @@ pub async fn download(
     Path(id): Path<String>,
 ) -> Response {
     let s = or_page!(super::user(&state, req).await);
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return s.failure("files", ApiError::not_found("no such file"));
-    };
+    let id = or_page!(s.id("files", &id, "file"));
     match domain::download(&state, &s.principal, id, None).await {
         Ok(Ok(d)) => Response::builder()
             .content_type(d.file.content_type.clone())
@@ -162,9 +159,7 @@ pub async fn confirm_delete(
     Path(id): Path<String>,
 ) -> Response {
     let s = or_page!(super::user(&state, req).await);
-    let Ok(uid) = Uuid::parse_str(&id) else {
-        return s.failure("files", ApiError::not_found("no such file"));
-    };
+    let uid = or_page!(s.id("files", &id, "file"));
     let f = match domain::info(&state, &s.principal, uid).await {
         Ok(f) => f,
         Err(e) => return s.failure("files", e),
@@ -198,14 +193,9 @@ pub async fn delete(
     f: Fields,
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "files", &f).await);
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return s.failure("files", ApiError::not_found("no such file"));
-    };
+    let id = or_page!(s.id("files", &id, "file"));
     match domain::delete(&state, &s.principal, id).await {
-        Ok(f) => {
-            let done = format!("{} deleted", f.name);
-            see_other(&format!("/files?done={}", urlencoded(&done)))
-        }
+        Ok(f) => super::done("/files", &format!("{} deleted", f.name)),
         Err(e) => s.failure("files", e),
     }
 }

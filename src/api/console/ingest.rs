@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::frame::Frame;
 use super::system::Confirm;
-use super::{Fields, Signed, or_page, page, see_other, urlencoded};
+use super::{Fields, Signed, done, or_page, page, urlencoded};
 use crate::api::alerts::{self, Preview};
 use crate::api::dead_letters::{self as letters, Progress};
 use crate::api::sources::{self, Definition, Overview};
@@ -168,27 +168,7 @@ pub async fn new_source(state: Data<&Arc<AppState>>, req: &Request, q: Fields) -
 
 #[handler]
 pub async fn create_source(state: Data<&Arc<AppState>>, req: &Request, f: Fields) -> Response {
-    let s = or_page!(super::sender(&state, req, "sources", &f).await);
-    let form = SourceForm::read(&f);
-    let errors = match form.definition() {
-        Ok(d) => match sources::create(&state, &s.principal, d).await {
-            Ok(src) => {
-                let done = format!("source {} defined", src.name);
-                return see_other(&format!("/sources?done={}", urlencoded(&done)));
-            }
-            Err(e @ ApiError::Forbidden(_)) => return s.failure("sources", e),
-            Err(e) => super::reasons(&e),
-        },
-        Err(errors) => errors,
-    };
-    page(SourcePage {
-        frame: &s.frame("New source", "sources"),
-        key: None,
-        form,
-        categories: category_names(&state).await,
-        overview: None,
-        errors,
-    })
+    save_source(&state, req, None, &f).await
 }
 
 #[handler]
@@ -223,37 +203,46 @@ pub async fn change_source(
     Path(name): Path<String>,
     f: Fields,
 ) -> Response {
-    let s = or_page!(super::sender(&state, req, "sources", &f).await);
-    let form = SourceForm::read(&f);
+    save_source(&state, req, Some(&name), &f).await
+}
+
+/// The source form: a new source (`key` None) or a new definition of one, made
+/// against the definition the form was opened with.
+async fn save_source(state: &AppState, req: &Request, key: Option<&str>, f: &Fields) -> Response {
+    let s = or_page!(super::sender(state, req, "sources", f).await);
+    let form = SourceForm::read(f);
     let seen = DateTime::parse_from_rfc3339(&form.seen)
         .ok()
         .map(|t| t.with_timezone(&Utc));
     let mut status = poem::http::StatusCode::OK;
     let errors = match form.definition() {
-        Ok(d) => match sources::update(&state, &s.principal, &name, d, seen).await {
-            Ok(src) => {
-                let done = format!("source {} changed", src.name);
-                return see_other(&format!("/sources?done={}", urlencoded(&done)));
-            }
-            Err(e @ (ApiError::Forbidden(_) | ApiError::NotFound(_))) => {
-                return s.failure("sources", e);
-            }
-            Err(e) => {
-                if matches!(e, ApiError::Conflict(_)) {
-                    status = poem::http::StatusCode::CONFLICT;
+        Ok(d) => {
+            let saved = match key {
+                None => sources::create(state, &s.principal, d).await,
+                Some(k) => sources::update(state, &s.principal, k, d, seen).await,
+            };
+            match saved.map_err(super::refused) {
+                Ok(src) => {
+                    let what = if key.is_some() { "changed" } else { "defined" };
+                    return done("/sources", &format!("source {} {what}", src.name));
                 }
-                super::reasons(&e)
+                Err(Ok((st, why))) => {
+                    status = st;
+                    why
+                }
+                Err(Err(e)) => return s.failure("sources", e),
             }
-        },
+        }
         Err(errors) => errors,
     };
+    let title = key.map_or_else(|| "New source".to_string(), |k| format!("Source {k}"));
     super::page_with(
         status,
         SourcePage {
-            frame: &s.frame(format!("Source {name}"), "sources"),
-            key: Some(&name),
+            frame: &s.frame(title, "sources"),
+            key,
             form,
-            categories: category_names(&state).await,
+            categories: category_names(state).await,
             overview: None,
             errors,
         },
@@ -294,10 +283,7 @@ pub async fn delete_source(
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "sources", &f).await);
     match sources::delete(&state, &s.principal, &name).await {
-        Ok(src) => {
-            let done = format!("source {} deleted", src.name);
-            see_other(&format!("/sources?done={}", urlencoded(&done)))
-        }
+        Ok(src) => done("/sources", &format!("source {} deleted", src.name)),
         Err(e) => s.failure("sources", e),
     }
 }
@@ -395,9 +381,7 @@ pub async fn letter_page(
     q: Fields,
 ) -> Response {
     let s = or_page!(super::user(&state, req).await);
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return s.failure("dead-letters", ApiError::not_found("no such dead letter"));
-    };
+    let id = or_page!(s.id("dead-letters", &id, "dead letter"));
     match letters::get(&state, &s.principal, id).await {
         Ok(l) => show_letter(
             &s,
@@ -447,14 +431,12 @@ pub async fn fix_letter(
     f: Fields,
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "dead-letters", &f).await);
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return s.failure("dead-letters", ApiError::not_found("no such dead letter"));
-    };
+    let id = or_page!(s.id("dead-letters", &id, "dead letter"));
     let l = match letters::get(&state, &s.principal, id).await {
         Ok(l) => l,
         Err(e) => return s.failure("dead-letters", e),
     };
-    let back = |done: &str| see_other(&format!("/dead-letters/{id}?done={}", urlencoded(done)));
+    let back = |what: &str| done(&format!("/dead-letters/{id}"), what);
     let changed =
         f.has("raw") && serde_json::from_str::<Value>(f.get("raw")).ok().as_ref() != Some(&l.raw);
     if changed {
@@ -469,19 +451,13 @@ pub async fn fix_letter(
         let seen = DateTime::parse_from_rfc3339(f.get("seen"))
             .ok()
             .map(|t| t.with_timezone(&Utc));
-        match letters::edit(&state, &s.principal, id, &raw, seen).await {
+        match letters::edit(&state, &s.principal, id, &raw, seen)
+            .await
+            .map_err(super::refused)
+        {
             Ok(_) => {}
-            Err(e @ (ApiError::Forbidden(_) | ApiError::NotFound(_))) => {
-                return s.failure("dead-letters", e);
-            }
-            Err(e) => {
-                let status = if matches!(e, ApiError::Conflict(_)) {
-                    poem::http::StatusCode::CONFLICT
-                } else {
-                    poem::http::StatusCode::OK
-                };
-                return show_letter(&s, l, Some(text), super::reasons(&e), None, status);
-            }
+            Err(Ok((status, why))) => return show_letter(&s, l, Some(text), why, None, status),
+            Err(Err(e)) => return s.failure("dead-letters", e),
         }
         if !f.has("replay") {
             return back("fix saved (not replayed yet)");
@@ -623,9 +599,7 @@ pub async fn confirm_delete_letter(
     Path(id): Path<String>,
 ) -> Response {
     let s = or_page!(super::user(&state, req).await);
-    let Ok(uid) = Uuid::parse_str(&id) else {
-        return s.failure("dead-letters", ApiError::not_found("no such dead letter"));
-    };
+    let uid = or_page!(s.id("dead-letters", &id, "dead letter"));
     let l = match letters::get(&state, &s.principal, uid).await {
         Ok(l) => l,
         Err(e) => return s.failure("dead-letters", e),
@@ -656,11 +630,9 @@ pub async fn delete_letter(
     f: Fields,
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "dead-letters", &f).await);
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return s.failure("dead-letters", ApiError::not_found("no such dead letter"));
-    };
+    let id = or_page!(s.id("dead-letters", &id, "dead letter"));
     match letters::delete(&state, &s.principal, id).await {
-        Ok(()) => see_other("/dead-letters?done=the+letter+was+deleted"),
+        Ok(()) => done("/dead-letters", "the letter was deleted"),
         Err(e) => s.failure("dead-letters", e),
     }
 }
@@ -842,27 +814,25 @@ pub async fn alert_form(state: Data<&Arc<AppState>>, req: &Request, f: Fields) -
     if f.has("create") {
         return match alerts::create(&state, &s.principal, rule).await {
             Ok(r) => {
-                let done = format!("alert rule {} defined", r.name);
-                see_other(&format!(
-                    "/alerts?category={}&done={}",
-                    urlencoded(&r.category),
-                    urlencoded(&done)
-                ))
+                let to = format!("/alerts?category={}", urlencoded(&r.category));
+                done(&to, &format!("alert rule {} defined", r.name))
             }
-            Err(e @ ApiError::Forbidden(_)) => s.failure("alerts", e),
-            Err(e) => {
-                let errors = super::reasons(&e);
-                alerts_page(&state, &s, shown.as_deref(), form, None, errors, None).await
-            }
+            Err(e) => match super::refused(e) {
+                Ok((_, errors)) => {
+                    alerts_page(&state, &s, shown.as_deref(), form, None, errors, None).await
+                }
+                Err(e) => s.failure("alerts", e),
+            },
         };
     }
     match alerts::preview(&state, &s.principal, &rule).await {
         Ok(p) => alerts_page(&state, &s, shown.as_deref(), form, Some(p), vec![], None).await,
-        Err(e @ ApiError::Forbidden(_)) => s.failure("alerts", e),
-        Err(e) => {
-            let errors = super::reasons(&e);
-            alerts_page(&state, &s, shown.as_deref(), form, None, errors, None).await
-        }
+        Err(e) => match super::refused(e) {
+            Ok((_, errors)) => {
+                alerts_page(&state, &s, shown.as_deref(), form, None, errors, None).await
+            }
+            Err(e) => s.failure("alerts", e),
+        },
     }
 }
 
@@ -897,7 +867,7 @@ pub async fn delete_rule(
 ) -> Response {
     let s = or_page!(super::sender(&state, req, "alerts", &f).await);
     match alerts::delete(&state, &s.principal, &key).await {
-        Ok(()) => see_other("/alerts?done=the+rule+was+deleted"),
+        Ok(()) => done("/alerts", "the rule was deleted"),
         Err(e) => s.failure("alerts", e),
     }
 }

@@ -232,6 +232,31 @@ impl Signed {
     fn failure(&self, section: &'static str, e: ApiError) -> Response {
         failure(&self.frame(error_title(&e), section), e)
     }
+
+    /// `raw` (a path segment) as an id, or the not-found page of `what`.
+    // The error is the handler's whole answer, made at most once per request.
+    #[allow(clippy::result_large_err)]
+    fn id(&self, section: &'static str, raw: &str, what: &str) -> Result<uuid::Uuid, Response> {
+        uuid::Uuid::parse_str(raw)
+            .map_err(|_| self.failure(section, ApiError::not_found(format!("no such {what}"))))
+    }
+}
+
+/// How a form answers an error of the domain: a form that can be corrected is shown
+/// again with the reasons (200; 409 when it was made against a state that changed
+/// since); anything else (not allowed, not found, a service away) is its own page.
+fn refused(e: ApiError) -> Result<(StatusCode, Vec<String>), ApiError> {
+    match e {
+        ApiError::BadRequest(_) => Ok((StatusCode::OK, reasons(&e))),
+        ApiError::Conflict(_) => Ok((StatusCode::CONFLICT, reasons(&e))),
+        other => Err(other),
+    }
+}
+
+/// A `303 See Other` to `path` saying what was `done` (shown by the page).
+fn done(path: &str, message: &str) -> Response {
+    let join = if path.contains('?') { '&' } else { '?' };
+    see_other(&format!("{path}{join}done={}", urlencoded(message)))
 }
 
 /// A title for the page of `e`.
@@ -251,7 +276,7 @@ async fn signed(state: &AppState, req: &Request) -> Result<Option<Signed>, ApiEr
     let Some(cookie) = req.cookie().get(super::auth::SESSION_COOKIE) else {
         return Ok(None);
     };
-    match crate::web::bearer::session(&state.pool, cookie.value_str()).await {
+    match super::session::lookup(state, cookie.value_str()).await {
         Ok((principal, csrf)) => Ok(Some(Signed { principal, csrf })),
         Err(ApiError::Unauthorized(_)) => Ok(None),
         Err(e) => Err(e),

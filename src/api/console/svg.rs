@@ -75,6 +75,20 @@ pub fn bucket_secs(from: DateTime<Utc>, to: DateTime<Utc>, width_px: u32) -> i64
         .unwrap_or_else(|| ideal.max(1))
 }
 
+/// `t` moved to a bucket boundary (buckets of `bucket_secs` from 2000-01-01T00:00:00Z,
+/// as the aggregation cuts them): the one before it, or with `up` the one after it
+/// (`t` itself when it is one).
+pub fn boundary(t: DateTime<Utc>, bucket_secs: i64, up: bool) -> DateTime<Utc> {
+    let origin = DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01");
+    let ms = (t - origin).num_milliseconds();
+    let w = bucket_secs.max(1) * 1000;
+    let mut n = ms.div_euclid(w);
+    if up && ms.rem_euclid(w) != 0 {
+        n += 1;
+    }
+    origin + chrono::Duration::milliseconds(n * w)
+}
+
 /// One line of a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
@@ -380,6 +394,23 @@ mod tests {
             bucket_secs(from, from, 960),
             1,
             "an empty span still has a width"
+        );
+        // Windows widen to whole buckets, cut from 2000-01-01 as the aggregation cuts.
+        let t = DateTime::parse_from_rfc3339("2026-12-06T10:07:30Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            boundary(t, 600, false).to_rfc3339(),
+            "2026-12-06T10:00:00+00:00"
+        );
+        assert_eq!(
+            boundary(t, 600, true).to_rfc3339(),
+            "2026-12-06T10:10:00+00:00"
+        );
+        assert_eq!(boundary(from, 600, true), from, "a boundary stays");
+        assert_eq!(
+            boundary(t, 7 * 86400, false).to_rfc3339(),
+            "2026-12-05T00:00:00+00:00"
         );
     }
 

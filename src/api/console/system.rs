@@ -12,7 +12,7 @@ use sailfish::TemplateSimple;
 
 use super::frame::Frame;
 use super::svg::{self, Graph, Spark};
-use super::{Fields, admin, or_page, page, see_other, urlencoded};
+use super::{Fields, admin, or_page, page, see_other};
 use crate::api::AppState;
 use crate::api::overview::{self, Backlog, Disk, Ingest};
 use crate::api::units::{self, UnitAction};
@@ -67,10 +67,10 @@ pub async fn dashboard(state: Data<&Arc<AppState>>, req: &Request) -> Response {
         };
         let (backlog, integrity, disk) = tokio::join!(
             overview::backlog(&state),
-            crate::integrity::last(&state.pool),
+            overview::integrity(&state),
             overview::disk(&state)
         );
-        (units, backlog, integrity.ok().flatten(), Some(disk))
+        (units, backlog, integrity, Some(disk))
     } else {
         (None, None, None, None)
     };
@@ -325,10 +325,7 @@ pub async fn control(
         return s.failure("units", e);
     };
     match units::control(&state, &name, act, &s.principal.username).await {
-        Ok(_) => {
-            let done = format!("{name}: {action} done");
-            see_other(&format!("/units?done={}", urlencoded(&done)))
-        }
+        Ok(_) => super::done("/units", &format!("{name}: {action} done")),
         Err(e) => s.failure("units", e),
     }
 }
@@ -344,8 +341,7 @@ pub async fn reload(state: Data<&Arc<AppState>>, req: &Request, f: Fields) -> Re
                 .iter()
                 .filter(|p| p.action != PlanAction::Unchanged)
                 .count();
-            let done = format!("reloaded: {changed} unit(s) changed");
-            see_other(&format!("/units?done={}", urlencoded(&done)))
+            super::done("/units", &format!("reloaded: {changed} unit(s) changed"))
         }
         Err(e) => s.failure("units", e),
     }

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use poem::web::{Data, Path};
 use poem::{Request, Response, handler};
 use sailfish::TemplateSimple;
-use uuid::Uuid;
 
 use super::frame::Frame;
 use super::system::Confirm;
@@ -16,7 +15,6 @@ use super::{Fields, Signed, admin, or_page, page, see_other, see_other_setting, 
 use crate::api::users::{self as domain, Change, User};
 use crate::api::{AppState, session};
 use crate::model::access::Role;
-use crate::web::error::ApiError;
 use crate::web::names::{Name, Password};
 
 #[derive(TemplateSimple)]
@@ -87,10 +85,13 @@ pub async fn create(state: Data<&Arc<AppState>>, req: &Request, f: Fields) -> Re
     if let (Ok(name), Ok(password), Ok(role)) = (name, password, role) {
         match domain::create(&state, &s.principal, &name, &password, role).await {
             Ok(u) => {
-                let done = format!("user {} created ({})", u.username, u.role.as_str());
-                return see_other(&format!("/users?done={}", urlencoded(&done)));
+                let what = format!("user {} created ({})", u.username, u.role.as_str());
+                return super::done("/users", &what);
             }
-            Err(e) => errors = super::reasons(&e),
+            Err(e) => match super::refused(e) {
+                Ok((_, why)) => errors = why,
+                Err(e) => return s.failure("users", e),
+            },
         }
     }
     let role = f.get("role").to_string();
@@ -106,9 +107,7 @@ struct UserPage<'a> {
 }
 
 async fn user_of(state: &AppState, s: &Signed, id: &str) -> Result<User, Response> {
-    let Ok(id) = Uuid::parse_str(id) else {
-        return Err(s.failure("users", ApiError::not_found("no such user")));
-    };
+    let id = s.id("users", id, "user")?;
     domain::fetch(state, id)
         .await
         .map_err(|e| s.failure("users", e))
@@ -157,8 +156,8 @@ pub async fn change(
         };
         match domain::update(&state, &s.principal, user.id, change).await {
             Ok(u) => {
-                let done = format!("user {} is {} now", u.username, u.role.as_str());
-                let to = format!("/users?done={}", urlencoded(&done));
+                let what = format!("user {} is {} now", u.username, u.role.as_str());
+                let to = format!("/users?done={}", urlencoded(&what));
                 // Their sessions ended: an admin who changed their own account
                 // carries on under a new session id.
                 if u.id != s.principal.user_id {
@@ -169,12 +168,10 @@ pub async fn change(
                     Err(e) => s.failure("users", e),
                 };
             }
-            Err(e) => {
-                if matches!(e, ApiError::Conflict(_)) {
-                    status = poem::http::StatusCode::CONFLICT;
-                }
-                errors = super::reasons(&e);
-            }
+            Err(e) => match super::refused(e) {
+                Ok((st, why)) => (status, errors) = (st, why),
+                Err(e) => return s.failure("users", e),
+            },
         }
     }
     super::page_with(
@@ -218,10 +215,7 @@ pub async fn delete(
     let s = or_page!(super::sender(&state, req, "users", &f).await);
     let user = or_page!(user_of(&state, &s, &id).await);
     match domain::delete(&state, &s.principal, user.id).await {
-        Ok(u) => {
-            let done = format!("user {} deleted", u.username);
-            see_other(&format!("/users?done={}", urlencoded(&done)))
-        }
+        Ok(u) => super::done("/users", &format!("user {} deleted", u.username)),
         Err(e) => s.failure("users", e),
     }
 }

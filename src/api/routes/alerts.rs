@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use super::NoContent;
@@ -20,6 +21,38 @@ use crate::web::names::{CategoryName, Name};
 /// Alert routes.
 #[derive(Default)]
 pub struct AlertsApi;
+
+/// What a backtest of a rule found.
+#[derive(Debug, Object)]
+pub struct AlertPreview {
+    /// Start of the window looked at (a day before the request).
+    pub from: DateTime<Utc>,
+    /// Its end: now, or the last record read when there were more than a backtest
+    /// reads.
+    pub to: DateTime<Utc>,
+    /// Records read.
+    pub records: u64,
+    /// The window held more records than a backtest reads (500 000).
+    pub truncated: bool,
+    /// The notifications the rule would have sent, oldest first.
+    pub notifications: Vec<PreviewNotification>,
+}
+
+/// A notification a backtest says the rule would have sent.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct PreviewNotification {
+    /// When (the record's time; for absence, when the window ran out).
+    pub at: DateTime<Utc>,
+    /// Target.
+    pub target: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// The value that crossed the threshold (threshold rules).
+    pub value: Option<f64>,
+    /// What happened, in words.
+    pub message: String,
+}
 
 /// Rule creation answers.
 #[derive(ApiResponse)]
@@ -49,6 +82,48 @@ impl AlertsApi {
             Json(r.clone()),
             format!("/api/v1/alert-rules/{}", r.id),
         ))
+    }
+
+    /// Backtest a rule without storing it: what it would have notified over the last
+    /// day of its category's records.
+    ///
+    /// Records are taken oldest first, each as the data-consumer evaluates a stored
+    /// batch; absence rules are judged on the records' own times. Needs read access
+    /// to the category; the rule is checked as on creation.
+    #[oai(
+        path = "/alert-rules/preview",
+        method = "post",
+        operation_id = "previewAlertRule"
+    )]
+    async fn preview(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        body: Json<AlertRule>,
+    ) -> ApiResult<Json<AlertPreview>> {
+        let p = domain::preview(&state, auth.principal(), &body).await?;
+        Ok(Json(AlertPreview {
+            from: p.from,
+            to: p.to,
+            records: p.records as u64,
+            truncated: p.truncated,
+            notifications: p
+                .fired
+                .into_iter()
+                .map(|f| PreviewNotification {
+                    at: f.at,
+                    state: if f.transition.firing {
+                        "firing"
+                    } else {
+                        "resolved"
+                    }
+                    .into(),
+                    target: f.transition.target,
+                    value: f.transition.value,
+                    message: f.transition.message,
+                })
+                .collect(),
+        }))
     }
 
     /// Every alert rule (of one category).

@@ -248,9 +248,10 @@ impl RecordsApi {
 
     /// Time-bucket aggregation of a numeric field per target: count, min, max, avg and
     /// sum per `interval` (e.g. `1m`, `1h`); buckets start at multiples of the interval
-    /// from 2000-01-01T00:00:00Z. `1m` and `1h` come from the rollups maintained as
-    /// records are stored when `from`/`to` fall on bucket boundaries and no `filter`
-    /// is given; other intervals and windows are computed from the records.
+    /// from 2000-01-01T00:00:00Z. Whole minutes (hours) come from the 1-minute
+    /// (1-hour) rollups maintained as records are stored when `from`/`to` fall on
+    /// minute (hour) boundaries and no `filter` is given; other intervals and windows
+    /// are computed from the records.
     #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/categories/:name/aggregate",
@@ -273,8 +274,8 @@ impl RecordsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Until this time (exclusive).
         to: Query<Option<DateTime<Utc>>>,
-        /// Compute from the records even when rollups exist (`1m` and `1h` are
-        /// otherwise read from the rollups the data-consumer maintains).
+        /// Compute from the records even where the rollups the writers maintain
+        /// would answer.
         raw: Query<Option<bool>>,
         /// Field filters, `FIELD:OP:VALUE` (repeat for several; the buckets are then
         /// computed from the records).
