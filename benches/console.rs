@@ -54,11 +54,24 @@ fn time_gets(port: u16, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<f
 }
 
 fn report(what: &str, ms: &[f64]) {
+    let max = ms.iter().copied().fold(0.0, f64::max);
+    let slow: Vec<String> = ms
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m > 10.0 * percentile(ms, 0.5))
+        .map(|(i, m)| format!("#{i} {m:.0} ms"))
+        .collect();
     println!(
-        "{what:<58} p50 {:>7.2} ms   p99 {:>7.2} ms   (load {})",
+        "{what:<58} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   (load {}){}",
         percentile(ms, 0.5),
         percentile(ms, 0.99),
-        load()
+        max,
+        load(),
+        if slow.is_empty() {
+            String::new()
+        } else {
+            format!("\n{:>60}over 10× the median: {}", "", slow.join(", "))
+        }
     );
 }
 

@@ -6,8 +6,9 @@
 //! REST API's (the same cookie, the same roles).
 //!
 //! One module per area: [`account`] (login, logout, tokens, sessions, password),
-//! [`system`] (dashboard, units, logs), [`data`] (categories, schemas, the records
-//! explorer), [`ingest`] (sources, dead letters, alert rules), [`files`], [`users`];
+//! [`system`] (dashboard, units, logs), [`data`] (categories and their schemas),
+//! [`explorer`] (a category's records), [`sources`], [`letters`] (dead letters),
+//! [`alerts`], [`files`], [`users`];
 //! [`frame`] holds what every page shares, [`svg`] the pictures, [`guard`] the
 //! security headers and the cross-site checks every form passes.
 //!
@@ -16,11 +17,14 @@
 //! answers (a page, an error page, a redirect).
 
 pub mod account;
+pub mod alerts;
 pub mod data;
+pub mod explorer;
 pub mod files;
 pub mod frame;
 pub mod guard;
-pub mod ingest;
+pub mod letters;
+pub mod sources;
 pub mod svg;
 pub mod system;
 pub mod users;
@@ -85,9 +89,9 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/logs/stream", poem::get(system::logs_stream))
         .at("/data", poem::get(data::list))
         .at("/data/new", poem::get(data::new_page).post(data::create))
-        .at("/data/:category", poem::get(data::explore))
-        .at("/data/:category/stream", poem::get(data::stream))
-        .at("/data/:category/export", poem::get(data::export))
+        .at("/data/:category", poem::get(explorer::explore))
+        .at("/data/:category/stream", poem::get(explorer::stream))
+        .at("/data/:category/export", poem::get(explorer::export))
         .at(
             "/data/:category/schema",
             poem::get(data::schema_page).post(data::change_schema),
@@ -97,36 +101,36 @@ pub fn routes() -> impl poem::Endpoint {
             "/data/:category/delete",
             poem::get(data::confirm_delete).post(data::delete),
         )
-        .at("/sources", poem::get(ingest::sources_page))
+        .at("/sources", poem::get(sources::sources_page))
         .at(
             "/sources/new",
-            poem::get(ingest::new_source).post(ingest::create_source),
+            poem::get(sources::new_source).post(sources::create_source),
         )
         .at(
             "/sources/:name",
-            poem::get(ingest::source_page).post(ingest::change_source),
+            poem::get(sources::source_page).post(sources::change_source),
         )
         .at(
             "/sources/:name/delete",
-            poem::get(ingest::confirm_delete_source).post(ingest::delete_source),
+            poem::get(sources::confirm_delete_source).post(sources::delete_source),
         )
-        .at("/dead-letters", poem::get(ingest::letters_page))
-        .at("/dead-letters/replay", poem::post(ingest::replay))
+        .at("/dead-letters", poem::get(letters::letters_page))
+        .at("/dead-letters/replay", poem::post(letters::replay))
         .at(
             "/dead-letters/:id",
-            poem::get(ingest::letter_page).post(ingest::fix_letter),
+            poem::get(letters::letter_page).post(letters::fix_letter),
         )
         .at(
             "/dead-letters/:id/delete",
-            poem::get(ingest::confirm_delete_letter).post(ingest::delete_letter),
+            poem::get(letters::confirm_delete_letter).post(letters::delete_letter),
         )
         .at(
             "/alerts",
-            poem::get(ingest::rules_page).post(ingest::alert_form),
+            poem::get(alerts::rules_page).post(alerts::alert_form),
         )
         .at(
             "/alerts/:key/delete",
-            poem::get(ingest::confirm_delete_rule).post(ingest::delete_rule),
+            poem::get(alerts::confirm_delete_rule).post(alerts::delete_rule),
         )
         .at("/files", poem::get(files::list).post(files::upload))
         .at("/files/:id/download", poem::get(files::download))
@@ -425,6 +429,14 @@ impl<'a> FromRequest<'a> for Fields {
         };
         Ok(Fields(pairs))
     }
+}
+
+/// Every category's name, for the forms' lists.
+pub(crate) async fn category_names(state: &AppState) -> Vec<String> {
+    crate::api::categories::list(state)
+        .await
+        .map(|l| l.into_iter().map(|c| c.name).collect())
+        .unwrap_or_default()
 }
 
 /// `s` as a query-string value.
