@@ -58,7 +58,7 @@ fn report(what: &str, ms: &[f64]) {
     let slow: Vec<String> = ms
         .iter()
         .enumerate()
-        .filter(|(_, m)| **m > 10.0 * percentile(ms, 0.5))
+        .filter(|(_, m)| **m > 10.0 * percentile(ms, 0.5).max(0.5))
         .map(|(i, m)| format!("#{i} {m:.0} ms"))
         .collect();
     println!(

@@ -160,7 +160,6 @@ pub type Buckets = (i64, String);
 /// Buckets of `field`, `width_secs` wide (a whole number of `rollup`s), merged from
 /// the maintained rollups of width `rollup` (`1m`, `1h`): counts and sums add up,
 /// minima and maxima of minima and maxima. `sel`'s ends fall on `rollup` boundaries.
-#[allow(clippy::too_many_arguments)]
 pub async fn buckets_from_rollups(
     pool: &PgPool,
     category: &str,
@@ -170,25 +169,45 @@ pub async fn buckets_from_rollups(
     sel: &Selection,
     max: i64,
 ) -> Result<Buckets, sqlx::Error> {
-    sqlx::query_as(
+    // Only the conditions that apply, each a bound value: a condition written as
+    // `$n IS NULL OR …` cannot use the index in the plan PostgreSQL reuses after a
+    // statement's fifth run (seen: every fifth chart read the whole rollups table).
+    let mut b = Binds::default();
+    let mut cond = format!(
+        "category = {} AND width = {} AND field = {}",
+        b.push(category, "text"),
+        b.push(rollup, "text"),
+        b.push(field, "text")
+    );
+    if let Some(t) = &sel.target {
+        cond.push_str(&format!(" AND target = {}", b.push(t.clone(), "text")));
+    }
+    if let Some(f) = sel.from {
+        cond.push_str(&format!(
+            " AND bucket >= {}",
+            b.push(f.to_rfc3339(), "timestamptz")
+        ));
+    }
+    if let Some(t) = sel.to {
+        cond.push_str(&format!(
+            " AND bucket < {}",
+            b.push(t.to_rfc3339(), "timestamptz")
+        ));
+    }
+    let width = b.push(width_secs.to_string(), "float8");
+    let sql = format!(
         "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', b, 'count', n, \
          'min', lo, 'max', hi, 'avg', total / n, 'sum', total) ORDER BY target, b), '[]')::text FROM (\
-         SELECT target, date_bin(make_interval(secs => $8), bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
+         SELECT target, date_bin(make_interval(secs => {width}), bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
          sum(count)::bigint AS n, min(min) AS lo, max(max) AS hi, sum(sum) AS total \
-         FROM rollups WHERE category = $1 AND width = $2 AND field = $3 AND ($4::text IS NULL OR target = $4) \
-         AND ($5::timestamptz IS NULL OR bucket >= $5) AND ($6::timestamptz IS NULL OR bucket < $6) \
-         GROUP BY target, b ORDER BY target, b LIMIT $7) x",
-    )
-    .bind(category)
-    .bind(rollup)
-    .bind(field)
-    .bind(&sel.target)
-    .bind(sel.from)
-    .bind(sel.to)
-    .bind(max + 1)
-    .bind(width_secs)
-    .fetch_one(pool)
-    .await
+         FROM rollups WHERE {cond} GROUP BY target, b ORDER BY target, b LIMIT {}) x",
+        max + 1
+    );
+    let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
+    for v in b.0 {
+        q = q.bind(v);
+    }
+    q.fetch_one(pool).await
 }
 
 /// Buckets of `field` of `width_secs` computed from the records of `sel` (buckets
