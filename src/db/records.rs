@@ -30,21 +30,21 @@ impl Binds {
     }
 }
 
-/// ` AND …` for every condition of `sel`.
-fn conditions(sel: &Selection, b: &mut Binds) -> String {
+/// ` AND …` for every condition of `sel`, its time range on the column `time`.
+fn conditions(sel: &Selection, b: &mut Binds, time: &str) -> String {
     let mut sql = String::new();
     if let Some(t) = &sel.target {
         sql.push_str(&format!(" AND target = {}", b.push(t.clone(), "text")));
     }
     if let Some(f) = sel.from {
         sql.push_str(&format!(
-            " AND ts >= {}",
+            " AND {time} >= {}",
             b.push(f.to_rfc3339(), "timestamptz")
         ));
     }
     if let Some(t) = sel.to {
         sql.push_str(&format!(
-            " AND ts < {}",
+            " AND {time} < {}",
             b.push(t.to_rfc3339(), "timestamptz")
         ));
     }
@@ -82,7 +82,7 @@ pub async fn page(
     after: Option<Cursor>,
 ) -> Result<Vec<PageRow>, sqlx::Error> {
     let mut b = Binds::default();
-    let mut cond = conditions(sel, &mut b);
+    let mut cond = conditions(sel, &mut b, "ts");
     if let Some(c) = after {
         let ts = b.push(c.ts.to_rfc3339(), "timestamptz");
         let id = b.push(c.id.to_string(), "uuid");
@@ -122,7 +122,7 @@ pub async fn newest(
     sel: &Selection,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let mut b = Binds::default();
-    let cond = conditions(sel, &mut b);
+    let cond = conditions(sel, &mut b, "ts");
     let sql = format!(
         "SELECT ts FROM {} WHERE true{cond} ORDER BY ts DESC LIMIT 1",
         quote(&table(&schema.category)),
@@ -179,21 +179,9 @@ pub async fn buckets_from_rollups(
         b.push(rollup, "text"),
         b.push(field, "text")
     );
-    if let Some(t) = &sel.target {
-        cond.push_str(&format!(" AND target = {}", b.push(t.clone(), "text")));
-    }
-    if let Some(f) = sel.from {
-        cond.push_str(&format!(
-            " AND bucket >= {}",
-            b.push(f.to_rfc3339(), "timestamptz")
-        ));
-    }
-    if let Some(t) = sel.to {
-        cond.push_str(&format!(
-            " AND bucket < {}",
-            b.push(t.to_rfc3339(), "timestamptz")
-        ));
-    }
+    // A selection with field filters is never answered from the rollups.
+    debug_assert!(sel.filters.is_empty());
+    cond.push_str(&conditions(sel, &mut b, "bucket"));
     let width = b.push(width_secs.to_string(), "float8");
     let sql = format!(
         "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', b, 'count', n, \
@@ -222,7 +210,7 @@ pub async fn buckets(
 ) -> Result<Buckets, sqlx::Error> {
     let mut b = Binds::default();
     let width = b.push(width_secs.to_string(), "float8");
-    let cond = conditions(sel, &mut b);
+    let cond = conditions(sel, &mut b, "ts");
     let col = quote(field);
     let sql = format!(
         "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', bucket, 'count', n, \
@@ -250,7 +238,7 @@ pub fn rows(
     order: Order,
 ) -> BoxStream<'static, Result<Value, sqlx::Error>> {
     let mut b = Binds::default();
-    let cond = conditions(sel, &mut b);
+    let cond = conditions(sel, &mut b, "ts");
     let dir = order.sql();
     let sql = format!(
         "SELECT to_jsonb(x) FROM (SELECT target, ts, schema_version{} FROM {} WHERE true{cond} ORDER BY ts {dir}, id {dir}) x",
@@ -275,7 +263,7 @@ pub async fn points(
     limit: i64,
 ) -> Result<Vec<Point>, sqlx::Error> {
     let mut b = Binds::default();
-    let cond = conditions(sel, &mut b);
+    let cond = conditions(sel, &mut b, "ts");
     let value = match field {
         Some(f) => format!("{}::float8", quote(f)),
         None => "NULL::float8".into(),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::frame::Frame;
 use super::svg::{self};
 use super::system::Confirm;
-use super::{Fields, or_page, page, page_with, see_other};
+use super::{Fields, Signed, or_page, page, page_with, see_other};
 use crate::api::{AppState, categories};
 use crate::db::categories::Category;
 use crate::model::schema::{Field, FieldChange, FieldType};
@@ -181,6 +181,19 @@ fn read_rows(f: &Fields) -> (Vec<FieldRow>, Vec<Field>, Vec<String>) {
     (rows, fields, errors)
 }
 
+/// The category `name` at its current version, or its error page.
+// The error is the handler's whole answer, made at most once per request.
+#[allow(clippy::result_large_err)]
+pub(super) async fn category_of(
+    state: &AppState,
+    s: &Signed,
+    name: &str,
+) -> Result<Category, Response> {
+    categories::get(state, name, None)
+        .await
+        .map_err(|e| s.failure("data", e))
+}
+
 #[derive(TemplateSimple)]
 #[template(path = "schema.stpl")]
 struct SchemaEditor<'a> {
@@ -238,10 +251,7 @@ pub async fn schema_page(
     if let Err(d) = s.principal.require_editor() {
         return s.failure("data", d.into());
     }
-    let c = match categories::get(&state, &category, None).await {
-        Ok(c) => c,
-        Err(e) => return s.failure("data", e),
-    };
+    let c = or_page!(category_of(&state, &s, &category).await);
     page(
         SchemaEditor {
             frame: &s.frame(format!("Schema of {}", c.name), "data"),
@@ -379,9 +389,7 @@ pub async fn confirm_delete(
     if let Err(d) = s.principal.require_editor() {
         return s.failure("data", d.into());
     }
-    if let Err(e) = categories::get(&state, &category, None).await {
-        return s.failure("data", e);
-    }
+    or_page!(category_of(&state, &s, &category).await);
     let frame = s.frame(format!("Delete {category}"), "data");
     let mut c = Confirm::new(
         &frame,

@@ -417,10 +417,7 @@ pub async fn explore(
     q: Fields,
 ) -> Response {
     let s = or_page!(super::user(&state, req).await);
-    let c = match categories::get(&state, &category, None).await {
-        Ok(c) => c,
-        Err(e) => return s.failure("data", e),
-    };
+    let c = or_page!(super::data::category_of(&state, &s, &category).await);
     if let Err(d) = s.principal.require_read(&c.name) {
         return s.failure("data", d.into());
     }
@@ -545,10 +542,7 @@ pub async fn stream(
     q: Fields,
 ) -> Response {
     let s = or_page!(super::user(&state, req).await);
-    let c = match categories::get(&state, &category, None).await {
-        Ok(c) => c,
-        Err(e) => return s.failure("data", e),
-    };
+    let c = or_page!(super::data::category_of(&state, &s, &category).await);
     let view = View::of(&q, Utc::now());
     if let Some(e) = view.errors.first() {
         return s.failure("data", ApiError::bad_request(e.clone()));
