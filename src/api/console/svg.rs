@@ -142,8 +142,8 @@ pub fn number(v: f64) -> String {
 }
 
 /// A chart `width` wide of `series` (name → (bucket start, value), any order) over
-/// `from..to` with buckets `bucket_secs` wide: a line breaks where buckets are
-/// missing.
+/// `from..to` with buckets `bucket_secs` wide: a line breaks where it has no value
+/// for much longer than usual.
 pub fn chart(
     series: &BTreeMap<String, Vec<(DateTime<Utc>, f64)>>,
     from: DateTime<Utc>,
@@ -177,12 +177,25 @@ pub fn chart(
         .map(|(i, (name, points))| {
             let mut points = points.clone();
             points.sort_by_key(|(t, _)| *t);
+            // Points are joined unless far apart for this line: more than three times
+            // its usual spacing (or the bucket, if wider). Sparse records make sparse
+            // buckets, and a line of dots only would hide the series.
+            let mut gaps: Vec<i64> = points
+                .windows(2)
+                .map(|w| (w[1].0 - w[0].0).num_seconds())
+                .collect();
+            gaps.sort_unstable();
+            let usual = gaps
+                .get(gaps.len() / 2)
+                .copied()
+                .unwrap_or(0)
+                .max(bucket_secs);
             let mut path = String::new();
             let mut prev: Option<DateTime<Utc>> = None;
             let mut dots = vec![];
             for (t, v) in &points {
                 let (px, py) = (x(*t), y(*v));
-                let joined = prev.is_some_and(|p| (*t - p).num_seconds() <= bucket_secs);
+                let joined = prev.is_some_and(|p| (*t - p).num_seconds() <= 3 * usual);
                 path.push_str(&format!(
                     "{}{px:.1} {py:.1} ",
                     if joined { "L" } else { "M" }
@@ -415,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chart_line_breaks_where_buckets_are_missing() {
+    fn a_chart_line_breaks_where_it_has_no_value_for_much_longer_than_usual() {
         let from = t("2026-12-06T00:00:00Z");
         let to = t("2026-12-06T00:10:00Z");
         let p = |m: u32, v: f64| (t(&format!("2026-12-06T00:0{m}:00Z")), v);
@@ -428,6 +441,17 @@ mod tests {
         assert_eq!(path.matches('M').count(), 2, "{path}");
         assert_eq!(path.matches('L').count(), 2, "{path}");
         assert_eq!(c.lines[0].dots.len(), 4);
+        // Regularly sparse values (every third bucket) make one line, not dots.
+        let sparse = BTreeMap::from([(
+            "b".to_string(),
+            vec![p(0, 1.0), p(3, 2.0), p(6, 3.0), p(9, 2.0)],
+        )]);
+        let s = &chart(&sparse, from, to, 60, 600).lines[0].path;
+        assert_eq!(
+            (s.matches('M').count(), s.matches('L').count()),
+            (1, 3),
+            "{s}"
+        );
         assert!(
             c.lines[0].dots[2].2.ends_with("00:05:00 3"),
             "{:?}",
