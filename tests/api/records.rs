@@ -325,58 +325,33 @@ fn queries_filter_paginate_and_give_the_latest_per_target() {
         .0,
         201
     );
-    // Keyset pages of 10 cover everything once, in time order.
-    let mut seen = vec![];
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!(
-                "/api/v1/categories/meter/records?limit=10&cursor={}",
-                c.replace('+', "%2B").replace(':', "%3A")
-            ),
-            None => "/api/v1/categories/meter/records?limit=10".to_string(),
-        };
-        let (status, _, page) = api.call("GET", &path, &auth, None);
-        assert_eq!(status, 200, "{page}");
-        seen.extend(
-            page["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["n"].as_i64().unwrap()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
+    // Every page of `query` by its cursors: the `n` of each record, in order.
+    let pages = |query: &str| {
+        let mut seen = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/categories/meter/records?{query}");
+            if let Some(c) = &cursor {
+                let c = c.replace('+', "%2B").replace(':', "%3A");
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, _, page) = api.call("GET", &path, &auth, None);
+            assert_eq!(status, 200, "{page}");
+            let records = page["records"].as_array().unwrap();
+            seen.extend(records.iter().map(|r| r["n"].as_i64().unwrap()));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return seen,
+            }
         }
-    }
-    assert_eq!(seen, (0..25).collect::<Vec<i64>>());
-    // Newest first, with the same keyset pages (the cursor goes the other way).
-    let mut seen = vec![];
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = "/api/v1/categories/meter/records?limit=7&order=desc".to_string();
-        if let Some(c) = &cursor {
-            path.push_str(&format!(
-                "&cursor={}",
-                c.replace('+', "%2B").replace(':', "%3A")
-            ));
-        }
-        let (status, _, page) = api.call("GET", &path, &auth, None);
-        assert_eq!(status, 200, "{page}");
-        seen.extend(
-            page["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["n"].as_i64().unwrap()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
-    assert_eq!(seen, (0..25).rev().collect::<Vec<i64>>());
+    };
+    // Keyset pages of 10 cover everything once, in time order; newest first, with
+    // the same keyset pages (the cursor goes the other way).
+    assert_eq!(pages("limit=10"), (0..25).collect::<Vec<i64>>());
+    assert_eq!(
+        pages("limit=7&order=desc"),
+        (0..25).rev().collect::<Vec<i64>>()
+    );
     // Export and aggregation take the same filters as a query.
     let (status, _, body) = http(
         api.port,
