@@ -1,5 +1,9 @@
-//! The `api` service: REST API (poem-openapi, spec at `/api/openapi.json`, Swagger UI at
-//! `/api/docs`), sessions and Bearer tokens, categories, records and files.
+//! The `api` service: two front-ends over one domain. The REST API ([`routes`],
+//! poem-openapi, spec at `/api/openapi.json`, Swagger UI at `/api/docs`) and the web
+//! console ([`console`]) both call the modules that own each resource and check the
+//! caller's principal: [`records`], [`categories`], [`dead_letters`], [`sources`],
+//! [`alerts`], [`files`], [`users`], [`session`], [`tokens`], [`units`] (the
+//! supervisor's) and [`overview`] (the dashboard's figures).
 //!
 //! [`build_app`] assembles routes over an [`AppState`]; [`serve`] binds, tells the
 //! supervisor it is ready (sd_notify) and runs until SIGTERM. The OpenAPI document is

@@ -242,7 +242,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// Reads a cursor written by [`Cursor::to_string`].
+    /// Reads a cursor as its `Display` writes it.
     pub fn parse(s: &str) -> Option<Cursor> {
         let (t, i) = s.split_once('~')?;
         Some(Cursor {

@@ -12,9 +12,9 @@
 //! [`frame`] holds what every page shares, [`svg`] the pictures, [`guard`] the
 //! security headers and the cross-site checks every form passes.
 //!
-//! This module holds the prelude every handler uses: who is asking ([`user`],
-//! [`admin`], [`sender`] for forms), a form or query string as [`Fields`], and the
-//! answers (a page, an error page, a redirect).
+//! This module holds the prelude every handler uses: who is asking (`user`, `admin`,
+//! `sender` for forms), a form or query string as [`Fields`], and the answers (a
+//! page, an error page, a form shown again with its reasons, a redirect).
 
 pub mod account;
 pub mod alerts;

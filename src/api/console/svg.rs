@@ -56,7 +56,7 @@ const WIDTHS: &[i64] = &[
 ];
 
 /// Pixels per bucket a chart aims at.
-const PX_PER_BUCKET: f64 = 4.0;
+pub const PX_PER_BUCKET: f64 = 4.0;
 
 /// Most points one series of a chart holds, whatever its width.
 pub const MAX_POINTS: i64 = 1000;
