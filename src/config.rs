@@ -31,6 +31,42 @@ pub const PORT_KEYS: &[&str] = &[
     "ingest",
 ];
 
+/// The home of a system installation (the Debian package's `StateDirectory`).
+pub const SYSTEM_HOME: &str = "/var/lib/tmidb";
+
+/// The settings file of the system home (a conffile of the Debian package).
+pub const SYSTEM_CONFIG: &str = "/etc/tmidb/tmidb.toml";
+
+/// The home used when neither `--home` nor `TMIDB_HOME` is given: `./tmidb-home` when it
+/// exists, else [`SYSTEM_HOME`] when it exists (a package install), else `./tmidb-home`
+/// (created by the supervisor). Absolute.
+pub fn default_home() -> PathBuf {
+    let local = absolute(Path::new(crate::cli::DEFAULT_HOME));
+    if !local.exists() && Path::new(SYSTEM_HOME).is_dir() {
+        return PathBuf::from(SYSTEM_HOME);
+    }
+    local
+}
+
+/// The given home made absolute, or [`default_home`].
+pub fn home_or_default(home: Option<&Path>) -> PathBuf {
+    home.map(absolute).unwrap_or_else(default_home)
+}
+
+/// The settings file of `home`, in this order: `TMIDB_CONFIG` (set by the supervisor's
+/// `--config`, and inherited by every unit), `HOME/tmidb.toml` when it exists, and for
+/// [`SYSTEM_HOME`] [`SYSTEM_CONFIG`]. The file need not exist: defaults apply.
+pub fn file(home: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("TMIDB_CONFIG").filter(|p| !p.is_empty()) {
+        return absolute(Path::new(&p));
+    }
+    let own = home.join("tmidb.toml");
+    if !own.exists() && home == Path::new(SYSTEM_HOME) {
+        return PathBuf::from(SYSTEM_CONFIG);
+    }
+    own
+}
+
 /// Errors reading or interpreting `tmidb.toml`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +118,14 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     ingest: RawIngest,
+    #[serde(default)]
+    listen: RawListen,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +215,11 @@ struct RawControl {
 pub struct Config {
     /// The home directory every relative path is resolved against.
     pub home: PathBuf,
+    /// The settings file these were read from (it may not exist: defaults only).
+    pub file: PathBuf,
+    /// Where the api and the ingest endpoint listen (`[listen] address`, 127.0.0.1 by
+    /// default; `0.0.0.0` in a container).
+    pub listen_address: std::net::IpAddr,
     /// `DIR/data`: state of every service.
     pub data_dir: PathBuf,
     /// `DIR/run`: control socket, notify sockets.
@@ -204,9 +253,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads `home/tmidb.toml` over the embedded defaults (a missing file is fine).
+    /// Loads the home's settings file (see [`file`]) over the embedded defaults (a
+    /// missing file is fine).
     pub fn load(home: &Path) -> Result<Config, ConfigError> {
-        let path = home.join("tmidb.toml");
+        let path = file(home);
         let user = match std::fs::read_to_string(&path) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -233,6 +283,7 @@ impl Config {
                 logs: RawLogs::default(),
                 api: RawApi::default(),
                 ingest: RawIngest::default(),
+                listen: RawListen::default(),
             },
         };
         let home = absolute(home);
@@ -253,13 +304,21 @@ impl Config {
         bin.insert("nats_server".into(), resolve_program(&nats));
         let weed = pick(&user.bin.weed, &defaults.bin.weed);
         bin.insert("weed".into(), resolve_program(&weed));
-        // Our own programs default to the ones installed beside the running executable.
+        // Our own programs default to the ones installed beside the running executable,
+        // or in `../libexec/tmidb/` from it (the package keeps its daemons out of PATH).
         let sibling = |name: &str| {
-            std::env::current_exe()
+            let dir = std::env::current_exe()
                 .ok()
-                .and_then(|p| p.parent().map(|d| d.join(name)))
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| name.to_string())
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            let Some(dir) = dir else {
+                return name.to_string();
+            };
+            let libexec = dir.join("../libexec/tmidb").join(name);
+            let found = match libexec.canonicalize() {
+                Ok(p) if !dir.join(name).exists() => p,
+                _ => dir.join(name),
+            };
+            found.display().to_string()
         };
         let own = user
             .bin
@@ -352,7 +411,25 @@ impl Config {
             &defaults.ingest.max_pending_age,
             1,
         )?;
+        let listen_address = match user.listen.address.as_ref().or(defaults.listen.address.as_ref()) {
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+            Some(a) => a.get_ref().parse().map_err(|_| {
+                let (line, col) =
+                    crate::unit::line_col(user_text.unwrap_or(""), a.span().start);
+                ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    message: format!(
+                        "listen.address = \"{}\" is not an IP address (e.g. \"127.0.0.1\", \"0.0.0.0\", \"::\")",
+                        a.get_ref()
+                    ),
+                }
+            })?,
+        };
         Ok(Config {
+            file: absolute(path),
+            listen_address,
             ingest_max_pending_age,
             ingest_ack_wait,
             ingest_reconcile_interval,
@@ -369,6 +446,19 @@ impl Config {
             bin,
             control_group: user.control.group.or(defaults.control.group),
         })
+    }
+
+    /// The host a local client connects to for the api and ingest endpoint: the listen
+    /// address, or loopback when that is the unspecified address; IPv6 in brackets, so it
+    /// can be put in a URL.
+    pub fn connect_host(&self) -> String {
+        use std::net::IpAddr;
+        match self.listen_address {
+            IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".into(),
+            IpAddr::V6(a) if a.is_unspecified() => "[::1]".into(),
+            IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        }
     }
 
     /// The file runtime settings (log channels, ring size) persist in.
@@ -388,6 +478,9 @@ impl Config {
                 .exists()
                 .then(|| l.journald_socket.clone()),
         };
+        // Under systemd the journald sink already puts every child's lines in the journal
+        // (and the supervisor's own events go there through tracing): not stdout too.
+        s.stdout = !(s.journald.is_some() && crate::logs::sink::stdout_is_journal());
         s.files = l.file_dir.clone().map(|dir| crate::logs::sink::FileSink {
             dir,
             max_bytes: l.file_max_bytes,
@@ -407,6 +500,14 @@ impl Config {
         let mut v = BTreeMap::new();
         let s = |p: &Path| p.display().to_string();
         v.insert("home".into(), s(&self.home));
+        v.insert("config".into(), s(&self.file));
+        // Bracketed when IPv6, so `${listen.address}:${ports.api}` is a socket address.
+        let address = match self.listen_address {
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        };
+        v.insert("listen.address".into(), address);
+        v.insert("listen.connect".into(), self.connect_host());
         v.insert("paths.data_dir".into(), s(&self.data_dir));
         v.insert("paths.runtime_dir".into(), s(&self.runtime_dir));
         v.insert("paths.secrets_dir".into(), s(&self.secrets_dir));
@@ -659,6 +760,40 @@ mod tests {
     }
 
     #[test]
+    fn listen_address_defaults_to_loopback_and_names_a_bad_value() {
+        let c = cfg(None).unwrap();
+        assert_eq!(c.vars()["listen.address"], "127.0.0.1");
+        assert_eq!(c.vars()["listen.connect"], "127.0.0.1");
+        let any = cfg(Some("[listen]\naddress = \"0.0.0.0\"\n")).unwrap();
+        assert_eq!(any.vars()["listen.address"], "0.0.0.0");
+        assert_eq!(any.vars()["listen.connect"], "127.0.0.1");
+        let v6 = cfg(Some("[listen]\naddress = \"::\"\n")).unwrap();
+        let addr: std::net::SocketAddr = format!("{}:80", v6.vars()["listen.address"])
+            .parse()
+            .unwrap();
+        assert!(addr.ip().is_unspecified());
+        assert_eq!(v6.connect_host(), "[::1]");
+        let e = cfg(Some("[listen]\naddress = \"everywhere\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/h/tmidb.toml:2:11:"), "{e}");
+        assert!(e.contains("\"everywhere\" is not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn the_system_home_reads_the_system_config_unless_it_has_its_own() {
+        // TMIDB_CONFIG is not set by the test harness; the search is filesystem-only.
+        if std::env::var_os("TMIDB_CONFIG").is_some() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(file(dir.path()), dir.path().join("tmidb.toml"));
+        if !Path::new(SYSTEM_HOME).join("tmidb.toml").exists() {
+            assert_eq!(file(Path::new(SYSTEM_HOME)), Path::new(SYSTEM_CONFIG));
+        }
+    }
+
+    #[test]
     fn defaults_avoid_standard_ports() {
         let c = cfg(None).unwrap();
         for standard in [5432, 4222, 8222, 9333, 8080, 8333, 8888, 19333] {
@@ -715,7 +850,7 @@ mod man_page {
             })
         };
         let mut missing = vec![];
-        for section in ["paths", "bin", "control", "logs", "api", "ingest"] {
+        for section in ["paths", "bin", "control", "logs", "api", "ingest", "listen"] {
             let text = format!("[{section}]\nzzz_unknown = 1\n");
             let err = toml::from_str::<super::RawConfig>(&text)
                 .unwrap_err()

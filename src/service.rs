@@ -11,15 +11,16 @@ use std::process::ExitCode;
 /// The `--home` option every service binary takes.
 #[derive(Debug, clap::Args)]
 pub struct HomeArg {
-    /// The tmiDB home (tmidb.toml, secrets/).
-    #[arg(long, env = "TMIDB_HOME", default_value = crate::cli::DEFAULT_HOME, global = true)]
-    pub home: PathBuf,
+    /// The tmiDB home (tmidb.toml, secrets/) [default: ./tmidb-home; /var/lib/tmidb
+    /// when only that exists].
+    #[arg(long, env = "TMIDB_HOME", global = true)]
+    pub home: Option<PathBuf>,
 }
 
 impl HomeArg {
     /// The home as an absolute path.
     pub fn path(&self) -> PathBuf {
-        crate::config::absolute(&self.home)
+        crate::config::home_or_default(self.home.as_deref())
     }
 }
 
@@ -98,22 +99,21 @@ pub enum StartError {
     },
 }
 
-/// Serves `app` on 127.0.0.1:`port` until SIGTERM or SIGINT (requests in flight get
-/// 5 s), telling the supervisor `READY=1` and `status` once the port is bound; `what`
-/// is logged as where it listens.
+/// Serves `app` on `address`:`port` (`[listen] address`) until SIGTERM or SIGINT
+/// (requests in flight get 5 s), telling the supervisor `READY=1` and `status` once the
+/// port is bound; `what` is logged as where it listens.
 pub async fn serve_http(
+    address: std::net::IpAddr,
     port: u16,
     app: impl poem::Endpoint + 'static,
     status: &str,
     what: &str,
 ) -> Result<(), StartError> {
-    let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((
-        "127.0.0.1",
-        port,
-    )))
-    .await
-    .map_err(|source| StartError::Listen { port, source })?;
-    tracing::info!(port, "{what}");
+    let acceptor =
+        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind((address, port)))
+            .await
+            .map_err(|source| StartError::Listen { port, source })?;
+    tracing::info!(%address, port, "{what}");
     notify(&format!("READY=1\nSTATUS={status}"));
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(

@@ -263,6 +263,66 @@ fn notify_readiness_and_ready_to_parent() {
     );
 }
 
+/// Under systemd (`Type=notify`, the packaged service's `--exit-on-start-failure`), a
+/// unit that fails for good before the set is ready must not leave `systemctl start`
+/// waiting: STATUS= names it, every other unit is stopped, the supervisor exits 1.
+#[test]
+fn a_start_failure_is_reported_to_the_parent_and_ends_the_supervisor() {
+    let h = Home::new();
+    let pid_file = h.path().join("other.pid");
+    h.unit(
+        "other",
+        &format!(
+            "[service]\ncommand = [\"/bin/sh\", \"-c\", \"echo $$$$ > {}; exec sleep 1000\"]\n",
+            pid_file.display()
+        ),
+    );
+    h.unit(
+        "db",
+        "[unit]\nrequires = [\"other\"]\n[service]\ntype = \"notify\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 0.5; echo 'cannot open data dir' >&2; exit 3\"]\n[restart]\npolicy = \"no\"\n",
+    );
+    let parent = h.path().join("parent.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&parent).unwrap();
+    listener.set_read_timeout(Some(secs(30))).unwrap();
+    let started = Instant::now();
+    let out = Command::new(SUPERVISOR)
+        .arg("--home")
+        .arg(h.path())
+        .arg("--units")
+        .arg(h.units())
+        .args(["--log-format", "json", "--exit-on-start-failure"])
+        .env("NOTIFY_SOCKET", &parent)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        started.elapsed() < secs(30),
+        "exited only after {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("db failed before every unit was ready") && stderr.contains("exit 3"),
+        "{stderr}"
+    );
+    let mut buf = [0u8; 512];
+    let n = listener
+        .recv(&mut buf)
+        .expect("STATUS= from the supervisor");
+    let status = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        status.starts_with("STATUS=db failed before every unit was ready"),
+        "{status}"
+    );
+    assert!(!status.contains("READY=1"), "{status}");
+    let other: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(other), "the other unit was stopped before the exit");
+}
+
 #[test]
 fn a_readiness_timeout_says_why_the_last_attempt_failed() {
     let h = Home::new();

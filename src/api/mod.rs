@@ -171,6 +171,7 @@ pub async fn serve(home: &std::path::Path) -> Result<(), crate::service::StartEr
     let pool = crate::db::connect(&cfg, 16).await?;
     let storage = crate::db::storage(&pool).await;
     let port = cfg.ports["api"];
+    let (address, host) = (cfg.listen_address, cfg.connect_host());
     let max_body = cfg.max_upload_bytes + (1 << 20);
     let files = files::FileStore::new(&cfg);
     let (_nats, js, _) = crate::pipeline::connect(&cfg, "api").await?;
@@ -210,10 +211,11 @@ pub async fn serve(home: &std::path::Path) -> Result<(), crate::service::StartEr
         ep.call(req).await.map(poem::IntoResponse::into_response)
     });
     crate::service::serve_http(
+        address,
         port,
         app,
         "serving",
-        &format!("api listening on http://127.0.0.1:{port} (docs: /api/docs)"),
+        &format!("api listening on http://{host}:{port} (docs: /api/docs)"),
     )
     .await
 }

@@ -29,7 +29,12 @@ fn main() -> ExitCode {
         tmidb::supervisor::contain::guardian(cgroup.as_deref());
         return ExitCode::SUCCESS;
     }
-    let home = tmidb::config::absolute(&args.home);
+    if let Some(file) = &args.config {
+        // SAFETY: still single-threaded (no runtime, no logging thread yet). Units inherit
+        // it, so every service reads the same file.
+        unsafe { std::env::set_var("TMIDB_CONFIG", tmidb::config::absolute(file)) };
+    }
+    let home = tmidb::config::home_or_default(args.home.as_deref());
     let cfg = match tmidb::config::Config::load(&home) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         home,
         units_dir: args.units,
         log_format: args.log_format,
+        exit_on_start_failure: args.exit_on_start_failure,
     };
     match rt.block_on(tmidb::supervisor::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use clap_complete::engine::ArgValueCandidates;
 
-use super::{DEFAULT_HOME, complete};
+use super::complete;
 use crate::control::protocol::Level;
 
 /// Command-line interface of tmidb-cli.
@@ -25,9 +25,10 @@ use crate::control::protocol::Level;
 `source <(COMPLETE=bash tmidb-cli)` (or zsh, fish) also completes unit names from the running supervisor."
 )]
 pub struct Cli {
-    /// The tmiDB home whose supervisor to talk to.
-    #[arg(long, env = "TMIDB_HOME", default_value = DEFAULT_HOME, global = true)]
-    pub home: PathBuf,
+    /// The tmiDB home whose supervisor to talk to [default: ./tmidb-home; /var/lib/tmidb
+    /// when only that exists].
+    #[arg(long, env = "TMIDB_HOME", global = true)]
+    pub home: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -9,9 +9,8 @@ use clap_complete::engine::CompletionCandidate;
 use crate::control::protocol::{Request, Response};
 
 fn ask(req: Request) -> Option<Response> {
-    let home = std::env::var_os("TMIDB_HOME").unwrap_or_else(|| super::DEFAULT_HOME.into());
-    let cfg =
-        crate::config::Config::load(&crate::config::absolute(std::path::Path::new(&home))).ok()?;
+    let home = std::env::var_os("TMIDB_HOME").map(std::path::PathBuf::from);
+    let cfg = crate::config::Config::load(&crate::config::home_or_default(home.as_deref())).ok()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -93,7 +93,7 @@ impl CliError {
 
 /// Runs one command; output goes to stdout.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let home = crate::config::absolute(&cli.home);
+    let home = crate::config::home_or_default(cli.home.as_deref());
     match cli.command {
         Command::Units(UnitsCommand::Verify { dir, json }) => verify(&home, dir, json).await,
         Command::Completions { shell } => {

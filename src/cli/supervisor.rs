@@ -18,12 +18,24 @@ declarative unit files: builds the dependency graph, starts units in order and i
 restarts and reaps them, merges their logs into one stream, reloads edited unit files, and answers \
 tmidb-cli on a control socket. SIGTERM or SIGINT stops everything in reverse dependency order (a \
 second one kills at once); SIGHUP reloads.",
-    after_help = "Exit status: 0 after an orderly stop; 1 on invalid configuration or units (nothing is started)."
+    after_help = "Exit status: 0 after an orderly stop; 1 on invalid configuration or units (nothing is started), or \
+after a start failure with --exit-on-start-failure (every unit is stopped first).\n\n\
+Under systemd (Type=notify, as the Debian package's tmidb.service): READY=1 once every unit is \
+ready, STATUS= on a start failure; each unit's lines go to the journal once under its own \
+SYSLOG_IDENTIFIER, so the unified stream is not also written to stdout when stdout is the journal \
+(JOURNAL_STREAM).\n\n\
+Files: the settings file is TMIDB_CONFIG (--config), else HOME/tmidb.toml, else /etc/tmidb/tmidb.toml \
+for the home /var/lib/tmidb; see tmidb.toml(5)."
 )]
 pub struct SupervisorArgs {
-    /// Home directory: tmidb.toml, data/, run/, secrets/.
-    #[arg(long, env = "TMIDB_HOME", default_value = super::DEFAULT_HOME, global = true)]
-    pub home: PathBuf,
+    /// Home directory: data/, run/, secrets/, and tmidb.toml unless --config [default:
+    /// ./tmidb-home; /var/lib/tmidb when only that exists].
+    #[arg(long, env = "TMIDB_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    /// Settings file [default: HOME/tmidb.toml; /etc/tmidb/tmidb.toml for
+    /// /var/lib/tmidb]. Exported to every unit as TMIDB_CONFIG.
+    #[arg(long, env = "TMIDB_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     /// Unit directory (default: HOME/units, /etc/tmidb/units, or the source tree's units/).
     #[arg(long, env = "TMIDB_UNITS")]
     pub units: Option<PathBuf>,
@@ -33,6 +45,12 @@ pub struct SupervisorArgs {
     /// Unified log format: text on a TTY and JSON otherwise, unless forced.
     #[arg(long, value_enum, default_value = "auto")]
     pub log_format: Format,
+    /// When a unit fails for good before every unit was ready, stop them all and exit 1
+    /// (the packaged tmidb.service sets it, so `systemctl start` fails at once and
+    /// systemd's restart limits apply). Without it the others keep running and the
+    /// failure waits for `tmidb-cli restart`. Either way STATUS= names the unit and why.
+    #[arg(long)]
+    pub exit_on_start_failure: bool,
     /// Helper subcommands.
     #[command(subcommand)]
     pub command: Option<SupervisorCommand>,

@@ -373,6 +373,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     let ingest = crate::pipeline::ingest_consumer(&js).await?;
     let listener = crate::db::listen(&cfg, &[crate::db::sources::CHANNEL]).await?;
     let port = cfg.ports["ingest"];
+    let (address, host) = (cfg.listen_address, cfg.connect_host());
     let m = Arc::new(Manager::new(pool, cfg, js));
     let follower = m.clone();
     tokio::spawn(async move { follower.schemas.follow(&follower.cfg).await });
@@ -380,10 +381,11 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     tokio::spawn(sources::supervise(m.clone(), listener));
     let app = http::app(m);
     crate::service::serve_http(
+        address,
         port,
         app,
         "accepting pushes",
-        &format!("data-manager accepting pushes on http://127.0.0.1:{port}/ingest/CATEGORY"),
+        &format!("data-manager accepting pushes on http://{host}:{port}/ingest/CATEGORY"),
     )
     .await
 }

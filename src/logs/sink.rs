@@ -26,6 +26,9 @@ pub struct SinkConfig {
     pub color: bool,
     /// journald socket to write child records to, if present.
     pub journald: Option<PathBuf>,
+    /// Write the unified stream to stdout. Off when stdout is the journal and the
+    /// journald sink is on: every line would reach the journal twice.
+    pub stdout: bool,
     /// Per-unit files.
     pub files: Option<FileSink>,
 }
@@ -40,8 +43,25 @@ impl SinkConfig {
             color,
             journald: None,
             files: None,
+            stdout: true,
         }
     }
+}
+
+/// Whether stdout is the journal: systemd sets `JOURNAL_STREAM=DEV:INODE` to the stream
+/// it connects a service's stdout/stderr to, and stdout still is that stream.
+pub fn stdout_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(std::io::stdout().as_fd()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }
 
 /// Per-unit log files: `DIR/UNIT.log`, rotated to `.1`…`.keep` past `max_bytes`.
@@ -97,7 +117,9 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                                 }
                                 _ => render_text(&mut line, r, cfg.color),
                             }
-                            let _ = out.write_all(&line);
+                            if cfg.stdout {
+                                let _ = out.write_all(&line);
+                            }
                             if let Some(j) = &journal
                                 && r.stream != Stream::Supervisor
                             {

@@ -227,6 +227,15 @@ pub enum Action {
     },
     /// Every wanted unit is ready (sent once): notify our own parent.
     AllReady,
+    /// Before every unit was ready, a wanted unit failed for good (start limit hit, policy
+    /// `no`, or it could not be spawned): the set cannot become ready by itself (sent
+    /// once, never after [`Action::AllReady`]).
+    StartFailed {
+        /// The failed instance.
+        unit: String,
+        /// Its last reason.
+        reason: String,
+    },
     /// Shutdown finished: every process is gone.
     AllStopped,
     /// A removed unit is gone: release its resources.
@@ -363,6 +372,7 @@ pub struct Core {
     pids: HashMap<i32, String>,
     shutting_down: bool,
     all_ready_sent: bool,
+    start_failed_sent: bool,
     all_stopped_sent: bool,
     jitter: Box<dyn FnMut() -> f64 + Send>,
 }
@@ -384,6 +394,7 @@ impl Core {
             pids: HashMap::new(),
             shutting_down: false,
             all_ready_sent: false,
+            start_failed_sent: false,
             all_stopped_sent: false,
             jitter,
         }
@@ -1253,6 +1264,19 @@ impl Core {
             self.all_ready_sent = true;
             out.push(Action::AllReady);
         }
+        if !self.all_ready_sent && !self.start_failed_sent {
+            let failed = self
+                .units
+                .values()
+                .find(|u| u.wanted && u.state == State::Failed);
+            if let Some(u) = failed {
+                self.start_failed_sent = true;
+                out.push(Action::StartFailed {
+                    unit: u.spec.name.clone(),
+                    reason: u.reason.clone(),
+                });
+            }
+        }
     }
 
     /// Failure records of a unit.
@@ -1656,6 +1680,48 @@ mod tests {
         assert_eq!(spawned(&r), ["db"]);
         let (_, more) = h.spawn_all(&r);
         assert_eq!(spawned(&more), ["api"]);
+    }
+
+    fn start_failures(actions: &[Action]) -> Vec<(String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::StartFailed { unit, reason } => Some((unit.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_unit_before_ready_is_reported_once_and_never_after_ready() {
+        let never = "[service]\ncommand = [\"x\"]\n[restart]\npolicy = \"no\"\n";
+        // notify units are not ready until they say so: the set is still starting.
+        let slow = "[service]\ntype = \"notify\"\ncommand = [\"x\"]\n[restart]\npolicy = \"no\"\n";
+        let (mut h, boot) = H::new(&[("db", slow), ("cache", slow)]);
+        let (pids, _) = h.spawn_all(&boot);
+        let r = h.exit(pids["db"], 3);
+        assert_eq!(h.state("db"), State::Failed);
+        let failed = start_failures(&r);
+        assert_eq!(failed.len(), 1, "{r:?}");
+        assert_eq!(failed[0].0, "db");
+        assert!(failed[0].1.contains("exit 3"), "{failed:?}");
+        assert!(!r.iter().any(|a| matches!(a, Action::AllReady)));
+        // A second failure is not a second report.
+        let r = h.exit(pids["cache"], 1);
+        assert!(start_failures(&r).is_empty(), "{r:?}");
+
+        // Once everything was ready, a failure is a runtime failure, not a start failure.
+        let (mut h, boot) = H::new(&[("db", never)]);
+        let (pids, more) = h.spawn_all(&boot);
+        assert!(
+            more.iter()
+                .chain(&boot)
+                .any(|a| matches!(a, Action::AllReady)),
+            "{more:?}"
+        );
+        let r = h.exit(pids["db"], 3);
+        assert_eq!(h.state("db"), State::Failed);
+        assert!(start_failures(&r).is_empty(), "{r:?}");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct Options {
     pub units_dir: Option<PathBuf>,
     /// Unified log output format.
     pub log_format: Format,
+    /// Stop everything and exit 1 when a wanted unit fails before every unit was ready
+    /// (under systemd: `systemctl start` fails at once and the restart limits apply).
+    pub exit_on_start_failure: bool,
 }
 
 /// Why the supervisor could not start.
@@ -88,6 +91,10 @@ pub enum RunError {
     /// The control socket could not be bound.
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    /// A unit failed before every unit was ready (`--exit-on-start-failure`); every unit
+    /// was stopped.
+    #[error("{0}; every unit was stopped")]
+    StartFailed(String),
     /// A filesystem or OS error.
     #[error("{what}: {source}")]
     Io {
@@ -192,6 +199,8 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         started,
         done: false,
         ready_pending: false,
+        exit_on_start_failure: opts.exit_on_start_failure,
+        start_failure: None,
     };
     exec.declare_channels(&set.units);
     exec.rewatch(&set);
@@ -250,7 +259,10 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     cfg.home.clear();
     tracing::info!("all units stopped; supervisor exits");
     exec.hub.flush().await;
-    Ok(())
+    match exec.start_failure {
+        Some(why) => Err(RunError::StartFailed(why)),
+        None => Ok(()),
+    }
 }
 
 fn snapshot(core: &Core, hub: &LogHub) -> Snapshot {
@@ -305,6 +317,9 @@ struct Executor {
     started: Instant,
     done: bool,
     ready_pending: bool,
+    exit_on_start_failure: bool,
+    /// Why the start failed, when `exit_on_start_failure` stopped the set.
+    start_failure: Option<String>,
 }
 
 impl Executor {
@@ -403,6 +418,24 @@ impl Executor {
             }
             Action::AllReady => {
                 self.ready_pending = true;
+                None
+            }
+            Action::StartFailed { unit, reason } => {
+                let why = format!("{unit} failed before every unit was ready: {reason}");
+                tracing::error!(unit = %unit, "{why}");
+                let status = if self.exit_on_start_failure {
+                    let _ = self.in_tx.send(Input::Shutdown);
+                    self.start_failure = Some(why.clone());
+                    format!("STATUS={why}; stopping (--exit-on-start-failure)")
+                } else {
+                    tracing::warn!(
+                        "the other units keep running; fix the cause and `tmidb-cli restart {unit}`"
+                    );
+                    format!("STATUS={why}; waiting for `tmidb-cli restart {unit}`")
+                };
+                if let Err(e) = notify::notify_parent(&status) {
+                    tracing::warn!("cannot notify our parent: {e}");
+                }
                 None
             }
             Action::AllStopped => {
@@ -643,6 +676,15 @@ impl Executor {
             }
         };
         let mut paths = vec![self.units_dir.clone(), self.cfg.home.clone()];
+        // The settings file's directory, when it is not the home (`--config`, /etc/tmidb).
+        if let Some(dir) = self
+            .cfg
+            .file
+            .parent()
+            .filter(|d| *d != self.cfg.home && d.is_dir())
+        {
+            paths.push(dir.to_path_buf());
+        }
         paths.extend(set.units.iter().flat_map(|u| u.watch.iter().cloned()));
         for p in paths {
             if let Err(e) = watcher.watch(&p, ::notify::RecursiveMode::NonRecursive) {
@@ -676,7 +718,7 @@ impl Executor {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.ends_with(".unit.toml") && !n.starts_with('.'))
         };
-        let is_config = |p: &Path| p == self.cfg.home.join("tmidb.toml");
+        let is_config = |p: &Path| p == self.cfg.file;
         if paths.iter().any(|p| is_unit_file(p) || is_config(p)) {
             self.reload(core, false, "file change");
         }

@@ -219,7 +219,7 @@ impl Executor {
                 ErrorKind::Failed,
                 format!(
                     "`{key}` comes from {}: edit it there (the file is re-read when it changes)",
-                    self.cfg.home.join("tmidb.toml").display()
+                    self.cfg.file.display()
                 ),
             ));
         }
