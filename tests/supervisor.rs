@@ -263,6 +263,66 @@ fn notify_readiness_and_ready_to_parent() {
     );
 }
 
+/// `make dev`: a rebuilt program restarts the units that run it and no other, whether
+/// the build writes the file in place or replaces it by a new link (cargo does).
+#[test]
+fn watch_programs_restarts_just_the_unit_whose_program_changed() {
+    let h = Home::new();
+    let bin = h.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for p in ["a-prog", "b-prog"] {
+        std::fs::copy("/bin/sleep", bin.join(p)).unwrap();
+    }
+    for (u, p) in [("a", "a-prog"), ("b", "b-prog")] {
+        h.unit(
+            u,
+            &format!(
+                "[service]\ncommand = [\"{}\", \"1000\"]\n",
+                bin.join(p).display()
+            ),
+        );
+    }
+    // A finished oneshot running the same program is not run again.
+    h.unit(
+        "once",
+        &format!(
+            "[service]\ntype = \"oneshot\"\ncommand = [\"{}\", \"0\"]\n",
+            bin.join("a-prog").display()
+        ),
+    );
+    let sup = h.start_with_args(None, &[], &["--watch-programs"]);
+    let pid = |u: &str| sup.unit(u).unwrap()["pid"].as_i64();
+    sup.wait_until("both ready", secs(20), |s| {
+        s.state("a") == "ready" && s.state("b") == "ready" && s.state("once") == "exited"
+    });
+    let once = sup.unit("once").unwrap()["since"].clone();
+    let (a0, b0) = (pid("a"), pid("b"));
+
+    // Touched in place (a running program cannot be opened for writing).
+    let f = std::fs::File::open(bin.join("a-prog")).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    sup.wait_until("a restarted", secs(20), |s| {
+        s.state("a") == "ready" && pid("a") != a0
+    });
+    let a1 = pid("a");
+    assert_eq!(pid("b"), b0, "b kept running");
+    assert_eq!(
+        sup.unit("once").unwrap()["since"],
+        once,
+        "the oneshot was not run again"
+    );
+
+    // Replaced by a new link, as cargo does.
+    std::fs::copy("/bin/sleep", bin.join(".b-prog.new")).unwrap();
+    std::fs::rename(bin.join(".b-prog.new"), bin.join("b-prog")).unwrap();
+    sup.wait_until("b restarted", secs(20), |s| {
+        s.state("b") == "ready" && pid("b") != b0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pid("a"), a1, "a kept running");
+}
+
 /// Under systemd (`Type=notify`, the packaged service's `--exit-on-start-failure`), a
 /// unit that fails for good before the set is ready must not leave `systemctl start`
 /// waiting: STATUS= names it, every other unit is stopped, the supervisor exits 1.

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         units_dir: args.units,
         log_format: args.log_format,
         exit_on_start_failure: args.exit_on_start_failure,
+        watch_programs: args.watch_programs,
     };
     match rt.block_on(tmidb::supervisor::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,11 @@ pub struct SupervisorArgs {
     /// failure waits for `tmidb-cli restart`. Either way STATUS= names the unit and why.
     #[arg(long)]
     pub exit_on_start_failure: bool,
+    /// Restart a running unit when its program (the command's first word) is rebuilt or
+    /// replaced, keeping the others running (finished oneshots are not run again):
+    /// `make dev` uses it with debug builds.
+    #[arg(long)]
+    pub watch_programs: bool,
     /// Helper subcommands.
     #[command(subcommand)]
     pub command: Option<SupervisorCommand>,

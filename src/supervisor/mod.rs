@@ -72,6 +72,9 @@ pub struct Options {
     /// Stop everything and exit 1 when a wanted unit fails before every unit was ready
     /// (under systemd: `systemctl start` fails at once and the restart limits apply).
     pub exit_on_start_failure: bool,
+    /// Restart a unit when its program file is replaced or written (`make dev`: a
+    /// rebuild restarts just the services whose binary changed).
+    pub watch_programs: bool,
 }
 
 /// Why the supervisor could not start.
@@ -200,6 +203,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         done: false,
         ready_pending: false,
         exit_on_start_failure: opts.exit_on_start_failure,
+        watch_programs: opts.watch_programs,
         start_failure: None,
     };
     exec.declare_channels(&set.units);
@@ -318,6 +322,7 @@ struct Executor {
     done: bool,
     ready_pending: bool,
     exit_on_start_failure: bool,
+    watch_programs: bool,
     /// Why the start failed, when `exit_on_start_failure` stopped the set.
     start_failure: Option<String>,
 }
@@ -686,6 +691,19 @@ impl Executor {
             paths.push(dir.to_path_buf());
         }
         paths.extend(set.units.iter().flat_map(|u| u.watch.iter().cloned()));
+        if self.watch_programs {
+            // The directory, not the file: a build replaces a program by a new link, which
+            // an inotify watch on the old file would never report.
+            let mut dirs: Vec<PathBuf> = set
+                .units
+                .iter()
+                .filter_map(|u| Path::new(&u.command[0]).parent().map(Path::to_path_buf))
+                .filter(|d| d.is_absolute())
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            paths.extend(dirs);
+        }
         for p in paths {
             if let Err(e) = watcher.watch(&p, ::notify::RecursiveMode::NonRecursive) {
                 tracing::warn!(path = %p.display(), "cannot watch: {e}");
@@ -729,6 +747,12 @@ impl Executor {
                 u.watch
                     .iter()
                     .any(|w| paths.iter().any(|p| p.starts_with(w) || w.starts_with(p)))
+                    || (self.watch_programs
+                        && paths.iter().any(|p| p == Path::new(&u.command[0]))
+                        // A finished oneshot is not run again (the init units run the
+                        // supervisor's own program: re-running them would restart
+                        // everything that requires them).
+                        && core.unit(&u.name).is_some_and(|s| s.pid.is_some()))
             })
             .map(|u| u.name.clone())
             .collect();

@@ -140,6 +140,16 @@ impl Home {
 
     /// Starts a supervisor on this home with `units` (None: the home's own units dir).
     pub fn start_with(&self, units: Option<&Path>, env: &[(&str, &str)]) -> Sup {
+        self.start_with_args(units, env, &[])
+    }
+
+    /// Like [`Home::start_with`], with extra supervisor options.
+    pub fn start_with_args(
+        &self,
+        units: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Sup {
         let log = self.path().join("supervisor.log");
         let out = std::fs::File::create(&log).unwrap();
         let units = units.map(Path::to_path_buf).unwrap_or_else(|| self.units());
@@ -149,6 +159,7 @@ impl Home {
             .arg("--units")
             .arg(&units)
             .args(["--log-format", "json"])
+            .args(args)
             .env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
