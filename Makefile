@@ -4,7 +4,8 @@ CARGO ?= cargo
 HOME_DIR ?= $(CURDIR)/tmidb-home
 PG_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: run test test-deps deps build release lint man openapi snapshots bench check clean help
+.PHONY: run test test-deps deps build release lint man openapi snapshots bench check clean help \
+	deb package-files package-tools test-package test-image image dev
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -48,9 +49,60 @@ lint: ## formatting and clippy, as CI enforces them
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: test-deps lint ## install what is missing, then run every test
+test: test-deps lint ## install what is missing, then run every test (the package and image checks too)
 	$(CARGO) build --bins --tests
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
+	$(MAKE) --no-print-directory test-package test-image
+
+# Packaging tools and the Debian trees they build on are cached outside the clone, so a
+# fresh clone's second `make test` does not download or compile them again.
+BUILD_CACHE ?= /var/cache/tmidb-build
+CARGO_DEB_VERSION := 3.8.0
+CARGO_DEB := $(BUILD_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
+WATCHEXEC_VERSION := 2.8.0
+WATCHEXEC := $(BUILD_CACHE)/watchexec-$(WATCHEXEC_VERSION)/bin/watchexec
+DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-1
+
+package-tools: ## debootstrap, systemd-nspawn, lintian, buildah (Debian) and cargo-deb (crates.io, pinned, in BUILD_CACHE)
+	@missing=""; for t in debootstrap:debootstrap systemd-nspawn:systemd-container lintian:lintian buildah:buildah; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then echo ">> installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@test -x $(CARGO_DEB) || { echo ">> installing cargo-deb $(CARGO_DEB_VERSION) into $(BUILD_CACHE) (once, ~5 min)"; \
+	  $(CARGO) install -q --locked cargo-deb --version $(CARGO_DEB_VERSION) --root $(BUILD_CACHE)/cargo-deb-$(CARGO_DEB_VERSION); }
+
+deb: package-tools release ## the Debian package, target/debian/tmidb_VERSION_ARCH.deb
+	$(MAKE) --no-print-directory package-files
+
+# From release binaries already built (the Dockerfile's first stage calls this too):
+# the completion scripts, then the package.
+package-files:
+	@mkdir -p target/release/completions
+	target/release/tmidb-cli completions bash > target/release/completions/tmidb-cli.bash
+	target/release/tmidb-cli completions zsh > target/release/completions/_tmidb-cli
+	target/release/tmidb-cli completions fish > target/release/completions/tmidb-cli.fish
+	$(CARGO_DEB) --no-build --deb-version $(DEB_VERSION)
+	@ls -l target/debian/tmidb_$(DEB_VERSION)_*.deb
+
+# The upgrade starts from the same build under a lower version (cargo-deb empties
+# target/debian on each run: the older one is kept beside it).
+test-package: package-tools release ## lintian, then install, boot, use, stop, upgrade and purge the package in a Debian chroot under systemd-nspawn
+	@mkdir -p target/package
+	$(MAKE) --no-print-directory package-files DEB_VERSION=$(DEB_VERSION:-1=-0~previous)
+	cp target/debian/tmidb_$(DEB_VERSION:-1=-0~previous)_*.deb target/package/previous.deb
+	$(MAKE) --no-print-directory package-files
+	lintian --fail-on error,warning --info target/debian/tmidb_$(DEB_VERSION)_*.deb
+	BUILD_CACHE=$(BUILD_CACHE) CHECK_LOG=target/package/check.log tests/package/run.sh target/package/previous.deb target/debian/tmidb_$(DEB_VERSION)_*.deb
+
+image: deb ## the container image from the Dockerfile, built by buildah over a debootstrap base (no Docker daemon needed)
+	BUILD_CACHE=$(BUILD_CACHE) tests/package/image.sh build target/debian/tmidb_$(DEB_VERSION)_*.deb
+
+test-image: image ## run the image's filesystem with the supervisor as PID 1 until every unit is ready
+	BUILD_CACHE=$(BUILD_CACHE) tests/package/image.sh run
+
+dev: build ## the stack from debug builds; source edits rebuild and restart just the services whose binary changed
+	@test -x $(WATCHEXEC) || { echo ">> installing watchexec-cli $(WATCHEXEC_VERSION) into $(BUILD_CACHE) (once)"; \
+	  $(CARGO) install -q --locked watchexec-cli --version $(WATCHEXEC_VERSION) --root $(BUILD_CACHE)/watchexec-$(WATCHEXEC_VERSION); }
+	packaging/dev.sh $(WATCHEXEC) $(HOME_DIR)
 
 bench: release ## supervisor, logs, api, pipeline and console benchmarks (prints figures)
 	$(CARGO) bench --bench supervisor
