@@ -39,9 +39,12 @@ FROM ${BASE_IMAGE}
 RUN mkdir -p /etc/postgresql-common/createcluster.d \
  && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/tmidb.conf
 COPY --from=package /deb/ /tmp/deb/
+# systemd-standalone-sysusers satisfies the package's `systemd | …` for its user without
+# installing systemd itself: the supervisor is the init here.
 COPY --from=seaweedfs /weed /usr/local/bin/weed
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl /tmp/deb/tmidb_*.deb \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        curl systemd-standalone-sysusers /tmp/deb/tmidb_*.deb \
  && rm -rf /var/lib/apt/lists/* /tmp/deb \
  && install -d -o tmidb -g tmidb -m 0755 /var/lib/tmidb
 COPY packaging/container/tmidb.toml /etc/tmidb/tmidb.toml

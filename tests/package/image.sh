@@ -47,7 +47,7 @@ build() {
     cp "$weed" "$work/seaweedfs/weed"
     step "buildah bud the Dockerfile"
     local t0=$SECONDS
-    bh bud --isolation=chroot --network=host --layers=false \
+    bh bud --format=docker --isolation=chroot --network=host --layers=false \
         --build-arg BASE_IMAGE=$base_image \
         --build-context package="$work/package" --build-context seaweedfs="$work/seaweedfs" \
         -t "$image" -f "$repo/Dockerfile" "$repo" >"$work/bud.log" 2>&1 \
