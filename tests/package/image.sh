@@ -2,8 +2,9 @@
 # The Dockerfile, proven without a Docker daemon.
 #   image.sh build TMIDB.deb   buildah (chroot isolation, vfs storage) builds the
 #                              Dockerfile over a debootstrap-made bookworm base; the
-#                              package stage is this .deb and the seaweedfs stage this
-#                              machine's `weed` (--build-context), so nothing compiles twice.
+#                              package stage is this .deb (--build-context: there is no
+#                              Rust image here, and the release build is not done twice);
+#                              every other stage runs as written (SeaweedFS from PyPI).
 #   image.sh run               runs the image's root filesystem with tmidb-supervisor as
 #                              PID 1 of new PID, mount and network namespaces, as the
 #                              image's user, until the HEALTHCHECK passes; checks the api
@@ -24,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 build() {
-    local deb work weed
+    local deb work
     deb=$(realpath "$1")
     if ! bh inspect --type image "$base_image" >/dev/null 2>&1; then
         local tree ctr
@@ -40,16 +41,16 @@ build() {
     fi
     work=$(mktemp -d /var/tmp/tmidb-image.XXXXXX)
     trap 'rm -rf "$work"' RETURN
-    mkdir -p "$work/package/deb" "$work/seaweedfs"
+    mkdir -p "$work/package/deb"
     cp "$deb" "$work/package/deb/"
-    weed=$(python3 -c 'import sysconfig, os; p = os.path.join(sysconfig.get_path("scripts"), "weed"); print(p if os.access(p, os.X_OK) else "")')
-    [ -n "$weed" ] || weed=$(command -v weed)
-    cp "$weed" "$work/seaweedfs/weed"
+    # The host's CA bundle: HTTPS from this kind of machine may pass a proxy with its own
+    # CA (pip in the seaweedfs stage would refuse PyPI's certificate otherwise).
     step "buildah bud the Dockerfile"
     local t0=$SECONDS
     bh bud --format=docker --isolation=chroot --network=host --layers=false \
         --build-arg BASE_IMAGE=$base_image \
-        --build-context package="$work/package" --build-context seaweedfs="$work/seaweedfs" \
+        --build-context package="$work/package" \
+        --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
         -t "$image" -f "$repo/Dockerfile" "$repo" >"$work/bud.log" 2>&1 \
         || { tail -40 "$work/bud.log"; exit 1; }
     echo "   built in $((SECONDS - t0)) s; $(bh images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep "$image")"
