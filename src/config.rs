@@ -31,6 +31,10 @@ pub const PORT_KEYS: &[&str] = &[
     "ingest",
 ];
 
+/// The home used from a source tree when none is given (relative to the current
+/// directory).
+pub const LOCAL_HOME: &str = "tmidb-home";
+
 /// The home of a system installation (the Debian package's `StateDirectory`).
 pub const SYSTEM_HOME: &str = "/var/lib/tmidb";
 
@@ -41,7 +45,7 @@ pub const SYSTEM_CONFIG: &str = "/etc/tmidb/tmidb.toml";
 /// exists, else [`SYSTEM_HOME`] when it exists (a package install), else `./tmidb-home`
 /// (created by the supervisor). Absolute.
 pub fn default_home() -> PathBuf {
-    let local = absolute(Path::new(crate::cli::DEFAULT_HOME));
+    let local = absolute(Path::new(LOCAL_HOME));
     if !local.exists() && Path::new(SYSTEM_HOME).is_dir() {
         return PathBuf::from(SYSTEM_HOME);
     }
@@ -253,7 +257,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads the home's settings file (see [`file`]) over the embedded defaults (a
+    /// Loads the home's settings file (see [`file()`]) over the embedded defaults (a
     /// missing file is fine).
     pub fn load(home: &Path) -> Result<Config, ConfigError> {
         let path = file(home);

@@ -14,9 +14,6 @@ use crate::control::client::{Client, ClientError};
 use crate::control::protocol::{ErrorKind, Level, PlanAction, Request, Response};
 use crate::unit::UnitErrors;
 
-/// The home used when neither --home nor TMIDB_HOME is given.
-pub const DEFAULT_HOME: &str = "tmidb-home";
-
 /// Writes a line to stdout; a closed stdout (`| head`) ends the program quietly with 0.
 macro_rules! out {
     ($($arg:tt)*) => {
