@@ -12,7 +12,10 @@ fail() { echo "FAIL $1: $(echo "$2" | tr '\n' ' ' | cut -c1-600)" >>"$results"; 
 check() {
     local name=$1 out
     shift
-    if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi
+    out=$("$@" 2>&1)
+    local rc=$?
+    printf '== %s (exit %d)\n%s\n' "$name" "$rc" "$out"
+    if [ $rc = 0 ]; then ok "$name"; else fail "$name" "$out"; fi
 }
 # Processes of the platform still alive (the supervisor, its units, their children).
 leftovers() {
@@ -106,6 +109,21 @@ check "systemctl reload (validated by tmidb-cli reload)" systemctl reload tmidb
 check "tmidb-cli status: every unit ready, seaweedfs skipped" statuses_ready
 check "a record pushed through the ingest port is queryable" push_and_query
 check "each line in the journal once" journal_once
+# Debian's own cluster and nats-server, started by their packages, run beside tmiDB on
+# their standard ports: no clash.
+debian_services_active() {
+    # `is-active A B` is 0 when either is: ask each, for up to a minute.
+    for _ in $(seq 1 60); do
+        if systemctl is-active --quiet postgresql@15-main && systemctl is-active --quiet nats-server; then
+            systemctl is-active postgresql@15-main nats-server
+            return 0
+        fi
+        sleep 1
+    done
+    systemctl is-active postgresql@15-main nats-server
+    return 1
+}
+check "Debian's postgresql@15-main (5432) and nats-server (4222) run beside it" debian_services_active
 check "systemctl stop" systemctl stop tmidb
 check "nothing left running after stop" nothing_left
 check "starts again on its data" systemctl start tmidb
