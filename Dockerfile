@@ -45,7 +45,7 @@ COPY --from=seaweedfs /weed /usr/local/bin/weed
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         curl systemd-standalone-sysusers /tmp/deb/tmidb_*.deb \
- && rm -rf /var/lib/apt/lists/* /tmp/deb \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /tmp/deb \
  && install -d -o tmidb -g tmidb -m 0755 /var/lib/tmidb
 COPY packaging/container/tmidb.toml /etc/tmidb/tmidb.toml
 ENV TMIDB_HOME=/var/lib/tmidb TMIDB_CONFIG=/etc/tmidb/tmidb.toml
