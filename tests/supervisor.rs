@@ -995,6 +995,12 @@ fn no_process_of_a_unit_survives_however_the_unit_or_the_supervisor_ends() {
     });
     assert_eq!(root.is_some(), cgroups);
     if let Some(root) = root {
+        // The guardian removes it once the kernel has emptied it (it retries for 5 s):
+        // the processes being gone does not mean the directory already is.
+        let start = Instant::now();
+        while root.exists() && start.elapsed() < secs(6) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(!root.exists(), "{} is left", root.display());
     }
 }
