@@ -14,7 +14,8 @@ use crate::web::error::{ApiError, ApiResult};
 pub struct Unit {
     /// Instance name.
     pub name: String,
-    /// inactive, starting, ready, stopping, exited, restarting, failed or skipped.
+    /// inactive, starting, ready, stopping, exited, restarting, failed or skipped (a
+    /// ready external unit whose liveness fails has `degraded` set).
     pub state: String,
     /// Why it is in that state.
     pub reason: String,
@@ -28,6 +29,8 @@ pub struct Unit {
     pub last_exit: Option<String>,
     /// Description.
     pub description: String,
+    /// Why a ready external unit's liveness probe fails (absent while it passes).
+    pub degraded: Option<String>,
 }
 
 impl From<UnitStatus> for Unit {
@@ -41,6 +44,7 @@ impl From<UnitStatus> for Unit {
             since: u.since,
             last_exit: u.last_exit.map(|e| e.to_string()),
             description: u.description,
+            degraded: u.degraded,
         }
     }
 }

@@ -71,8 +71,15 @@ pub(super) fn print_units(units: &[UnitStatus], j: bool) {
         "LAST EXIT"
     );
     for u in units {
-        let state = format!("{:<10}", u.state.as_str());
+        use crate::control::protocol::State;
+        // A ready external unit whose liveness probe fails shows as degraded.
+        let shown = match (&u.degraded, u.state) {
+            (Some(_), State::Ready) => "degraded",
+            _ => u.state.as_str(),
+        };
+        let state = format!("{shown:<10}");
         let state = match (color, u.state) {
+            (true, State::Ready) if u.degraded.is_some() => format!("\x1b[33m{state}\x1b[0m"),
             (
                 true,
                 crate::control::protocol::State::Ready | crate::control::protocol::State::Exited,
@@ -91,8 +98,9 @@ pub(super) fn print_units(units: &[UnitStatus], j: bool) {
             String::new()
         };
         // What a notify service says of itself (STATUS=), after the supervisor's reason.
-        let said = match &u.status_text {
-            Some(t) if !t.is_empty() => format!(" — {t}"),
+        let said = match (&u.degraded, &u.status_text) {
+            (Some(why), _) => format!(" — degraded: {why}"),
+            (_, Some(t)) if !t.is_empty() => format!(" — {t}"),
             _ => String::new(),
         };
         out!(

@@ -234,6 +234,10 @@ pub struct UnitStatus {
     /// Output lines the unified sinks had to drop for this unit (normally 0).
     #[serde(default)]
     pub dropped: u64,
+    /// Why a ready external unit's liveness probe fails (it is not restarted: the
+    /// service runs elsewhere); `None` while it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// Where a log line came from.

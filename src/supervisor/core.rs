@@ -110,6 +110,13 @@ pub enum Event {
         /// Last probe error.
         reason: String,
     },
+    /// An external unit's liveness probe passed after it had failed.
+    LivenessPassed {
+        /// Instance name.
+        unit: String,
+        /// Incarnation.
+        inc: u64,
+    },
     /// A notify message from the unit's process.
     Notify {
         /// Instance name.
@@ -279,6 +286,8 @@ pub struct Unit {
     pub failures: VecDeque<FailureRecord>,
     /// `STATUS=` text.
     pub status_text: Option<String>,
+    /// An external unit's failing liveness probe (it stays ready: nothing to restart).
+    pub degraded: Option<String>,
     attempt: u32,
     starts: VecDeque<Instant>,
     spawned_at: Option<(Instant, SystemTime)>,
@@ -307,6 +316,7 @@ impl Unit {
             last_exit: None,
             failures: VecDeque::new(),
             status_text: None,
+            degraded: None,
             attempt: 0,
             starts: VecDeque::new(),
             spawned_at: None,
@@ -455,6 +465,7 @@ impl Core {
                 channel: u.spec.log.channel.clone(),
                 description: u.spec.description.clone(),
                 dropped: 0,
+                degraded: u.degraded.clone(),
             })
             .collect()
     }
@@ -512,46 +523,8 @@ impl Core {
                     return;
                 }
                 u.pid = Some(pid);
-                u.spawned_at = Some((now.mono, now.wall));
-                u.ready_at = None;
-                u.status_text = None;
-                u.last_probe_failure = None;
                 self.pids.insert(pid, unit.clone());
-                let spec = u.spec.clone();
-                let reason = format!("spawned pid {pid}");
-                match (&spec.readiness, spec.kind) {
-                    (_, ServiceType::Oneshot) => {
-                        self.set_state(
-                            &unit,
-                            State::Starting,
-                            format!("{reason}, running to completion"),
-                            now,
-                            out,
-                        );
-                        out.push(Action::After {
-                            delay: spec.start_timeout,
-                            event: Event::StartTimeout { unit, inc },
-                        });
-                    }
-                    (None, _) => self.become_ready(&unit, "spawned (no readiness probe)", now, out),
-                    (Some(r), _) => {
-                        self.set_state(
-                            &unit,
-                            State::Starting,
-                            format!("{reason}, waiting for {}", r.probe.describe()),
-                            now,
-                            out,
-                        );
-                        out.push(Action::StartReadiness {
-                            spec: spec.clone(),
-                            inc,
-                        });
-                        out.push(Action::After {
-                            delay: r.timeout,
-                            event: Event::StartTimeout { unit, inc },
-                        });
-                    }
-                }
+                self.started(&unit, inc, format!("spawned pid {pid}"), now, out);
             }
             Event::SpawnFailed { unit, inc, error } => {
                 let Some(u) = self.units.get(&unit) else {
@@ -610,13 +583,39 @@ impl Core {
                 }
             }
             Event::LivenessFailed { unit, inc, reason } => {
-                if self.is_current(&unit, inc, State::Ready) {
+                if !self.is_current(&unit, inc, State::Ready) {
+                    return;
+                }
+                let u = self.units.get_mut(&unit).expect("unit exists");
+                if u.spec.kind == ServiceType::External {
+                    // Nothing here to restart: report it, keep probing, keep dependents.
+                    if u.degraded.is_none() {
+                        out.push(Action::Log {
+                            unit: unit.clone(),
+                            level: Level::Warn,
+                            message: format!("degraded: liveness probe failed: {reason}"),
+                        });
+                    }
+                    u.degraded = Some(format!("liveness probe failed: {reason}"));
+                } else {
                     self.kill_for_failure(
                         &unit,
                         format!("liveness probe failed: {reason}"),
                         now,
                         out,
                     );
+                }
+            }
+            Event::LivenessPassed { unit, inc } => {
+                if self.is_current(&unit, inc, State::Ready)
+                    && let Some(u) = self.units.get_mut(&unit)
+                    && u.degraded.take().is_some()
+                {
+                    out.push(Action::Log {
+                        unit,
+                        level: Level::Info,
+                        message: "liveness probe passes again".into(),
+                    });
                 }
             }
             Event::Notify { unit, msg } => self.on_notify(&unit, msg, now, out),
@@ -740,6 +739,52 @@ impl Core {
         }
     }
 
+    /// The unit's process is up (or, external, nothing needed spawning): wait for its
+    /// readiness, its exit (oneshot), or nothing.
+    fn started(&mut self, unit: &str, inc: u64, reason: String, now: Now, out: &mut Vec<Action>) {
+        let u = self.units.get_mut(unit).expect("unit exists");
+        u.spawned_at = Some((now.mono, now.wall));
+        u.ready_at = None;
+        u.status_text = None;
+        u.degraded = None;
+        u.last_probe_failure = None;
+        let spec = u.spec.clone();
+        let unit = unit.to_string();
+        match (&spec.readiness, spec.kind) {
+            (_, ServiceType::Oneshot) => {
+                self.set_state(
+                    &unit,
+                    State::Starting,
+                    format!("{reason}, running to completion"),
+                    now,
+                    out,
+                );
+                out.push(Action::After {
+                    delay: spec.start_timeout,
+                    event: Event::StartTimeout { unit, inc },
+                });
+            }
+            (None, _) => self.become_ready(&unit, "spawned (no readiness probe)", now, out),
+            (Some(r), _) => {
+                self.set_state(
+                    &unit,
+                    State::Starting,
+                    format!("{reason}, waiting for {}", r.probe.describe()),
+                    now,
+                    out,
+                );
+                out.push(Action::StartReadiness {
+                    spec: spec.clone(),
+                    inc,
+                });
+                out.push(Action::After {
+                    delay: r.timeout,
+                    event: Event::StartTimeout { unit, inc },
+                });
+            }
+        }
+    }
+
     fn is_current(&self, unit: &str, inc: u64, state: State) -> bool {
         self.units
             .get(unit)
@@ -835,10 +880,17 @@ impl Core {
                     out,
                 );
             }
-            None => {
-                u.restart_pending = false;
-                self.went_down(name, why, now, out);
-            }
+            None => match std::mem::replace(&mut u.after_stop, AfterStop::Nothing) {
+                // An external unit that failed its start: retry by the restart policy.
+                AfterStop::Failure(why) => {
+                    self.record_failure(name, None, None, why.clone(), vec![], now);
+                    self.fail_or_restart(name, why, now, out);
+                }
+                AfterStop::Nothing => {
+                    u.restart_pending = false;
+                    self.went_down(name, why, now, out);
+                }
+            },
         }
     }
 
@@ -1240,6 +1292,10 @@ impl Core {
         u.restart_at = None;
         u.after_stop = AfterStop::Nothing;
         let (spec, inc) = (u.spec.clone(), u.inc);
+        if spec.kind == ServiceType::External {
+            self.started(name, inc, "external service".into(), now, out);
+            return;
+        }
         self.set_state(name, State::Starting, "spawning".into(), now, out);
         out.push(Action::Spawn { spec, inc });
     }
@@ -1405,6 +1461,91 @@ mod tests {
         let after = h.exit(pids["init"], 0);
         assert_eq!(h.state("init"), State::Exited);
         assert_eq!(spawned(&after), ["app"]);
+    }
+
+    const EXTERNAL: &str = "[service]\ntype = \"external\"\n[readiness]\nprobe = \"tcp\"\naddress = \"db.example:5432\"\ntimeout = \"5s\"\n[liveness]\nprobe = \"tcp\"\naddress = \"db.example:5432\"\n";
+
+    fn probe_started(actions: &[Action], unit: &str) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::StartReadiness { spec, inc } if spec.name == unit => Some(*inc),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_external_unit_spawns_nothing_and_gates_its_dependents_on_its_probe() {
+        let (mut h, boot) = H::new(&[
+            ("db", EXTERNAL),
+            (
+                "app",
+                "[unit]\nrequires = [\"db\"]\n[service]\ncommand = [\"/bin/sleep\", \"1\"]\n",
+            ),
+        ]);
+        assert!(spawned(&boot).is_empty(), "nothing to spawn yet: {boot:?}");
+        let inc = probe_started(&boot, "db").expect("readiness probe of db");
+        assert_eq!(h.state("db"), State::Starting);
+        assert!(h.core.unit("db").unwrap().pid.is_none());
+        let after = h.step(Event::ProbeReady {
+            unit: "db".into(),
+            inc,
+            how: "tcp".into(),
+        });
+        assert_eq!(h.state("db"), State::Ready);
+        assert_eq!(spawned(&after), ["app"]);
+        let (pids, _) = h.spawn_all(&after);
+        // A stop takes app down first; db then stops at once: no process, no signal.
+        let stop = h.step(Event::Stop(vec!["db".into()]));
+        assert_eq!(signalled(&stop), [(pids["app"], Signal::SIGTERM)]);
+        assert_eq!(h.state("db"), State::Ready, "app is stopped first");
+        let down = h.exit(pids["app"], 0);
+        assert!(signalled(&down).is_empty());
+        assert_eq!(h.state("db"), State::Inactive);
+    }
+
+    #[test]
+    fn an_external_unit_is_degraded_not_restarted_when_its_liveness_fails() {
+        let (mut h, boot) = H::new(&[("db", EXTERNAL)]);
+        let inc = probe_started(&boot, "db").unwrap();
+        h.step(Event::ProbeReady {
+            unit: "db".into(),
+            inc,
+            how: "tcp".into(),
+        });
+        let out = h.step(Event::LivenessFailed {
+            unit: "db".into(),
+            inc,
+            reason: "connection refused".into(),
+        });
+        assert!(signalled(&out).is_empty() && spawned(&out).is_empty());
+        assert!(!out.iter().any(|a| matches!(a, Action::StopProbes { .. })));
+        assert_eq!(h.state("db"), State::Ready);
+        let st = h.core.statuses();
+        assert_eq!(
+            st[0].degraded.as_deref(),
+            Some("liveness probe failed: connection refused")
+        );
+        h.step(Event::LivenessPassed {
+            unit: "db".into(),
+            inc,
+        });
+        assert_eq!(h.core.statuses()[0].degraded, None);
+    }
+
+    #[test]
+    fn an_external_unit_not_ready_in_time_is_retried_by_its_restart_policy() {
+        let (mut h, boot) = H::new(&[("db", EXTERNAL)]);
+        let inc = probe_started(&boot, "db").unwrap();
+        h.advance(Duration::from_secs(5));
+        let again = h.step(Event::StartTimeout {
+            unit: "db".into(),
+            inc,
+        });
+        let u = h.core.unit("db").unwrap();
+        assert_eq!(u.failures.back().unwrap().reason, "not ready within 5s");
+        assert_eq!(u.restarts, 1);
+        // The first retry is immediate (then doubling delays): a new readiness probe.
+        assert_eq!(probe_started(&again, "db"), Some(inc + 1));
+        assert!(spawned(&again).is_empty());
     }
 
     #[test]

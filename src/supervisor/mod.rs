@@ -697,7 +697,11 @@ impl Executor {
             let mut dirs: Vec<PathBuf> = set
                 .units
                 .iter()
-                .filter_map(|u| Path::new(&u.command[0]).parent().map(Path::to_path_buf))
+                .filter_map(|u| {
+                    Path::new(u.command.first()?)
+                        .parent()
+                        .map(Path::to_path_buf)
+                })
                 .filter(|d| d.is_absolute())
                 .collect();
             dirs.sort();
@@ -748,7 +752,9 @@ impl Executor {
                     .iter()
                     .any(|w| paths.iter().any(|p| p.starts_with(w) || w.starts_with(p)))
                     || (self.watch_programs
-                        && paths.iter().any(|p| p == Path::new(&u.command[0]))
+                        && paths
+                            .iter()
+                            .any(|p| u.command.first().is_some_and(|c| p == Path::new(c)))
                         // A finished oneshot is not run again (the init units run the
                         // supervisor's own program: re-running them would restart
                         // everything that requires them).

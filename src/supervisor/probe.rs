@@ -28,7 +28,7 @@ pub async fn attempt(probe: &ProbeSpec, timeout: Duration, reaper: &Reaper) -> R
 
 async fn attempt_inner(probe: &ProbeSpec, reaper: &Reaper) -> Result<(), String> {
     match probe {
-        ProbeSpec::Tcp(addr) => TcpStream::connect(addr)
+        ProbeSpec::Tcp(addr) => TcpStream::connect(addr.as_str())
             .await
             .map(|_| ())
             .map_err(|e| format!("connect {addr}: {e}")),
@@ -38,7 +38,7 @@ async fn attempt_inner(probe: &ProbeSpec, reaper: &Reaper) -> Result<(), String>
             path,
             expect,
         } => {
-            let status = http_status(*addr, host, path).await?;
+            let status = http_status(addr, host, path).await?;
             match expect {
                 Some(want) if *want != status => {
                     Err(format!("GET {path}: status {status}, want {want}"))
@@ -117,7 +117,7 @@ async fn output_tail(read: std::os::fd::OwnedFd) -> String {
 
 /// GETs `path` and returns the status code: probes need nothing more than the status
 /// line, so this is a dozen lines rather than an HTTP client with pools and TLS.
-async fn http_status(addr: std::net::SocketAddr, host: &str, path: &str) -> Result<u16, String> {
+async fn http_status(addr: &str, host: &str, path: &str) -> Result<u16, String> {
     let mut s = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -200,23 +200,33 @@ pub async fn readiness(
 }
 
 /// Checks liveness every interval; reports after `failure_threshold` misses in a row.
+/// A process unit is then restarted (this task ends); an external unit keeps being
+/// probed, and a pass after the failure is reported too.
 pub async fn liveness(spec: Arc<UnitSpec>, inc: u64, tx: UnboundedSender<Event>, reaper: Reaper) {
     let Some(l) = &spec.liveness else { return };
-    let mut misses = 0;
+    let external = spec.kind == crate::unit::ServiceType::External;
+    let (mut misses, mut reported) = (0, false);
     loop {
         tokio::time::sleep(l.interval).await;
         match attempt(&l.probe, l.timeout, &reaper).await {
-            Ok(()) => misses = 0,
+            Ok(()) => {
+                misses = 0;
+                if reported {
+                    reported = false;
+                    let unit = spec.name.clone();
+                    let _ = tx.send(Event::LivenessPassed { unit, inc });
+                }
+            }
             Err(reason) => {
                 misses += 1;
                 tracing::warn!(unit = %spec.name, misses, threshold = l.failure_threshold, "liveness probe failed: {reason}");
                 if misses >= l.failure_threshold {
-                    let _ = tx.send(Event::LivenessFailed {
-                        unit: spec.name.clone(),
-                        inc,
-                        reason,
-                    });
-                    return;
+                    let unit = spec.name.clone();
+                    let _ = tx.send(Event::LivenessFailed { unit, inc, reason });
+                    if !external {
+                        return;
+                    }
+                    reported = true;
                 }
             }
         }

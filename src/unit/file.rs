@@ -71,17 +71,20 @@ pub enum ServiceType {
     Notify,
     /// Runs to completion; done (`exited`) when it exits 0.
     Oneshot,
+    /// Runs elsewhere: nothing is spawned; ready when the readiness probe passes, and
+    /// reported `degraded` (never restarted) while its liveness probe fails.
+    External,
 }
 
 /// `[service]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
-    /// `simple` | `notify` | `oneshot`.
+    /// `simple` | `notify` | `oneshot` | `external`.
     #[serde(default, rename = "type")]
     pub kind: ServiceType,
-    /// Program and arguments (no shell).
-    pub command: Spanned<Vec<Str>>,
+    /// Program and arguments (no shell); required except for `external`.
+    pub command: Option<Spanned<Vec<Str>>>,
     /// Run as this user when the supervisor is root.
     pub user: Option<Str>,
     /// Run with this group (default: the user's primary group).

@@ -526,13 +526,74 @@ fn resolve_one(
         .collect();
 
     let svc = &f.service;
-    let command: Vec<String> = svc.command.get_ref().iter().map(|c| x.expand(c)).collect();
-    if command.first().is_none_or(|c| c.is_empty()) {
-        x.err(
-            svc.command.span().start,
-            "`command` is empty",
-            Some("give the program and its arguments, e.g. [\"/usr/bin/sleep\", \"10\"]"),
-        );
+    let command: Vec<String> = match (&svc.command, svc.kind) {
+        (Some(c), ServiceType::External) => {
+            x.err(
+                c.span().start,
+                "an external unit runs nothing here; it takes no `command`",
+                Some("remove `command`, or use type = \"simple\" to run a program"),
+            );
+            vec![]
+        }
+        (None, ServiceType::External) => vec![],
+        (None, _) => {
+            let at = x.src.text.find("[service]").unwrap_or(0);
+            x.err(
+                at,
+                "[service] needs `command`",
+                Some("give the program and its arguments, e.g. command = [\"/usr/bin/sleep\", \"10\"]; or type = \"external\" for a service that runs elsewhere"),
+            );
+            vec![]
+        }
+        (Some(c), _) => {
+            let command: Vec<String> = c.get_ref().iter().map(|c| x.expand(c)).collect();
+            if command.first().is_none_or(|c| c.is_empty()) {
+                x.err(
+                    c.span().start,
+                    "`command` is empty",
+                    Some("give the program and its arguments, e.g. [\"/usr/bin/sleep\", \"10\"]"),
+                );
+            }
+            command
+        }
+    };
+    if svc.kind == ServiceType::External {
+        let runs = [
+            ("user", svc.user.as_ref().map(|s| s.span().start)),
+            ("group", svc.group.as_ref().map(|s| s.span().start)),
+            (
+                "state_directory",
+                svc.state_directory.as_ref().map(|s| s.span().start),
+            ),
+            (
+                "working_dir",
+                svc.working_dir.as_ref().map(|s| s.span().start),
+            ),
+            (
+                "stop_signal",
+                svc.stop_signal.as_ref().map(|s| s.span().start),
+            ),
+            ("pid_file", svc.pid_file.as_ref().map(|s| s.span().start)),
+            ("listen", svc.listen.first().map(|s| s.span().start)),
+            ("watch", svc.watch.first().map(|s| s.span().start)),
+        ];
+        for (key, at) in runs {
+            if let Some(at) = at {
+                x.err(
+                    at,
+                    format!("`{key}` is about a process, and an external unit runs none"),
+                    Some("remove it; an external unit has a readiness probe and, optionally, a liveness probe"),
+                );
+            }
+        }
+        if f.readiness.is_none() {
+            let at = x.src.text.find("external").unwrap_or(0);
+            x.err(
+                at,
+                "an external unit needs a [readiness] probe (tcp, http or exec): without one, depending on it would mean nothing",
+                Some("e.g. [readiness] probe = \"tcp\", address = \"db.example:5432\""),
+            );
+        }
     }
     let data_dir = x.vars.get("paths.data_dir").cloned().unwrap_or_default();
     let state_directory = svc.state_directory.as_ref().map(|s| {
@@ -594,7 +655,15 @@ fn resolve_one(
                     Some("remove the [readiness] section"),
                 );
             }
-            if *r.probe.get_ref() == ProbeKind::Notify && kind != ServiceType::Notify {
+            if kind == ServiceType::External
+                && matches!(r.probe.get_ref(), ProbeKind::Log | ProbeKind::Notify)
+            {
+                x.err(
+                    r.probe.span().start,
+                    "an external unit has no output and sends no READY=1",
+                    Some("use a tcp, http or exec probe"),
+                );
+            } else if *r.probe.get_ref() == ProbeKind::Notify && kind != ServiceType::Notify {
                 x.err(
                     r.probe.span().start,
                     "probe = \"notify\" needs `type = \"notify\"` in [service]",
@@ -623,6 +692,12 @@ fn resolve_one(
                 l.probe.span().start,
                 "a log probe can only detect readiness",
                 Some("use tcp, http, exec or notify for [liveness]"),
+            );
+        } else if *l.probe.get_ref() == ProbeKind::Notify && svc.kind == ServiceType::External {
+            x.err(
+                l.probe.span().start,
+                "an external unit sends no WATCHDOG=1",
+                Some("use a tcp, http or exec probe"),
             );
         }
         probe(x, l, false).map(|p| Liveness {
@@ -731,6 +806,28 @@ fn addr(x: &mut Expander<'_>, s: &Str) -> Option<SocketAddr> {
     }
 }
 
+/// A probe's `host:port`: checked for form only, since the host may be a name that
+/// resolves only where (and when) the service runs.
+fn host_port(x: &mut Expander<'_>, s: &Str) -> Option<String> {
+    let v = x.expand(s);
+    let ok = v.rsplit_once(':').is_some_and(|(host, port)| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if ok {
+        Some(v)
+    } else {
+        x.err(
+            s.span().start,
+            format!("`{v}` is not a host:port address"),
+            Some("write e.g. \"127.0.0.1:${ports.nats}\" or \"db.example.net:5432\""),
+        );
+        None
+    }
+}
+
 fn probe(x: &mut Expander<'_>, p: &ProbeSection, readiness: bool) -> Option<ProbeSpec> {
     let kind = *p.probe.get_ref();
     let at = p.probe.span().start;
@@ -779,7 +876,7 @@ fn probe(x: &mut Expander<'_>, p: &ProbeSection, readiness: bool) -> Option<Prob
             if !needs(x, "address", p.address.is_some()) {
                 return None;
             }
-            addr(x, p.address.as_ref()?).map(ProbeSpec::Tcp)
+            host_port(x, p.address.as_ref()?).map(ProbeSpec::Tcp)
         }
         ProbeKind::Http => {
             if !needs(x, "url", p.url.is_some()) {
@@ -800,7 +897,7 @@ fn probe(x: &mut Expander<'_>, p: &ProbeSection, readiness: bool) -> Option<Prob
                 None => (rest, "/"),
             };
             let spanned = Spanned::new(u.span(), hostport.to_string());
-            let a = addr(x, &spanned)?;
+            let a = host_port(x, &spanned)?;
             Some(ProbeSpec::Http {
                 addr: a,
                 host: hostport.to_string(),
@@ -895,6 +992,55 @@ mod tests {
         assert_eq!(
             u.state_directory.as_deref(),
             Some(Path::new("/data/sample"))
+        );
+    }
+
+    #[test]
+    fn external_units_take_a_probe_and_nothing_about_a_process() {
+        let ok = "[service]\ntype = \"external\"\n[readiness]\nprobe = \"tcp\"\naddress = \"db.example.net:5432\"\n";
+        let s = load(&[("db", ok)]).unwrap();
+        let u = s.get("db").unwrap();
+        assert!(u.command.is_empty());
+        assert_eq!(
+            u.readiness.as_ref().unwrap().probe,
+            ProbeSpec::Tcp("db.example.net:5432".into())
+        );
+        let e = one_error(&[("db", "[service]\ntype = \"external\"\n")]);
+        assert!(
+            e.contains("db.unit.toml:2:9: an external unit needs a [readiness] probe"),
+            "{e}"
+        );
+        let e = one_error(&[(
+            "db",
+            &ok.replace("[readiness]", "command = [\"x\"]\n[readiness]"),
+        )]);
+        assert!(
+            e.contains("db.unit.toml:3:11: an external unit runs nothing here"),
+            "{e}"
+        );
+        let e = one_error(&[(
+            "db",
+            &ok.replace("[readiness]", "user = \"postgres\"\n[readiness]"),
+        )]);
+        assert!(
+            e.contains("db.unit.toml:3:8: `user` is about a process"),
+            "{e}"
+        );
+        let e = one_error(&[(
+            "db",
+            &ok.replace("\"tcp\"", "\"log\"\npattern = \"x\"")
+                .replace("address = \"db.example.net:5432\"\n", ""),
+        )]);
+        assert!(e.contains("no output"), "{e}");
+        let e = one_error(&[("db", &ok.replace(":5432", ""))]);
+        assert!(
+            e.contains("`db.example.net` is not a host:port address"),
+            "{e}"
+        );
+        let e = one_error(&[("a", "[service]\nuser = \"x\"\n")]);
+        assert!(
+            e.contains("a.unit.toml:1:1: [service] needs `command`"),
+            "{e}"
         );
     }
 

@@ -90,12 +90,13 @@ pub struct Condition {
 /// A resolved probe.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeSpec {
-    /// TCP connect.
-    Tcp(SocketAddr),
+    /// TCP connect to `host:port` (the name is resolved at each attempt: an external
+    /// service may be known by a name only).
+    Tcp(String),
     /// HTTP GET; `expect` = required status.
     Http {
-        /// Address to connect to.
-        addr: SocketAddr,
+        /// `host:port` to connect to (resolved at each attempt).
+        addr: String,
         /// Host header value.
         host: String,
         /// Request path.
