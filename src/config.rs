@@ -124,6 +124,33 @@ struct RawConfig {
     ingest: RawIngest,
     #[serde(default)]
     listen: RawListen,
+    #[serde(default)]
+    nats: RawNats,
+    #[serde(default)]
+    postgresql: RawPostgresql,
+    #[serde(default)]
+    s3: RawS3,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNats {
+    servers: Option<Vec<toml::Spanned<String>>>,
+    replicas: Option<toml::Spanned<u32>>,
+    ping_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgresql {
+    address: Option<toml::Spanned<String>>,
+    read_address: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    endpoint: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,9 +241,30 @@ struct RawControl {
     group: Option<String>,
 }
 
+/// Where the services are (`[nats]`, `[postgresql]`, `[s3]`): this home's own units by
+/// default, or endpoints elsewhere (a NATS cluster, a database server, an S3 service).
+/// Secrets stay in `secrets/` either way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoints {
+    /// NATS servers, `host:port` each; clients get the whole list.
+    pub nats_servers: Vec<String>,
+    /// Replicas of each pipeline stream (1 on one server, 3 on a 3-node cluster).
+    pub nats_replicas: usize,
+    /// How often a client pings its server (two missed pings: it moves to another).
+    pub nats_ping_interval: std::time::Duration,
+    /// The PostgreSQL primary, `host:port`.
+    pub postgresql: String,
+    /// A streaming standby the api reads records from, `host:port`.
+    pub postgresql_read: Option<String>,
+    /// The S3 endpoint URL (no trailing slash).
+    pub s3: String,
+}
+
 /// The effective settings of one home.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Where NATS, PostgreSQL and S3 are.
+    pub endpoints: Endpoints,
     /// The home directory every relative path is resolved against.
     pub home: PathBuf,
     /// The settings file these were read from (it may not exist: defaults only).
@@ -288,6 +336,9 @@ impl Config {
                 api: RawApi::default(),
                 ingest: RawIngest::default(),
                 listen: RawListen::default(),
+                nats: RawNats::default(),
+                postgresql: RawPostgresql::default(),
+                s3: RawS3::default(),
             },
         };
         let home = absolute(home);
@@ -431,7 +482,93 @@ impl Config {
                 }
             })?,
         };
+        let bad = |at: usize, message: String| {
+            let (line, col) = crate::unit::line_col(user_text.unwrap_or(""), at);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message,
+            }
+        };
+        let host_port = |key: &str, v: &Option<toml::Spanned<String>>| match v {
+            Some(a) if !a.get_ref().is_empty() => {
+                let ok = a
+                    .get_ref()
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if ok {
+                    Ok(Some(a.get_ref().clone()))
+                } else {
+                    Err(bad(
+                        a.span().start,
+                        format!(
+                            "{key} = \"{}\" is not a host:port address (e.g. \"db.example.net:5432\")",
+                            a.get_ref()
+                        ),
+                    ))
+                }
+            }
+            _ => Ok(None),
+        };
+        let nats_servers = match &user.nats.servers {
+            Some(list) if !list.is_empty() => list
+                .iter()
+                .map(|s| host_port("nats.servers", &Some(s.clone())).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => vec![format!("127.0.0.1:{}", ports["nats"])],
+        };
+        let nats_replicas = match &user.nats.replicas {
+            None => 1,
+            Some(r) if (1..=5).contains(r.get_ref()) => *r.get_ref() as usize,
+            Some(r) => {
+                return Err(bad(
+                    r.span().start,
+                    format!(
+                        "nats.replicas = {} is out of range: JetStream keeps 1 to 5 replicas of a stream (3 on a 3-node cluster)",
+                        r.get_ref()
+                    ),
+                ));
+            }
+        };
+        let nats_ping_interval = {
+            let text = pick(&user.nats.ping_interval, &defaults.nats.ping_interval);
+            humantime::parse_duration(&text)
+                .ok()
+                .filter(|d| d.as_millis() >= 100)
+                .ok_or_else(|| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "[nats] ping_interval = \"{text}\" must be a duration of at least 100ms, e.g. \"5s\""
+                    ),
+                })?
+        };
+        let postgresql = host_port("postgresql.address", &user.postgresql.address)?
+            .unwrap_or_else(|| format!("127.0.0.1:{}", ports["postgresql"]));
+        let postgresql_read = host_port("postgresql.read_address", &user.postgresql.read_address)?;
+        let s3_endpoint = match &user.s3.endpoint {
+            Some(e) if !e.get_ref().is_empty() => {
+                let v = e.get_ref().trim_end_matches('/').to_string();
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(bad(
+                        e.span().start,
+                        format!("s3.endpoint = \"{v}\" is not an http:// or https:// URL"),
+                    ));
+                }
+                v
+            }
+            _ => format!("http://127.0.0.1:{}", ports["seaweedfs_s3"]),
+        };
+        let endpoints = Endpoints {
+            nats_servers,
+            nats_replicas,
+            nats_ping_interval,
+            postgresql,
+            postgresql_read,
+            s3: s3_endpoint,
+        };
         Ok(Config {
+            endpoints,
             file: absolute(path),
             listen_address,
             ingest_max_pending_age,
@@ -545,6 +682,20 @@ impl Config {
         );
         v.insert("logs.file_max_bytes".into(), l.file_max_bytes.to_string());
         v.insert("logs.file_keep".into(), l.file_keep.to_string());
+        let e = &self.endpoints;
+        v.insert("nats.servers".into(), e.nats_servers.join(","));
+        v.insert("nats.server".into(), e.nats_servers[0].clone());
+        v.insert("nats.replicas".into(), e.nats_replicas.to_string());
+        v.insert(
+            "nats.ping_interval".into(),
+            humantime::format_duration(e.nats_ping_interval).to_string(),
+        );
+        v.insert("postgresql.address".into(), e.postgresql.clone());
+        v.insert(
+            "postgresql.read_address".into(),
+            e.postgresql_read.clone().unwrap_or_default(),
+        );
+        v.insert("s3.endpoint".into(), e.s3.clone());
         v.insert(
             "control.group".into(),
             self.control_group.clone().unwrap_or_default(),

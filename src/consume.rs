@@ -293,15 +293,16 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         let mut taken = vec![];
         match first {
             Some(Ok(m)) => taken.push(m),
-            Some(Err(e)) => {
-                tracing::warn!("pull failed: {e}; retrying");
+            other => {
+                // An error (missed heartbeats after a server died, a consumer leader
+                // change on a cluster, no responders during an election) or the end of
+                // the stream: the pull requests behind it may be gone with their server,
+                // so a fresh stream, not a retry on this one, is what gets messages again.
+                match other {
+                    Some(Err(e)) => tracing::warn!("pull failed: {e}; reopening the pull stream"),
+                    _ => tracing::warn!("pull stream ended; reopening"),
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            None => {
-                // The pull stream ended (NATS went away for long): start a new one.
-                tracing::warn!("pull stream ended; reopening");
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 match pull().await {
                     Ok(m) => incoming = m,
                     Err(e) => tracing::warn!("cannot reopen the pull stream: {e}"),

@@ -59,10 +59,10 @@ pub const MAX_RECORDS_PER_MESSAGE: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// Connecting failed.
-    #[error("NATS at 127.0.0.1:{port}: {message}")]
+    #[error("NATS at {servers}: {message}")]
     Connect {
-        /// Port.
-        port: u16,
+        /// The servers tried, comma-separated.
+        servers: String,
         /// Cause.
         message: String,
     },
@@ -82,28 +82,38 @@ pub enum PipelineError {
     },
 }
 
-/// Connects to the stack's NATS as `user` (one of [`crate::setup::NATS_SERVICES`],
-/// with its password from `secrets/`), retrying for up to 10 s since NATS may be
-/// restarting, and makes sure every stream exists with its current settings.
+/// Connects to the stack's NATS servers (`[nats] servers`: all of them, so the client
+/// moves to another when its server dies, noticed within two `ping_interval`s) as
+/// `user` (one of [`crate::setup::NATS_SERVICES`], with its password from `secrets/`),
+/// retrying for up to 10 s since NATS may be restarting, and makes sure every stream
+/// exists with its current settings (`[nats] replicas`).
 pub async fn connect(
     cfg: &Config,
     user: &str,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), PipelineError> {
-    let port = cfg.ports["nats"];
+    let servers = &cfg.endpoints.nats_servers;
     let file = crate::setup::nats_password_file(cfg, user);
     let password = std::fs::read_to_string(&file).map_err(|e| PipelineError::Credentials {
         path: file.clone(),
         message: e.to_string(),
     })?;
+    let addresses: Vec<async_nats::ServerAddr> = servers
+        .iter()
+        .filter_map(|s| format!("nats://{s}").parse().ok())
+        .collect();
     let client =
         async_nats::ConnectOptions::with_user_and_password(user.into(), password.trim().into())
             .name(format!("tmidb {user}"))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(format!("127.0.0.1:{port}"))
+            .ping_interval(cfg.endpoints.nats_ping_interval)
+            // The cluster's own list (gossiped by the servers) is not needed: ours is
+            // complete, and on loopback an advertised address could be another's.
+            .ignore_discovered_servers()
+            .connect(addresses.as_slice())
             .await
             .map_err(|e| PipelineError::Connect {
-                port,
+                servers: servers.join(","),
                 message: e.to_string(),
             })?;
     let js = jetstream::new(client.clone());
@@ -128,6 +138,7 @@ pub async fn connect(
                 discard: stream::DiscardPolicy::New,
                 max_bytes: cfg.ingest_max_backlog_bytes,
                 duplicate_window: Duration::from_secs(120),
+                num_replicas: cfg.endpoints.nats_replicas,
                 ..Default::default()
             }),
         )
@@ -148,6 +159,7 @@ pub async fn connect(
             max_age: Duration::from_secs(days * 24 * 3600),
             max_bytes: bytes,
             duplicate_window: Duration::from_secs(120),
+            num_replicas: cfg.endpoints.nats_replicas,
             ..Default::default()
         })
         .await
@@ -176,12 +188,116 @@ pub async fn publish(
     js: &jetstream::Context,
     subject: String,
     msg_id: &str,
-    payload: Vec<u8>,
+    payload: impl Into<bytes::Bytes>,
 ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", msg_id);
     js.publish_with_headers(subject, headers, payload.into())
         .await
+}
+
+/// How long a publish is retried through a leader election (a JetStream cluster elects
+/// a new stream leader 4–9 s after losing one; meanwhile publishes see no responders or
+/// time out).
+pub const PUBLISH_RETRY_BUDGET: Duration = Duration::from_secs(20);
+
+/// One message to publish: subject, `Nats-Msg-Id`, payload (shared, not copied, by
+/// each attempt).
+pub type Outgoing = (String, String, bytes::Bytes);
+
+/// Publishes every message and waits for JetStream to acknowledge each; messages that
+/// were not acknowledged are published again with the same `Nats-Msg-Id` (so the
+/// duplicate window drops a second copy) for up to [`PUBLISH_RETRY_BUDGET`]. `Err` is
+/// the last failure: `fatal` says whether retrying could not help (a stream at its
+/// limits, a message too large).
+pub async fn publish_all(
+    js: &jetstream::Context,
+    messages: &[Outgoing],
+) -> Result<(), PublishFailure> {
+    use jetstream::context::PublishErrorKind as K;
+    let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_BUDGET;
+    let mut pending: Vec<usize> = (0..messages.len()).collect();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let mut acks = Vec::with_capacity(pending.len());
+        let mut failed = vec![];
+        let mut last = None;
+        for &i in &pending {
+            let (subject, id, payload) = &messages[i];
+            match publish(js, subject.clone(), id, payload.clone()).await {
+                Ok(a) => acks.push((i, a)),
+                Err(e) => {
+                    failed.push(i);
+                    last = Some(e);
+                }
+            }
+        }
+        for (i, ack) in acks {
+            match tokio::time::timeout(Duration::from_secs(5), ack).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let fatal = matches!(e.kind(), K::MaxPayloadExceeded) || is_stream_full(&e);
+                    if fatal {
+                        return Err(PublishFailure {
+                            error: e.to_string(),
+                            full: is_stream_full(&e),
+                            fatal,
+                        });
+                    }
+                    failed.push(i);
+                    last = Some(e);
+                }
+                Err(_) => {
+                    failed.push(i);
+                    last = Some(K::TimedOut.into());
+                }
+            }
+        }
+        let Some(e) = last else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(PublishFailure {
+                error: format!("{e} (retried for {} s)", PUBLISH_RETRY_BUDGET.as_secs()),
+                full: false,
+                fatal: false,
+            });
+        }
+        tracing::warn!(
+            messages = failed.len(),
+            "JetStream did not take {} message(s), publishing them again: {e}",
+            failed.len()
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+        pending = failed;
+    }
+}
+
+/// Why [`publish_all`] gave up.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct PublishFailure {
+    /// The last error.
+    pub error: String,
+    /// The stream is at its limits (a full backlog).
+    pub full: bool,
+    /// Retrying could not have helped.
+    pub fatal: bool,
+}
+
+/// A stream at its limits: `maximum bytes exceeded`, JetStream's store-failed or
+/// resources-exceeded codes.
+fn is_stream_full(e: &jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|j| {
+            matches!(
+                j.error_code(),
+                ErrorCode::STREAM_STORE_FAILED | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+            )
+        })
 }
 
 /// Publishes committed records for live followers on `tmidb.live.{category}`: per

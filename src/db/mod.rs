@@ -51,10 +51,10 @@ pub enum DbError {
         source: std::io::Error,
     },
     /// Connecting or querying failed.
-    #[error("PostgreSQL at 127.0.0.1:{port}: {source}")]
+    #[error("PostgreSQL at {address}: {source}")]
     Sql {
-        /// Port.
-        port: u16,
+        /// `host:port`.
+        address: String,
         /// Cause.
         source: sqlx::Error,
     },
@@ -116,12 +116,18 @@ impl Storage {
 }
 
 fn options(cfg: &Config, database: &str) -> Result<PgConnectOptions, DbError> {
+    options_at(cfg, &cfg.endpoints.postgresql, database)
+}
+
+/// `address` is `host:port`, checked when the settings were read.
+fn options_at(cfg: &Config, address: &str, database: &str) -> Result<PgConnectOptions, DbError> {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
     let path = cfg.secrets_dir.join("postgresql.password");
     let password =
         std::fs::read_to_string(&path).map_err(|source| DbError::Password { path, source })?;
     Ok(PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(cfg.ports["postgresql"])
+        .host(host.trim_start_matches('[').trim_end_matches(']'))
+        .port(port.parse().unwrap_or(5432))
         .username("postgres")
         .password(password.trim())
         .database(database)
@@ -144,7 +150,7 @@ pub async fn storage(pool: &PgPool) -> Storage {
 
 /// A pool on the tmiDB database.
 pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
-    let port = cfg.ports["postgresql"];
+    let address = cfg.endpoints.postgresql.clone();
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
@@ -154,13 +160,19 @@ pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
         .test_before_acquire(false)
         .connect_with(options(cfg, DATABASE)?)
         .await
-        .map_err(|source| DbError::Sql { port, source })
+        .map_err(|source| DbError::Sql {
+            address: address.clone(),
+            source,
+        })
 }
 
 /// Creates the database if needed, applies every migration, and detects TimescaleDB.
 pub async fn migrate(cfg: &Config) -> Result<Storage, DbError> {
-    let port = cfg.ports["postgresql"];
-    let sql = |source| DbError::Sql { port, source };
+    let address = cfg.endpoints.postgresql.clone();
+    let sql = |source| DbError::Sql {
+        address: address.clone(),
+        source,
+    };
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options(cfg, "postgres")?)
@@ -220,13 +232,19 @@ pub async fn listen(
     cfg: &Config,
     channels: &[&str],
 ) -> Result<sqlx::postgres::PgListener, DbError> {
-    let port = cfg.ports["postgresql"];
+    let address = cfg.endpoints.postgresql.clone();
     let pool = connect(cfg, 1).await?;
     let mut l = sqlx::postgres::PgListener::connect_with(&pool)
         .await
-        .map_err(|source| DbError::Sql { port, source })?;
+        .map_err(|source| DbError::Sql {
+            address: address.clone(),
+            source,
+        })?;
     l.listen_all(channels.iter().copied())
         .await
-        .map_err(|source| DbError::Sql { port, source })?;
+        .map_err(|source| DbError::Sql {
+            address: address.clone(),
+            source,
+        })?;
     Ok(l)
 }

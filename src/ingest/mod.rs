@@ -16,7 +16,6 @@ pub mod sources;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -247,7 +246,8 @@ pub fn prepare(schema: &Schema, source: &str, transform: &Transform, items: Vec<
 }
 
 /// Publishes prepared records and dead letters, chunked into messages, and waits
-/// for every JetStream acknowledgement: Ok means all of it is stored in JetStream.
+/// for every JetStream acknowledgement, retrying through a leader election
+/// ([`crate::pipeline::publish_all`]): Ok means all of it is stored in JetStream.
 /// An error after some chunks were taken leaves those stored; publishing the same
 /// records again is safe (content ids, `Nats-Msg-Id`).
 pub async fn publish(
@@ -256,7 +256,7 @@ pub async fn publish(
     category: &str,
     p: &Prepared,
 ) -> Result<(), PushError> {
-    let mut acks = vec![];
+    let mut messages = vec![];
     for chunk in p.records.chunks(crate::pipeline::MAX_RECORDS_PER_MESSAGE) {
         let batch = Batch {
             category: category.to_string(),
@@ -265,15 +265,11 @@ pub async fn publish(
             records: chunk.to_vec(),
         };
         let payload = serde_json::to_vec(&batch).expect("json");
-        acks.push(
-            send(
-                js,
-                format!("{SUBJECT_PREFIX}{category}"),
-                &batch.msg_id(),
-                payload,
-            )
-            .await?,
-        );
+        messages.push((
+            format!("{SUBJECT_PREFIX}{category}"),
+            batch.msg_id(),
+            payload.into(),
+        ));
     }
     for chunk in p.dead.chunks(crate::pipeline::MAX_RECORDS_PER_MESSAGE) {
         let batch = DeadBatch {
@@ -281,56 +277,18 @@ pub async fn publish(
             letters: chunk.to_vec(),
         };
         let payload = serde_json::to_vec(&batch).expect("json");
-        acks.push(
-            send(
-                js,
-                format!("{DEAD_PREFIX}{category}"),
-                &batch.msg_id(),
-                payload,
-            )
-            .await?,
-        );
+        messages.push((
+            format!("{DEAD_PREFIX}{category}"),
+            batch.msg_id(),
+            payload.into(),
+        ));
     }
-    for ack in acks {
-        tokio::time::timeout(Duration::from_secs(10), ack)
-            .await
-            .map_err(|_| {
-                PushError::Unavailable("JetStream did not acknowledge the batch within 10 s".into())
-            })?
-            .map_err(|e| refused(cfg, e))?;
-    }
-    Ok(())
-}
-
-async fn send(
-    js: &async_nats::jetstream::Context,
-    subject: String,
-    msg_id: &str,
-    payload: Vec<u8>,
-) -> Result<async_nats::jetstream::context::PublishAckFuture, PushError> {
-    crate::pipeline::publish(js, subject, msg_id, payload)
+    crate::pipeline::publish_all(js, &messages)
         .await
-        .map_err(|e| PushError::Unavailable(format!("NATS did not take the batch: {e}")))
-}
-
-/// A refused publish: a stream at its limits (`maximum bytes exceeded`, JetStream's
-/// store-failed or resources-exceeded codes) is a full backlog, anything else NATS
-/// being unavailable.
-fn refused(cfg: &Config, e: async_nats::jetstream::context::PublishError) -> PushError {
-    use async_nats::jetstream::ErrorCode;
-    let full = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
-        .is_some_and(|j| {
-            matches!(
-                j.error_code(),
-                ErrorCode::STREAM_STORE_FAILED | ErrorCode::STORAGE_RESOURCES_EXCEEDED
-            )
-        });
-    if full {
-        PushError::Saturated(cfg.ingest_max_backlog_bytes)
-    } else {
-        PushError::Unavailable(format!("JetStream refused the batch: {e}"))
-    }
+        .map_err(|e| match e.full {
+            true => PushError::Saturated(cfg.ingest_max_backlog_bytes),
+            false => PushError::Unavailable(format!("JetStream did not take the batch: {e}")),
+        })
 }
 
 /// Transforms, validates and publishes one pushed body.

@@ -26,7 +26,8 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// A store for the SeaweedFS of `cfg`, if its S3 credentials exist.
+    /// A store on the S3 endpoint of `cfg` (this home's SeaweedFS unless `[s3] endpoint`
+    /// says otherwise), if its S3 credentials exist.
     pub fn new(cfg: &Config) -> Option<FileStore> {
         let read = |n: &str| {
             std::fs::read_to_string(cfg.secrets_dir.join(n))
@@ -34,7 +35,7 @@ impl FileStore {
                 .map(|s| s.trim().to_string())
         };
         let (ak, sk) = (read("s3.access_key")?, read("s3.secret_key")?);
-        let endpoint = format!("http://127.0.0.1:{}", cfg.ports["seaweedfs_s3"]);
+        let endpoint = cfg.endpoints.s3.clone();
         let region = Region::Custom {
             region: "us-east-1".into(),
             endpoint: endpoint.clone(),
@@ -50,7 +51,7 @@ impl FileStore {
 
     fn down(&self, e: impl std::fmt::Display) -> ApiError {
         ApiError::unavailable(format!(
-            "file storage (SeaweedFS at {}) is not available: {e}",
+            "file storage (S3 at {}) is not available: {e}",
             self.endpoint
         ))
     }

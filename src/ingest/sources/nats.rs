@@ -32,8 +32,10 @@ pub async fn run(m: Arc<Manager>, consumer: async_nats::jetstream::consumer::Pul
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!("raw NATS record pull failed: {e}");
-                    continue;
+                    // Its pull requests may have died with a server: open a fresh stream.
+                    tracing::warn!("raw NATS record pull failed: {e}; reopening");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
                 }
             };
             let category = msg
