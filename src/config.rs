@@ -29,6 +29,8 @@ pub const PORT_KEYS: &[&str] = &[
     "seaweedfs_s3_grpc",
     "api",
     "ingest",
+    "supervisor",
+    "data_consumer",
 ];
 
 /// The home used from a source tree when none is given (relative to the current
@@ -1005,7 +1007,18 @@ mod man_page {
             })
         };
         let mut missing = vec![];
-        for section in ["paths", "bin", "control", "logs", "api", "ingest", "listen"] {
+        for section in [
+            "paths",
+            "bin",
+            "control",
+            "logs",
+            "api",
+            "ingest",
+            "listen",
+            "nats",
+            "postgresql",
+            "s3",
+        ] {
             let text = format!("[{section}]\nzzz_unknown = 1\n");
             let err = toml::from_str::<super::RawConfig>(&text)
                 .unwrap_err()

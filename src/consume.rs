@@ -246,6 +246,19 @@ fn retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
 }
 
+/// The port of this instance's `GET /metrics`: `ports.data_consumer` for
+/// `data-consumer@1`, one more for each next instance (`TMIDB_UNIT` names it).
+fn metrics_port(cfg: &Config) -> Option<u16> {
+    let unit = std::env::var("TMIDB_UNIT").unwrap_or_default();
+    let instance: u16 = unit
+        .rsplit_once('@')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(1);
+    cfg.ports
+        .get("data_consumer")?
+        .checked_add(instance.checked_sub(1)?)
+}
+
 /// Runs a data-consumer of `home` until SIGTERM.
 pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartError> {
     let cfg = Config::load(home)?;
@@ -274,6 +287,28 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         cfg.ingest_reconcile_interval,
         cfg.ingest_max_pending_age,
     ));
+    if let Some(port) = metrics_port(&cfg) {
+        let (pool, js) = (pool.clone(), js.clone());
+        let app = poem::Route::new().at(
+            "/metrics",
+            poem::endpoint::make(move |_| {
+                let (pool, js) = (pool.clone(), js.clone());
+                async move {
+                    crate::metrics::observe_pool(&pool);
+                    let p = crate::pipeline::STREAM;
+                    crate::metrics::observe_jetstream(&js, p, crate::pipeline::CONSUMER).await;
+                    crate::metrics::response(crate::metrics::render())
+                }
+            }),
+        );
+        // Metrics are not worth failing the writer for: a port in use is logged.
+        let listener = poem::listener::TcpListener::bind((cfg.listen_address, port));
+        tokio::spawn(async move {
+            if let Err(e) = poem::Server::new(listener).run(app).await {
+                tracing::warn!(port, "metrics not served: {e}");
+            }
+        });
+    }
     crate::service::notify("READY=1\nSTATUS=consuming");
     tracing::info!("data-consumer pulling from {}", crate::pipeline::CONSUMER);
     let mut stop = std::pin::pin!(crate::service::shutdown_signal());
@@ -327,6 +362,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
                 (seq, decode(&m.subject, &m.payload))
             })
             .collect();
+        let began = std::time::Instant::now();
         let mut conflicts = CONFLICT.retry();
         let mut attempt = 0;
         let result = loop {
@@ -348,6 +384,14 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         };
         match result {
             Ok(w) => {
+                let m = crate::metrics::get();
+                m.commit
+                    .get_or_create(&vec![])
+                    .observe(began.elapsed().as_secs_f64());
+                for c in &w.live {
+                    let l = vec![("category", c.category.clone())];
+                    m.stored.get_or_create(&l).inc_by(c.records.len() as u64);
+                }
                 for (m, (seq, d)) in taken.iter().zip(&decoded) {
                     let ack = if let Decoded::Bad(why) = d {
                         tracing::error!(subject = %m.subject, seq, "undecodable message dropped (recorded in the ledger): {why}");

@@ -35,6 +35,7 @@ pub mod logs;
 pub mod supervisor;
 
 pub mod cli;
+pub mod metrics;
 pub mod service;
 pub mod setup;
 

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::helpers::metrics::{scrape, value};
 use crate::helpers::{Home, Sup, TinyServer, http, nats_publish, secs};
 
 /// A stack with the pipeline (no SeaweedFS), an admin session, and the ports.
@@ -106,6 +107,7 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
     let batch: Vec<Value> = (0..50).map(|i| json!({"target": format!("d{}", i % 5), "ts": format!("2026-05-01T00:00:{:02}Z", i), "v": i})).collect();
     let mut with_bad = batch.clone();
     with_bad.push(json!({"target": "d1", "v": "x"}));
+    let metrics_before = scrape(ingest);
     let (status, r) = call(ingest, "POST", "/ingest/sensor", &token, &json!(with_bad));
     assert_eq!(status, 202, "{r}");
     assert_eq!(
@@ -114,6 +116,33 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
         "{r}"
     );
     assert_eq!(r["errors"][0]["index"], 50);
+    // The data-manager's metrics moved with the push: 50 accepted, 1 rejected, one 202.
+    let metrics_after = scrape(ingest);
+    let rise = |name: &str, labels: &[(&str, &str)]| {
+        value(&metrics_after, name, labels) - value(&metrics_before, name, labels)
+    };
+    let by = [("category", "sensor"), ("source", "http_push")];
+    assert_eq!(
+        rise(
+            "tmidb_ingest_records_total",
+            &[by[0], by[1], ("outcome", "accepted")]
+        ),
+        50.0
+    );
+    assert_eq!(
+        rise(
+            "tmidb_ingest_records_total",
+            &[by[0], by[1], ("outcome", "rejected")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        rise(
+            "tmidb_http_request_duration_seconds_count",
+            &[("route", "pushRecords"), ("status", "202")]
+        ),
+        1.0
+    );
     // The same batch again (a client retry) and a redelivery are stored once.
     assert_eq!(
         call(ingest, "POST", "/ingest/sensor", &token, &json!(batch)).0,
@@ -132,6 +161,61 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
     sup.wait_until("50 records stored", secs(30), |_| count() == 50);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(count(), 50, "no duplicates after the retry");
+    // Each data-consumer instance serves its own metrics (ports.data_consumer + N - 1):
+    // together they stored 50 new rows, the retried batch counting nothing.
+    let port = |k: &str| {
+        sup.cli_ok(&["config", "get", k])
+            .trim()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let consumers: Vec<_> = [0, 1]
+        .map(|i| scrape(port("ports.data_consumer") + i))
+        .into();
+    let total = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        consumers.iter().map(|m| value(m, name, labels)).sum()
+    };
+    assert_eq!(
+        total("tmidb_stored_records_total", &[("category", "sensor")]),
+        50.0
+    );
+    assert!(total("tmidb_batch_commit_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(
+        total(
+            "tmidb_consumer_pending_messages",
+            &[("consumer", "tmidb-writer"), ("state", "unacknowledged")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &consumers[0],
+            "tmidb_db_pool_connections",
+            &[("state", "max")]
+        ),
+        4.0
+    );
+    // The api timed the record queries above by route.
+    let api_metrics = scrape(api);
+    assert!(
+        value(
+            &api_metrics,
+            "tmidb_http_request_duration_seconds_count",
+            &[("route", "queryRecords"), ("status", "200")]
+        ) >= 2.0
+    );
+    // The supervisor: states, time to ready, log lines per unit.
+    let s = scrape(port("ports.supervisor"));
+    let ready = [("unit", "data-manager"), ("state", "ready")];
+    assert_eq!(value(&s, "tmidb_unit_state", &ready), 1.0);
+    let starting = [("unit", "data-manager"), ("state", "starting")];
+    assert_eq!(value(&s, "tmidb_unit_state", &starting), 0.0);
+    assert!(value(&s, "tmidb_unit_ready_seconds", &[("unit", "api")]) > 0.0);
+    assert!(value(&s, "tmidb_log_lines_total", &[("unit", "data-manager")]) > 0.0);
+    assert_eq!(
+        value(&s, "tmidb_log_dropped_lines_total", &[("unit", "api")]),
+        0.0
+    );
     // NDJSON and CSV bodies.
     let auth = format!("Bearer {token}");
     let push = |content_type: &str, body: &[u8]| {

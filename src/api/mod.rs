@@ -40,6 +40,10 @@ use crate::web::{boundary, error, refine};
 pub struct AppState {
     /// Database pool.
     pub pool: sqlx::PgPool,
+    /// Record reads (pages, newest, latest, aggregation, export): the standby of
+    /// `[postgresql] read_address` when set (it may lag by the replication delay), else
+    /// `pool`.
+    pub reads: sqlx::PgPool,
     /// Effective settings.
     pub cfg: Config,
     /// Time-series storage in use.
@@ -107,16 +111,23 @@ fn is_rest(path: &str) -> bool {
 
 /// The REST API and the console side by side, chosen by path ([`is_rest`]): each keeps
 /// its own error shape (JSON for the API, HTML pages for the console).
-struct Split<R, C> {
+struct Split<R, C, M> {
     rest: R,
     console: C,
+    /// `GET /metrics` (Prometheus; no credentials, like the probes).
+    metrics: M,
 }
 
-impl<R: Endpoint, C: Endpoint> Endpoint for Split<R, C> {
+impl<R: Endpoint, C: Endpoint, M: Endpoint> Endpoint for Split<R, C, M> {
     type Output = poem::Response;
 
     async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
-        if is_rest(req.uri().path()) {
+        if req.uri().path() == "/metrics" {
+            self.metrics
+                .call(req)
+                .await
+                .map(poem::IntoResponse::into_response)
+        } else if is_rest(req.uri().path()) {
             self.rest
                 .call(req)
                 .await
@@ -153,10 +164,20 @@ pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
             }),
         )
         .around(|ep, req| boundary::guard(ep, req, contract()));
+    let pool = state.pool.clone();
+    let metrics = poem::endpoint::make(move |_| {
+        let pool = pool.clone();
+        async move {
+            crate::metrics::observe_pool(&pool);
+            crate::metrics::response(crate::metrics::render())
+        }
+    });
     Split {
         rest,
         console: console::routes(),
+        metrics,
     }
+    .around(crate::metrics::track_http)
     .data(state.pool.clone())
     .data(state)
     .with(poem::middleware::CatchPanic::new().with_handler(|_| {
@@ -175,7 +196,15 @@ pub async fn serve(home: &std::path::Path) -> Result<(), crate::service::StartEr
     let max_body = cfg.max_upload_bytes + (1 << 20);
     let files = files::FileStore::new(&cfg);
     let (_nats, js, _) = crate::pipeline::connect(&cfg, "api").await?;
+    let reads = match crate::db::connect_read(&cfg, 16).await? {
+        Some(standby) => {
+            tracing::info!(standby = ?cfg.endpoints.postgresql_read, "record reads go to the standby");
+            standby
+        }
+        None => pool.clone(),
+    };
     let state = Arc::new(AppState {
+        reads,
         pool,
         cfg,
         storage,

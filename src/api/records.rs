@@ -176,7 +176,7 @@ pub async fn page(
         })?),
     };
     let limit = limit.clamp(1, MAX_BATCH as u32) as i64;
-    let mut rows = crate::db::records::page(&state.pool, &schema, &sel, order, limit + 1, after)
+    let mut rows = crate::db::records::page(&state.reads, &schema, &sel, order, limit + 1, after)
         .await
         .map_err(read_error)?;
     let next = if rows.len() as i64 > limit {
@@ -200,7 +200,7 @@ pub async fn newest(
     q: &Query,
 ) -> ApiResult<Option<DateTime<Utc>>> {
     let (schema, sel) = selection(state, p, category, q).await?;
-    crate::db::records::newest(&state.pool, &schema, &sel)
+    crate::db::records::newest(&state.reads, &schema, &sel)
         .await
         .map_err(read_error)
 }
@@ -257,7 +257,7 @@ pub async fn aggregate(
     let (n, body) = match rollup {
         Some(w) => {
             crate::db::records::buckets_from_rollups(
-                &state.pool,
+                &state.reads,
                 &schema.category,
                 w,
                 &f.name,
@@ -268,7 +268,7 @@ pub async fn aggregate(
             .await?
         }
         None => crate::db::records::buckets(
-            &state.pool,
+            &state.reads,
             &schema,
             &f.name,
             width.as_secs_f64(),
@@ -295,7 +295,7 @@ pub async fn latest(
 ) -> ApiResult<Vec<Value>> {
     p.require_read(category)?;
     let schema = state.schemas.get(&state.pool, category).await?;
-    Ok(crate::db::records::latest(&state.pool, &schema, target).await?)
+    Ok(crate::db::records::latest(&state.reads, &schema, target).await?)
 }
 
 /// An export body: every record of `q` in `order`, streamed as CSV or NDJSON.
@@ -308,7 +308,7 @@ pub async fn export(
     csv: bool,
 ) -> ApiResult<poem::Body> {
     let (schema, sel) = selection(state, p, category, q).await?;
-    let rows = crate::db::records::rows(state.pool.clone(), &schema, &sel, order);
+    let rows = crate::db::records::rows(state.reads.clone(), &schema, &sel, order);
     Ok(super::export::stream(&schema, rows, csv))
 }
 

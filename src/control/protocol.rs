@@ -119,6 +119,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in declaration order.
+    pub const ALL: [State; 8] = [
+        State::Inactive,
+        State::Starting,
+        State::Ready,
+        State::Stopping,
+        State::Exited,
+        State::Restarting,
+        State::Failed,
+        State::Skipped,
+    ];
+
     /// Lowercase name, as in `status` output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -238,6 +250,9 @@ pub struct UnitStatus {
     /// service runs elsewhere); `None` while it passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// How long the current incarnation took from spawn to ready (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
 }
 
 /// Where a log line came from.

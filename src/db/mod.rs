@@ -166,6 +166,24 @@ pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
         })
 }
 
+/// A pool on the streaming standby of `[postgresql] read_address`, for reads that may
+/// lag the primary by the replication delay; `None` when none is set.
+pub async fn connect_read(cfg: &Config, max: u32) -> Result<Option<PgPool>, DbError> {
+    let Some(address) = cfg.endpoints.postgresql_read.clone() else {
+        return Ok(None);
+    };
+    let options = options_at(cfg, &address, DATABASE)?.application_name("tmidb-read");
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map(Some)
+        .map_err(|source| DbError::Sql { address, source })
+}
+
 /// Creates the database if needed, applies every migration, and detects TimescaleDB.
 pub async fn migrate(cfg: &Config) -> Result<Storage, DbError> {
     let address = cfg.endpoints.postgresql.clone();

@@ -288,7 +288,9 @@ pub async fn publish(
         .map_err(|e| match e.full {
             true => PushError::Saturated(cfg.ingest_max_backlog_bytes),
             false => PushError::Unavailable(format!("JetStream did not take the batch: {e}")),
-        })
+        })?;
+    crate::metrics::count_ingest(category, &p.source, p.records.len(), p.dead.len());
+    Ok(())
 }
 
 /// Transforms, validates and publishes one pushed body.

@@ -125,6 +125,8 @@ struct Watcher {
 struct Rings {
     next_seq: u64,
     lines: usize,
+    /// Lines committed per unit instance since the start.
+    counts: HashMap<String, u64>,
     by_unit: HashMap<String, VecDeque<Arc<LogRecord>>>,
 }
 
@@ -166,6 +168,7 @@ impl LogHub {
             rings: Mutex::new(Rings {
                 next_seq: 1,
                 lines,
+                counts: HashMap::new(),
                 by_unit: HashMap::new(),
             }),
             watchers: Mutex::new(vec![]),
@@ -300,6 +303,12 @@ impl LogHub {
             let mut guard = self.rings.lock().expect("lock");
             let r = &mut *guard;
             let lines = r.lines;
+            match r.counts.get_mut(name) {
+                Some(n) => *n += batch.len() as u64,
+                None => {
+                    r.counts.insert(name.to_string(), batch.len() as u64);
+                }
+            }
             let ring = match r.by_unit.get_mut(name) {
                 Some(ring) => ring,
                 None => r.by_unit.entry(name.to_string()).or_default(),
@@ -379,6 +388,12 @@ impl LogHub {
             .expect("lock")
             .entry(unit.to_string())
             .or_default() += n;
+    }
+
+    /// Lines a unit instance (or `supervisor`) wrote since the supervisor started.
+    pub fn lines(&self, unit: &str) -> u64 {
+        let r = self.rings.lock().expect("lock");
+        r.counts.get(unit).copied().unwrap_or(0)
     }
 
     /// Lines of a unit instance the sinks had to drop.

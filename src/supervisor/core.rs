@@ -466,6 +466,12 @@ impl Core {
                 description: u.spec.description.clone(),
                 dropped: 0,
                 degraded: u.degraded.clone(),
+                ready_ms: match (u.spawned_at, u.ready_at) {
+                    (Some((spawned, _)), Some(ready)) => {
+                        Some(ready.saturating_duration_since(spawned).as_millis() as u64)
+                    }
+                    _ => None,
+                },
             })
             .collect()
     }

@@ -9,6 +9,7 @@
 
 pub mod contain;
 pub mod core;
+pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod process;
@@ -214,6 +215,12 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
     // Served only now: a request that came in since the bind waits in the backlog
     // rather than seeing an empty unit list.
+    let metrics = tokio::spawn(metrics::serve(
+        cfg.listen_address,
+        cfg.ports["supervisor"],
+        snap_rx.clone(),
+        exec.hub.clone(),
+    ));
     let server = tokio::spawn(server::serve(
         listener,
         server::Ctx {
@@ -254,6 +261,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         snap_tx.send_replace(Arc::new(snapshot(&core, &exec.hub)));
     }
     server.abort();
+    metrics.abort();
     exec.contain.finish();
     let _ = std::fs::remove_file(&socket);
     for (path, task) in exec.notify.values() {

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod golden;
+pub mod metrics;
 pub mod outside;
 pub mod stack;
 
