@@ -121,6 +121,7 @@ pub async fn connect(
     // Work queues: acknowledged messages leave the stream, so `max_bytes` bounds the
     // backlog not yet handled, and a full backlog refuses new messages (discard new)
     // instead of dropping old ones.
+    let mut configs = vec![];
     for (name, subjects) in [
         (
             STREAM,
@@ -128,29 +129,23 @@ pub async fn connect(
         ),
         (INGEST_STREAM, vec![format!("{INGEST_PREFIX}>")]),
     ] {
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            js.create_or_update_stream(stream::Config {
-                name: name.into(),
-                subjects,
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::WorkQueue,
-                discard: stream::DiscardPolicy::New,
-                max_bytes: cfg.ingest_max_backlog_bytes,
-                duplicate_window: Duration::from_secs(120),
-                num_replicas: cfg.endpoints.nats_replicas,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(|e| js_err(&e))?
-        .map_err(|e| js_err(&e))?;
+        configs.push(stream::Config {
+            name: name.into(),
+            subjects,
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::New,
+            max_bytes: cfg.ingest_max_backlog_bytes,
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: cfg.endpoints.nats_replicas,
+            ..Default::default()
+        });
     }
     for (name, prefix, days, bytes) in [
         (EVENTS_STREAM, LIVE_PREFIX, 1, 256 << 20),
         (ALERTS_STREAM, ALERTS_PREFIX, 30, 64 << 20),
     ] {
-        js.create_or_update_stream(stream::Config {
+        configs.push(stream::Config {
             name: name.into(),
             subjects: vec![format!("{prefix}>")],
             storage: stream::StorageType::File,
@@ -161,9 +156,31 @@ pub async fn connect(
             duplicate_window: Duration::from_secs(120),
             num_replicas: cfg.endpoints.nats_replicas,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err(&e))?;
+        });
+    }
+    // On a cluster every change goes through the meta leader, which may be electing
+    // (a node just started or died) or busy with the other services' identical
+    // requests: retry for a minute rather than fail the service's start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for config in configs {
+        let name = config.name.clone();
+        loop {
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                js.create_or_update_stream(config.clone()),
+            )
+            .await;
+            let why = match r {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 10 s".to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PipelineError::JetStream(format!("stream {name}: {why}")));
+            }
+            tracing::warn!(stream = %name, "cannot create or update the stream yet: {why}; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     let stream = js.get_stream(STREAM).await.map_err(|e| js_err(&e))?;
     Ok((client, js, stream))

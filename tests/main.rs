@@ -11,6 +11,7 @@ mod contract;
 mod ingest;
 mod layers;
 mod logs;
+mod scale;
 mod stack;
 mod store;
 mod supervisor;

@@ -18,7 +18,20 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    try_http(port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
+}
+
+/// Like [`http`], for a server that may be down: Err when it cannot be reached or
+/// closes without an answer.
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String, Vec<u8>), String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -35,7 +48,7 @@ pub fn http(
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head");
+        .ok_or("no HTTP head in the answer")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head
         .split_whitespace()
@@ -49,7 +62,7 @@ pub fn http(
     {
         body = dechunk(&body);
     }
-    (status, head, body)
+    Ok((status, head, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

@@ -6,12 +6,13 @@
 //! server, a NATS publisher, psql).
 
 pub mod client;
+pub mod cluster;
 pub mod golden;
 pub mod metrics;
 pub mod outside;
 pub mod stack;
 
-pub use client::{http, json, multipart, sse};
+pub use client::{http, json, multipart, sse, try_http};
 pub use outside::{TinyServer, nats_publish, psql};
 pub use stack::{ApiStack, api_stack};
 
@@ -60,7 +61,7 @@ fn ephemeral_low() -> u16 {
 
 /// A block of BLOCK free consecutive ports in 10000..ephemeral_low(); distinct per
 /// call, and per process by pid (a run uses ~1000 ports; runs start 1400 apart).
-fn free_port_block() -> u16 {
+pub fn free_port_block() -> u16 {
     const LOW: u16 = 10000;
     let high = ephemeral_low().max(LOW + 20 * BLOCK);
     let blocks = (high - LOW) / BLOCK;
