@@ -73,8 +73,8 @@ impl NatsCluster {
             );
             std::fs::write(&n.conf, conf).unwrap();
         }
-        for i in 0..nodes.len() {
-            spawn(&mut nodes[i]);
+        for n in &mut nodes {
+            spawn(n);
         }
         let c = NatsCluster { nodes, _dir: dir };
         for i in 0..3 {
