@@ -319,3 +319,195 @@ fn two_homes_on_a_jetstream_cluster_store_200k_records_once_through_leader_and_s
     // The external nats unit watched the killed node only if it was the first.
     assert_eq!(sup2.unit("nats").unwrap()["state"], "ready");
 }
+
+/// `sql` on the database at `port` as postgres; trimmed output.
+fn psql_at(port: u16, password: &str, sql: &str) -> String {
+    let o = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "tmidb",
+            "-tAc",
+            sql,
+        ])
+        .args(["-p", &port.to_string()])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "psql {sql}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn with_a_read_replica_record_reads_come_from_the_standby_and_writes_go_to_the_primary() {
+    let h = Home::new();
+    h.default_units(
+        &[
+            "postgresql-init",
+            "postgresql",
+            "migrate",
+            "nats-init",
+            "nats",
+            "api",
+        ],
+        false,
+    );
+    let sup = h.start();
+    sup.wait_state("api", "ready", secs(120));
+    let pw = std::fs::read_to_string(h.path().join("secrets/postgresql.password")).unwrap();
+    let pw = pw.trim();
+    let primary = port(&sup, "ports.postgresql");
+
+    // A streaming standby of the home's PostgreSQL, made the documented way.
+    let standby_dir = h.path().join("standby");
+    let pg = "/usr/lib/postgresql/15/bin";
+    let standby = crate::helpers::free_port_block();
+    let as_postgres = |args: &[&str]| {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .args(args)
+            .env("PGPASSWORD", pw);
+        c
+    };
+    let dir = standby_dir.to_str().unwrap();
+    std::fs::create_dir(&standby_dir).unwrap();
+    std::fs::set_permissions(
+        &standby_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    nix::unistd::chown(
+        &standby_dir,
+        Some(
+            nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .unwrap()
+                .uid,
+        ),
+        None,
+    )
+    .unwrap();
+    let out = as_postgres(&[
+        &format!("{pg}/pg_basebackup"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &primary.to_string(),
+        "-U",
+        "postgres",
+        "-D",
+        dir,
+        "-R",
+        "-c",
+        "fast",
+        "-X",
+        "stream",
+        "-C",
+        "-S",
+        "tmidb_standby",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "pg_basebackup: {out:?}");
+    let mut standby_proc = as_postgres(&[
+        &format!("{pg}/postgres"),
+        "-D",
+        dir,
+        "-p",
+        &standby.to_string(),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "hot_standby_feedback=on",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(h.path().join("standby.log")).unwrap())
+    .spawn()
+    .unwrap();
+    let log = h.path().join("standby.log");
+    let standby_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    sup.wait_until("the standby answers", secs(60), |_| {
+        assert!(
+            standby_proc.try_wait().unwrap().is_none(),
+            "the standby died: {}",
+            standby_log()
+        );
+        std::process::Command::new(format!("{pg}/pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &standby.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert_eq!(psql_at(standby, pw, "SELECT pg_is_in_recovery()"), "t");
+
+    // The api, restarted with read_address, reads records from the standby.
+    append(
+        &h,
+        &format!("[postgresql]\nread_address = \"127.0.0.1:{standby}\"\n"),
+    );
+    let before = sup.pid_of("api");
+    sup.cli_ok(&["restart", "api"]);
+    sup.wait_until("api restarted", secs(60), |s| {
+        s.state("api") == "ready" && s.pid_of("api") != before
+    });
+    let api = port(&sup, "ports.api");
+    let password = std::fs::read_to_string(h.path().join("secrets/admin.password")).unwrap();
+    let auth = format!("Bearer {}", login(api, password.trim()));
+    let call = |method: &str, path: &str, body: Option<&Value>| {
+        call_json(api, method, path, &[("Authorization", &auth)], body)
+    };
+    let (s, _, r) = call(
+        "POST",
+        "/api/v1/categories",
+        Some(
+            &json!({"name": "replica", "fields": [{"name": "v", "type": "int", "required": true}]}),
+        ),
+    );
+    assert_eq!(s, 201, "{r}");
+    let records = |from: usize, to: usize| -> Value {
+        (from..to)
+            .map(|i| json!({"target": "r", "ts": format!("2026-11-22T00:00:{i:02}Z"), "v": i}))
+            .collect()
+    };
+    let insert = |from, to| {
+        let (s, _, r) = call(
+            "POST",
+            "/api/v1/categories/replica/records",
+            Some(&records(from, to)),
+        );
+        assert!(s == 201 || s == 200, "{s}: {r}");
+    };
+    let listed = || {
+        let (s, _, r) = call("GET", "/api/v1/categories/replica/records?limit=100", None);
+        assert_eq!(s, 200, "{r}");
+        r["records"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    insert(0, 10);
+    sup.wait_until("10 records readable", secs(30), |_| listed() == 10);
+    // Replay paused on the standby: new writes reach the primary (and are answered),
+    // the api's reads keep showing the standby's older state.
+    psql_at(standby, pw, "SELECT pg_wal_replay_pause()");
+    insert(10, 15);
+    let count = "SELECT count(*) FROM rec_replica";
+    let primary_rows = psql_at(primary, pw, count);
+    assert_eq!(primary_rows, "15", "writes go to the primary");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(listed(), 10, "reads come from the (paused) standby");
+    let readers = psql_at(
+        standby,
+        pw,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tmidb-read'",
+    );
+    assert_ne!(
+        readers, "0",
+        "the api's read pool is connected to the standby"
+    );
+    psql_at(standby, pw, "SELECT pg_wal_replay_resume()");
+    sup.wait_until("the standby caught up", secs(30), |_| listed() == 15);
+    let _ = standby_proc.kill();
+    let _ = standby_proc.wait();
+}
