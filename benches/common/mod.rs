@@ -5,6 +5,16 @@
 
 #[path = "../../tests/helpers/client.rs"]
 pub mod client;
+#[path = "../../tests/helpers/cluster.rs"]
+pub mod cluster;
+
+pub use client::try_http;
+
+/// Ports for the benchmark's own processes (a NATS cluster): a fixed block below the
+/// ephemeral range, away from the stacks' bases.
+pub fn free_port_block() -> u16 {
+    31600
+}
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -33,19 +43,45 @@ impl Stack {
     /// Starts `units` (from `units/`, without the api's soft dependency on SeaweedFS) on
     /// ports from `base`; returns once `wait_port` accepts and the admin is logged in.
     pub fn start(prefix: &str, base: u16, units: &[&str], wait_port: u16) -> Stack {
+        Stack::start_with(prefix, base, units, "", None, wait_port)
+    }
+
+    /// Like [`Stack::start`], with `extra` appended to tmidb.toml, and the secrets of
+    /// `secrets_from` (a home) copied in first. A unit name `node/NAME` is taken from
+    /// `units/node/`.
+    pub fn start_with(
+        prefix: &str,
+        base: u16,
+        units: &[&str],
+        extra: &str,
+        secrets_from: Option<&Path>,
+        wait_port: u16,
+    ) -> Stack {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         let home = dir.path();
         std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(home.join("tmidb.toml"), format!("[ports]\nbase = {base}\n")).unwrap();
+        std::fs::write(
+            home.join("tmidb.toml"),
+            format!("[ports]\nbase = {base}\n{extra}"),
+        )
+        .unwrap();
         std::fs::create_dir(home.join("units")).unwrap();
+        if let Some(from) = secrets_from {
+            std::fs::create_dir(home.join("secrets")).unwrap();
+            for e in std::fs::read_dir(from.join("secrets")).unwrap() {
+                let p = e.unwrap().path();
+                std::fs::copy(&p, home.join("secrets").join(p.file_name().unwrap())).unwrap();
+            }
+        }
         for u in units {
             let text = std::fs::read_to_string(format!(
                 "{}/units/{u}.unit.toml",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap();
+            let name = u.rsplit('/').next().unwrap();
             std::fs::write(
-                home.join(format!("units/{u}.unit.toml")),
+                home.join(format!("units/{name}.unit.toml")),
                 text.replace("wants = [\"seaweedfs\"]", ""),
             )
             .unwrap();

