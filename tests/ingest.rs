@@ -1241,59 +1241,7 @@ fn chaos_200k_records_survive_killed_consumers_and_nats_stored_exactly_once() {
     kill("data-consumer@2", 60);
     let retries = pusher.join().unwrap();
     eprintln!("{retries} pushes were sent again");
-    let report = || {
-        let (_, _, r) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
-        r
-    };
-    let chaos = |r: &Value| {
-        r["categories"]
-            .as_array()
-            .and_then(|a| a.iter().find(|c| c["category"] == "chaos").cloned())
-            .unwrap_or(Value::Null)
-    };
-    sup.wait_until("every record stored", secs(300), |_| {
-        let r = report();
-        chaos(&r)["stored_rows"] == BATCHES * PER_BATCH && r["stream"]["pending"] == 0
-    });
-    let r = report();
-    let c = chaos(&r);
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["stream"]["gaps"], 0, "{r}");
-    assert_eq!(
-        (
-            c["stored_rows"].as_u64(),
-            c["ledger_rows"].as_u64(),
-            c["unexpected_rows"].as_u64()
-        ),
-        (Some(200_000), Some(200_000), Some(0)),
-        "{r}"
-    );
-    // Distinct values of v: 200k rows, 200k distinct records (no duplicates).
-    let (_, _, b) = p.call(
-        api,
-        "GET",
-        "/api/v1/categories/chaos/aggregate?field=v&interval=1d&raw=true",
-        &admin,
-        &Value::Null,
-    );
-    let total: u64 = b
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["count"].as_u64().unwrap())
-        .sum();
-    let sum: f64 = b
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["sum"].as_f64().unwrap())
-        .sum();
-    assert_eq!(total, 200_000);
-    assert_eq!(
-        sum,
-        (0..200_000u64).sum::<u64>() as f64,
-        "each v exactly once"
-    );
+    crate::helpers::assert_stored_exactly_once(sup, api, &admin, "chaos", 200_000);
     for u in ["data-consumer@1", "nats", "data-consumer@2"] {
         let x = sup.unit(u).unwrap();
         assert_eq!(x["restarts"], 1, "{u} was killed and restarted: {x}");

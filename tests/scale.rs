@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::cluster::NatsCluster;
+use crate::helpers::outside::psql_at;
 use crate::helpers::{Home, SUPERVISOR, Sup, json as call_json, multipart, secs, try_http};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
@@ -258,52 +259,8 @@ fn two_homes_on_a_jetstream_cluster_store_200k_records_once_through_leader_and_s
     let retries: usize = pushers.into_iter().map(|p| p.join().unwrap()).sum();
     eprintln!("{retries} pushes were sent again");
 
-    let report = || {
-        let (_, _, r) = call_json(
-            api1,
-            "GET",
-            "/api/v1/integrity",
-            &[("Authorization", &bearer)],
-            None,
-        );
-        r
-    };
-    let scale = |r: &Value| {
-        r["categories"]
-            .as_array()
-            .and_then(|a| a.iter().find(|c| c["category"] == "scale").cloned())
-            .unwrap_or(Value::Null)
-    };
-    sup1.wait_until("every record stored", secs(300), |_| {
-        let r = report();
-        scale(&r)["stored_rows"] == BATCHES * PER_BATCH && r["stream"]["pending"] == 0
-    });
-    let r = report();
-    let c = scale(&r);
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["stream"]["gaps"], 0, "{r}");
-    assert_eq!(
-        (
-            c["stored_rows"].as_u64(),
-            c["ledger_rows"].as_u64(),
-            c["unexpected_rows"].as_u64()
-        ),
-        (Some(200_000), Some(200_000), Some(0)),
-        "{r}"
-    );
-    // Each v exactly once: every record of every push answered 202 is stored, once.
-    let (_, _, b) = call_json(
-        api2,
-        "GET",
-        "/api/v1/categories/scale/aggregate?field=v&interval=1d&raw=true",
-        &[("Authorization", &format!("Bearer {token2}"))],
-        None,
-    );
-    let rows = b.as_array().unwrap();
-    let total: u64 = rows.iter().map(|x| x["count"].as_u64().unwrap()).sum();
-    let sum: f64 = rows.iter().map(|x| x["sum"].as_f64().unwrap()).sum();
-    assert_eq!(total, 200_000);
-    assert_eq!(sum, (0..200_000u64).sum::<u64>() as f64);
+    // Every record of every push answered 202 is stored, once (asked of the second api).
+    crate::helpers::assert_stored_exactly_once(&sup2, api2, &token2, "scale", 200_000);
     for (sup, u) in [
         (&sup1, "data-consumer@1"),
         (&sup2, "data-consumer@1"),
@@ -318,27 +275,6 @@ fn two_homes_on_a_jetstream_cluster_store_200k_records_once_through_leader_and_s
     }
     // The external nats unit watched the killed node only if it was the first.
     assert_eq!(sup2.unit("nats").unwrap()["state"], "ready");
-}
-
-/// `sql` on the database at `port` as postgres; trimmed output.
-fn psql_at(port: u16, password: &str, sql: &str) -> String {
-    let o = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "tmidb",
-            "-tAc",
-            sql,
-        ])
-        .args(["-p", &port.to_string()])
-        .env("PGPASSWORD", password)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "psql {sql}: {o:?}");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 #[test]

@@ -424,3 +424,43 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// Waits (up to 300 s) until the integrity report of the api on `api` says `category`
+/// holds `n` rows and nothing is pending, then checks that it is whole: report ok, no
+/// stream gap, `n` rows in the ledger and none unexpected, and the values `v` are
+/// exactly `0..n` (each record stored once: nothing lost, nothing twice).
+pub fn assert_stored_exactly_once(sup: &Sup, api: u16, token: &str, category: &str, n: u64) {
+    let auth = format!("Bearer {token}");
+    let get = |path: &str| json(api, "GET", path, &[("Authorization", &auth)], None).2;
+    let of = |r: &Value| {
+        r["categories"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["category"] == category).cloned())
+            .unwrap_or(Value::Null)
+    };
+    sup.wait_until("every record stored", secs(300), |_| {
+        let r = get("/api/v1/integrity");
+        of(&r)["stored_rows"] == n && r["stream"]["pending"] == 0
+    });
+    let r = get("/api/v1/integrity");
+    let c = of(&r);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["stream"]["gaps"], 0, "{r}");
+    assert_eq!(
+        (
+            c["stored_rows"].as_u64(),
+            c["ledger_rows"].as_u64(),
+            c["unexpected_rows"].as_u64()
+        ),
+        (Some(n), Some(n), Some(0)),
+        "{r}"
+    );
+    let b = get(&format!(
+        "/api/v1/categories/{category}/aggregate?field=v&interval=1d&raw=true"
+    ));
+    let rows = b.as_array().unwrap();
+    let total: u64 = rows.iter().map(|x| x["count"].as_u64().unwrap()).sum();
+    let sum: f64 = rows.iter().map(|x| x["sum"].as_f64().unwrap()).sum();
+    assert_eq!(total, n);
+    assert_eq!(sum, (0..n).sum::<u64>() as f64, "each v exactly once");
+}

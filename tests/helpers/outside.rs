@@ -135,7 +135,15 @@ pub fn psql(home: &Path, sql: &str) -> String {
     let port = Sup::attach(home)
         .cli_ok(&["config", "get", "ports.postgresql"])
         .trim()
-        .to_string();
+        .parse()
+        .unwrap();
+    let password = std::fs::read_to_string(home.join("secrets/postgresql.password")).unwrap();
+    psql_at(port, password.trim(), sql)
+}
+
+/// psql as `postgres` with `password` against the `tmidb` database on `port` (a
+/// standby, say); as [`psql`].
+pub fn psql_at(port: u16, password: &str, sql: &str) -> String {
     let o = Command::new("psql")
         .args([
             "-h",
@@ -146,15 +154,9 @@ pub fn psql(home: &Path, sql: &str) -> String {
             "tmidb",
             "-tAc",
             sql,
-            "-p",
-            &port,
         ])
-        .env(
-            "PGPASSWORD",
-            std::fs::read_to_string(home.join("secrets/postgresql.password"))
-                .unwrap()
-                .trim(),
-        )
+        .args(["-p", &port.to_string()])
+        .env("PGPASSWORD", password)
         .output()
         .unwrap();
     assert!(
