@@ -42,7 +42,10 @@ impl Stack {
         .unwrap();
         for e in std::fs::read_dir(Path::new(MANIFEST).join("units")).unwrap() {
             let p = e.unwrap().path();
-            std::fs::copy(&p, home.units().join(p.file_name().unwrap())).unwrap();
+            // The unit files only (units/node/ is the node profile).
+            if p.is_file() {
+                std::fs::copy(&p, home.units().join(p.file_name().unwrap())).unwrap();
+            }
         }
         let sup = home.start();
         for u in ["api", "data-manager", "data-consumer@1", "seaweedfs"] {

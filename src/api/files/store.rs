@@ -22,6 +22,8 @@ pub const BUCKET: &str = "tmidb-files";
 pub struct FileStore {
     bucket: Box<Bucket>,
     endpoint: String,
+    /// "SeaweedFS" for this home's own unit, "S3" for `[s3] endpoint` elsewhere.
+    service: &'static str,
     ready: tokio::sync::Mutex<bool>,
 }
 
@@ -36,6 +38,8 @@ impl FileStore {
         };
         let (ak, sk) = (read("s3.access_key")?, read("s3.secret_key")?);
         let endpoint = cfg.endpoints.s3.clone();
+        let own = format!("http://127.0.0.1:{}", cfg.ports["seaweedfs_s3"]);
+        let service = if endpoint == own { "SeaweedFS" } else { "S3" };
         let region = Region::Custom {
             region: "us-east-1".into(),
             endpoint: endpoint.clone(),
@@ -45,14 +49,15 @@ impl FileStore {
         Some(FileStore {
             bucket,
             endpoint,
+            service,
             ready: tokio::sync::Mutex::new(false),
         })
     }
 
     fn down(&self, e: impl std::fmt::Display) -> ApiError {
         ApiError::unavailable(format!(
-            "file storage (S3 at {}) is not available: {e}",
-            self.endpoint
+            "file storage ({} at {}) is not available: {e}",
+            self.service, self.endpoint
         ))
     }
 
