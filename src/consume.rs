@@ -288,18 +288,9 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         cfg.ingest_max_pending_age,
     ));
     if let Some(port) = metrics_port(&cfg) {
-        let (pool, js) = (pool.clone(), js.clone());
         let app = poem::Route::new().at(
             "/metrics",
-            poem::endpoint::make(move |_| {
-                let (pool, js) = (pool.clone(), js.clone());
-                async move {
-                    crate::metrics::observe_pool(&pool);
-                    let p = crate::pipeline::STREAM;
-                    crate::metrics::observe_jetstream(&js, p, crate::pipeline::CONSUMER).await;
-                    crate::metrics::response(crate::metrics::render())
-                }
-            }),
+            crate::metrics::endpoint(pool.clone(), Some(js.clone())),
         );
         // Metrics are not worth failing the writer for: a port in use is logged.
         let listener = poem::listener::TcpListener::bind((cfg.listen_address, port));

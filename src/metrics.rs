@@ -214,3 +214,22 @@ pub fn response(text: String) -> poem::Response {
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text)
 }
+
+/// A service's `GET /metrics`: the pool gauges of `pool`, and with `jetstream` the
+/// backlog of the data stream and the lag of the writers' consumer, set at each scrape.
+pub fn endpoint(
+    pool: sqlx::PgPool,
+    jetstream: Option<async_nats::jetstream::Context>,
+) -> impl poem::Endpoint<Output = poem::Response> {
+    poem::endpoint::make(move |_| {
+        let (pool, jetstream) = (pool.clone(), jetstream.clone());
+        async move {
+            observe_pool(&pool);
+            if let Some(js) = &jetstream {
+                use crate::pipeline::{CONSUMER, STREAM};
+                observe_jetstream(js, STREAM, CONSUMER).await;
+            }
+            response(render())
+        }
+    })
+}

@@ -164,14 +164,7 @@ pub fn build_app(state: Arc<AppState>) -> impl poem::Endpoint {
             }),
         )
         .around(|ep, req| boundary::guard(ep, req, contract()));
-    let pool = state.pool.clone();
-    let metrics = poem::endpoint::make(move |_| {
-        let pool = pool.clone();
-        async move {
-            crate::metrics::observe_pool(&pool);
-            crate::metrics::response(crate::metrics::render())
-        }
-    });
+    let metrics = crate::metrics::endpoint(state.pool.clone(), None);
     Split {
         rest,
         console: console::routes(),

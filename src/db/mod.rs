@@ -150,7 +150,21 @@ pub async fn storage(pool: &PgPool) -> Storage {
 
 /// A pool on the tmiDB database.
 pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
-    let address = cfg.endpoints.postgresql.clone();
+    let address = &cfg.endpoints.postgresql;
+    pool(options_at(cfg, address, DATABASE)?, address, max).await
+}
+
+/// A pool on the streaming standby of `[postgresql] read_address`, for reads that may
+/// lag the primary by the replication delay; `None` when none is set.
+pub async fn connect_read(cfg: &Config, max: u32) -> Result<Option<PgPool>, DbError> {
+    let Some(address) = &cfg.endpoints.postgresql_read else {
+        return Ok(None);
+    };
+    let options = options_at(cfg, address, DATABASE)?.application_name("tmidb-read");
+    pool(options, address, max).await.map(Some)
+}
+
+async fn pool(options: PgConnectOptions, address: &str, max: u32) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
@@ -158,30 +172,12 @@ pub async fn connect(cfg: &Config, max: u32) -> Result<PgPool, DbError> {
         // No ping before every acquire: on loopback a broken connection shows up on use
         // (and is discarded), and the ping doubled the round trips of small requests.
         .test_before_acquire(false)
-        .connect_with(options(cfg, DATABASE)?)
-        .await
-        .map_err(|source| DbError::Sql {
-            address: address.clone(),
-            source,
-        })
-}
-
-/// A pool on the streaming standby of `[postgresql] read_address`, for reads that may
-/// lag the primary by the replication delay; `None` when none is set.
-pub async fn connect_read(cfg: &Config, max: u32) -> Result<Option<PgPool>, DbError> {
-    let Some(address) = cfg.endpoints.postgresql_read.clone() else {
-        return Ok(None);
-    };
-    let options = options_at(cfg, &address, DATABASE)?.application_name("tmidb-read");
-    PgPoolOptions::new()
-        .max_connections(max)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .test_before_acquire(false)
         .connect_with(options)
         .await
-        .map(Some)
-        .map_err(|source| DbError::Sql { address, source })
+        .map_err(|source| DbError::Sql {
+            address: address.to_string(),
+            source,
+        })
 }
 
 /// Creates the database if needed, applies every migration, and detects TimescaleDB.

@@ -237,19 +237,7 @@ pub fn app(m: Arc<Manager>) -> impl poem::Endpoint {
                     .body(spec.clone())
             }),
         )
-        .at(
-            "/metrics",
-            poem::endpoint::make({
-                let m = m.clone();
-                move |_| {
-                    let m = m.clone();
-                    async move {
-                        crate::metrics::observe_pool(&m.pool);
-                        crate::metrics::response(crate::metrics::render())
-                    }
-                }
-            }),
-        )
+        .at("/metrics", crate::metrics::endpoint(m.pool.clone(), None))
         .data(m.pool.clone())
         .data(m)
         .around(|ep, req| crate::web::boundary::json_errors(ep, req, contract()))
