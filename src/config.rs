@@ -917,6 +917,56 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_default_to_this_home_and_name_a_bad_value() {
+        let c = cfg(Some("[ports]\nbase = 30000\n")).unwrap();
+        let e = &c.endpoints;
+        assert_eq!(e.nats_servers, ["127.0.0.1:30001"]);
+        assert_eq!(
+            (e.nats_replicas, e.postgresql.as_str()),
+            (1, "127.0.0.1:30000")
+        );
+        assert_eq!(
+            (e.postgresql_read.as_deref(), e.s3.as_str()),
+            (None, "http://127.0.0.1:30009")
+        );
+        assert_eq!(e.nats_ping_interval, std::time::Duration::from_secs(5));
+        let c = cfg(Some(
+            "[nats]\nservers = [\"a:4222\", \"b:4222\"]\nreplicas = 3\n[postgresql]\nread_address = \"r:5432\"\n[s3]\nendpoint = \"https://s3.example/\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.vars()["nats.servers"], "a:4222,b:4222");
+        assert_eq!(c.vars()["nats.server"], "a:4222");
+        assert_eq!(c.endpoints.nats_replicas, 3);
+        assert_eq!(c.endpoints.postgresql_read.as_deref(), Some("r:5432"));
+        assert_eq!(c.endpoints.s3, "https://s3.example");
+        for (text, want) in [
+            (
+                "[nats]\nreplicas = 7\n",
+                "/h/tmidb.toml:2:12: nats.replicas = 7 is out of range",
+            ),
+            (
+                "[nats]\nservers = [\"a\"]\n",
+                "/h/tmidb.toml:2:12: nats.servers = \"a\" is not a host:port",
+            ),
+            (
+                "[postgresql]\naddress = \"db\"\n",
+                "/h/tmidb.toml:2:11: postgresql.address = \"db\" is not a host:port",
+            ),
+            (
+                "[s3]\nendpoint = \"s3.example\"\n",
+                "/h/tmidb.toml:2:12: s3.endpoint = \"s3.example\" is not an http",
+            ),
+            (
+                "[nats]\nping_interval = \"1ms\"\n",
+                "ping_interval = \"1ms\" must be a duration of at least 100ms",
+            ),
+        ] {
+            let e = cfg(Some(text)).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn listen_address_defaults_to_loopback_and_names_a_bad_value() {
         let c = cfg(None).unwrap();
         assert_eq!(c.vars()["listen.address"], "127.0.0.1");
