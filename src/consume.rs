@@ -303,6 +303,9 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     crate::service::notify("READY=1\nSTATUS=consuming");
     tracing::info!("data-consumer pulling from {}", crate::pipeline::CONSUMER);
     let mut stop = std::pin::pin!(crate::service::shutdown_signal());
+    let mut orphans = Orphans::default();
+    let mut orphan_check = tokio::time::interval(ORPHAN_CHECK);
+    orphan_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A continuous pull stream, not fetch-and-expire: messages handed to an expired fetch
     // wait for ack_wait before redelivery, which stalled writes by 30 s.
     // Pull no more than one transaction ahead: a message waiting in this instance's
@@ -314,6 +317,10 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     loop {
         let first = tokio::select! {
             _ = &mut stop => break,
+            _ = orphan_check.tick() => {
+                orphans.rescue(&sink, &stream).await;
+                continue;
+            }
             m = incoming.next() => m,
         };
         let mut taken = vec![];
@@ -421,6 +428,81 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         }
     }
     tracing::info!("data-consumer stopping");
+    Ok(())
+}
+
+/// How often a data-consumer looks for messages JetStream will not deliver again.
+const ORPHAN_CHECK: Duration = Duration::from_secs(5);
+
+/// Messages left in the work-queue stream at or below the writers' ack floor: JetStream
+/// will never deliver them again. In a work queue an acknowledged message is removed,
+/// so one that is still there was either stored and its removal lost, or never stored
+/// because the consumer's state lost it (seen with nats-server 2.9 after a kill -9:
+/// restored consumer state ahead of the stream, nats-server#4736). Either way the
+/// data-consumer fetches it by sequence, writes it through the same [`write`] (the
+/// ledger and content ids make a second write of a stored message add nothing) and
+/// deletes it from the stream.
+#[derive(Default)]
+struct Orphans {
+    /// The ack floor at the previous check: a message at or below it has had a whole
+    /// check interval for its removal, so an ack on its way is not raced.
+    floor: Option<u64>,
+}
+
+impl Orphans {
+    /// Checks once; stores up to [`BATCH`] orphans.
+    async fn rescue(&mut self, sink: &Sink<'_>, stream: &async_nats::jetstream::stream::Stream) {
+        let floor = match stream.consumer_info(crate::pipeline::CONSUMER).await {
+            Ok(c) => c.ack_floor.stream_sequence,
+            Err(e) => {
+                tracing::debug!("cannot look for messages left behind: {e}");
+                return;
+            }
+        };
+        let Some(settled) = self.floor.replace(floor) else {
+            return;
+        };
+        for _ in 0..BATCH {
+            let first = match stream.get_info().await {
+                Ok(i) if i.state.messages > 0 => i.state.first_sequence,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!("cannot look for messages left behind: {e}");
+                    return;
+                }
+            };
+            if first > settled.min(floor) {
+                return;
+            }
+            if let Err(e) = store_orphan(sink, stream, first).await {
+                tracing::warn!(
+                    seq = first,
+                    "a message JetStream left behind is not stored yet: {e}"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Writes message `seq` from the stream (as a redelivery would have) and deletes it.
+async fn store_orphan(
+    sink: &Sink<'_>,
+    stream: &async_nats::jetstream::stream::Stream,
+    seq: u64,
+) -> Result<(), async_nats::Error> {
+    let m = stream.get_raw_message(seq).await?;
+    let decoded = [(seq, decode(&m.subject, &m.payload))];
+    let w = match write(sink, &decoded).await {
+        Err(e) if crate::db::is_about_the_data(&e) => write_isolated(sink, &decoded).await,
+        other => other,
+    }?;
+    stream.delete_message(seq).await?;
+    tracing::warn!(
+        seq,
+        new_rows = w.new_rows,
+        "stored a message JetStream had left in the stream below the writers' ack floor (it would never have been delivered again)"
+    );
     Ok(())
 }
 

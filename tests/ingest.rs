@@ -1247,3 +1247,115 @@ fn chaos_200k_records_survive_killed_consumers_and_nats_stored_exactly_once() {
         assert_eq!(x["restarts"], 1, "{u} was killed and restarted: {x}");
     }
 }
+
+/// A message JetStream will never deliver again (left in the work-queue stream below the
+/// writers' ack floor, as nats-server 2.9's restored consumer state can leave one after
+/// a kill -9) is found by a data-consumer, stored once and removed from the stream.
+/// The test makes one the way the server does: with NATS stopped, the consumer's state
+/// file (`o.dat`) is given an ack floor past a message still in the stream.
+#[test]
+fn a_message_left_below_the_ack_floor_is_stored_by_a_data_consumer() {
+    let p = Pipeline::start("");
+    let (sup, api, ingest, admin) = (&p.sup, p.api, p.ingest, p.admin.clone());
+    let (s, _, r) = p.call(
+        api,
+        "POST",
+        "/api/v1/categories",
+        &admin,
+        &json!({"name": "orphan", "fields": [{"name": "v", "type": "int"}]}),
+    );
+    assert_eq!(s, 201, "{r}");
+    let push = |from: i64| {
+        let recs: Vec<Value> = (from..from + 3)
+            .map(|v| json!({"target": "t", "ts": format!("2026-06-01T00:00:{v:02}Z"), "v": v}))
+            .collect();
+        let (s, _, r) = p.call(ingest, "POST", "/ingest/orphan", &admin, &json!(recs));
+        assert_eq!(s, 202, "{r}");
+    };
+    let stored = || -> Vec<i64> {
+        let path = "/api/v1/categories/orphan/records?order=asc";
+        let (_, _, r) = p.call(api, "GET", path, &admin, &Value::Null);
+        let all = r["records"].as_array().cloned().unwrap_or_default();
+        all.iter().map(|x| x["v"].as_i64().unwrap()).collect()
+    };
+    let stream_messages = || {
+        let cfg = tmidb::config::Config::load(&sup.home).unwrap();
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let (_c, _js, mut stream) = tmidb::pipeline::connect(&cfg, "data-consumer")
+                .await
+                .unwrap();
+            stream.info().await.unwrap().state.clone()
+        })
+    };
+    push(0);
+    sup.wait_until("the first records stored", secs(30), |_| {
+        stored().len() == 3
+    });
+    sup.cli_ok(&["stop", "data-consumer"]);
+    push(3);
+    let state = stream_messages();
+    assert_eq!(state.messages, 1, "the push waits in the stream: {state:?}");
+    // The writers' consumer state, written by the server at its stop: magic, version,
+    // then uvarints (ack floor consumer and stream sequences, delivered consumer and
+    // stream sequences, pending count, redelivered count).
+    sup.cli_ok(&["stop", "nats"]);
+    let file = sup
+        .home
+        .join("data/nats/jetstream/$G/streams/TMIDB_DATA/obs")
+        .join(tmidb::pipeline::CONSUMER)
+        .join("o.dat");
+    let old = std::fs::read(&file).unwrap();
+    let mut at = 2;
+    let mut uvarint = || {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let b = old[at];
+            at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    };
+    let (floor_c, floor_s, _, _) = (uvarint(), uvarint(), uvarint(), uvarint());
+    assert_eq!(
+        floor_s,
+        state.last_sequence - 1,
+        "the consumer is at the message before"
+    );
+    let mut new = old[..2].to_vec();
+    for v in [
+        floor_c + 1,
+        state.last_sequence,
+        floor_c + 1,
+        state.last_sequence,
+        0,
+        0,
+    ] {
+        let mut v = v;
+        while v >= 0x80 {
+            new.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        new.push(v as u8);
+    }
+    std::fs::write(&file, new).unwrap();
+    for u in ["data-consumer", "data-manager", "api"] {
+        sup.cli_ok(&["start", u]);
+    }
+    sup.wait_until("the message below the ack floor stored", secs(60), |_| {
+        stored() == [0, 1, 2, 3, 4, 5]
+    });
+    assert!(
+        sup.log_text().contains("below the writers' ack floor"),
+        "the rescue is logged"
+    );
+    // Later records flow as usual, and the report is clean: nothing waits, no gap.
+    push(6);
+    sup.wait_until("later records stored", secs(30), |_| stored().len() == 9);
+    assert_eq!(stream_messages().messages, 0, "the stream is empty");
+    let (_, _, r) = p.call(api, "GET", "/api/v1/integrity", &admin, &Value::Null);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["stream"]["gaps"], 0, "{r}");
+}

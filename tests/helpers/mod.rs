@@ -438,10 +438,29 @@ pub fn assert_stored_exactly_once(sup: &Sup, api: u16, token: &str, category: &s
             .and_then(|a| a.iter().find(|c| c["category"] == category).cloned())
             .unwrap_or(Value::Null)
     };
-    sup.wait_until("every record stored", secs(300), |_| {
-        let r = get("/api/v1/integrity");
-        of(&r)["stored_rows"] == n && r["stream"]["pending"] == 0
-    });
+    // A timeout shows the last report and what JetStream says of the writers' consumer.
+    let monitor = tmidb::config::Config::load(&sup.home).unwrap().ports["nats_monitor"];
+    let mut last = Value::Null;
+    let start = std::time::Instant::now();
+    while !(of(&last)["stored_rows"] == n && last["stream"]["pending"] == 0) {
+        if start.elapsed() > secs(300) {
+            let jsz = try_http(
+                monitor,
+                "GET",
+                "/jsz?accounts=true&streams=true&consumers=true&config=true",
+                &[],
+                b"",
+            )
+            .map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned());
+            panic!(
+                "timed out waiting for every record stored\n{}\n--- log ---\n{}\n--- integrity ---\n{last}\n--- /jsz ---\n{jsz:?}",
+                sup.table(),
+                sup.log_tail(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        last = get("/api/v1/integrity");
+    }
     let r = get("/api/v1/integrity");
     let c = of(&r);
     assert_eq!(r["ok"], true, "{r}");
