@@ -136,6 +136,13 @@ pub async fn ensure_partitions(
         return Ok(());
     }
     let mut tx = pool.begin().await?;
+    // Writers meeting a new month at once take turns: CREATE TABLE IF NOT EXISTS is not
+    // safe against a concurrent create (one of them fails with "already exists", and
+    // its whole batch was then redone record by record).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(table(category))
+        .execute(&mut *tx)
+        .await?;
     for (y, m) in &missing {
         ensure_month(&mut tx, category, *y, *m).await?;
     }
