@@ -52,6 +52,7 @@ lint: ## formatting and clippy, as CI enforces them
 test: test-deps lint ## install what is missing, then run every test (the package and image checks too)
 	$(CARGO) build --bins --tests
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
+	$(CARGO) test --bench '*' -- --quick
 	$(MAKE) --no-print-directory test-package test-image
 
 # Packaging tools and the Debian trees they build on are cached outside the clone, so a

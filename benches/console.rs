@@ -17,27 +17,12 @@ use common::{client, http};
 
 mod common;
 
-/// Rows loaded (`TMIDB_BENCH_ROWS` overrides, for a quick run).
-fn rows() -> i64 {
-    std::env::var("TMIDB_BENCH_ROWS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5_000_000)
-}
-const N: usize = 200;
-/// Below the ephemeral port range, so no client socket takes a stack's port.
-const BASE: u16 = 31800;
+use common::{Mode, load};
 
 fn percentile(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// Times `n` GETs of `path` with `headers`: milliseconds each.
@@ -62,7 +47,7 @@ fn report(what: &str, ms: &[f64]) {
         .map(|(i, m)| format!("#{i} {m:.0} ms"))
         .collect();
     println!(
-        "{what:<58} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   (load {}){}",
+        "{what:<58} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   {}{}",
         percentile(ms, 0.5),
         percentile(ms, 0.99),
         max,
@@ -76,13 +61,16 @@ fn report(what: &str, ms: &[f64]) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(mode) = Mode::from_args() else {
         return;
-    }
-    let api = BASE + 11;
-    let stack = common::Stack::start("tmidb-consolebench-", BASE, common::API_UNITS, api);
+    };
+    // Rows loaded, and requests per figure (p50/p99 over them).
+    let rows: i64 = mode.size(5_000_000, 50_000);
+    let n: usize = mode.size(200, 20);
+    let stack = common::Stack::start("tmidb-consolebench-", common::API_UNITS);
+    let api = stack.api();
     let (home, token) = (stack.home(), stack.token.clone());
-    let _db = stack.load_bench(api, rows(), true);
+    let _db = stack.load_bench(api, rows, true);
 
     // Signed in as a browser is: the console's login form, its session cookie.
     let pw = std::fs::read_to_string(home.join("secrets/admin.password")).unwrap();
@@ -125,25 +113,25 @@ fn main() {
     }
     time_gets(api, &records, &rest, 3);
     time_gets(api, &buckets, &rest, 3);
-    println!("\n{N} requests each, one after another, on loopback:");
+    println!("\n{n} requests each, one after another, on loopback:");
     report(
         "dashboard (admin: units, ingest, backlog, integrity, disk)",
-        &time_gets(api, "/dashboard", &browser, N),
+        &time_gets(api, "/dashboard", &browser, n),
     );
-    let page = time_gets(api, &explorer, &browser, N);
+    let page = time_gets(api, &explorer, &browser, n);
     report(
         &format!(
-            "explorer: one day of one target of {}M rows, with chart",
-            rows() / 1_000_000
+            "explorer: one day of one target of {}k rows, with chart",
+            rows / 1_000
         ),
         &page,
     );
     report(
         "logs page (last 200 lines of every unit)",
-        &time_gets(api, "/logs", &browser, N),
+        &time_gets(api, "/logs", &browser, n),
     );
-    let r = time_gets(api, &records, &rest, N);
-    let b = time_gets(api, &buckets, &rest, N);
+    let r = time_gets(api, &records, &rest, n);
+    let b = time_gets(api, &buckets, &rest, n);
     report("REST: the same page of records", &r);
     report("REST: the same aggregation", &b);
     let both: Vec<f64> = r.iter().zip(&b).map(|(x, y)| x + y).collect();
@@ -199,7 +187,7 @@ fn main() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let (mut sent_to_row, mut answered_to_row) = (vec![], vec![]);
-    for i in 0..N {
+    for i in 0..n {
         let record = format!(
             r#"[{{"target":"live-{i}","ts":"2026-02-01T00:00:{:02}Z","v":{i},"n":{i}}}]"#,
             i % 60

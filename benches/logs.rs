@@ -12,12 +12,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
+mod common;
+
+use common::{Mode, runs};
+
 const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
-const LINES: u64 = 1_000_000;
+/// Lines the child writes (set by the mode).
+static LINES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn lines() -> u64 {
+    *LINES.get().expect("set in main")
+}
 
 fn child_cmd() -> String {
     // 99 characters + newline = 100 bytes a line.
-    format!("yes {} | head -n {LINES}", "x".repeat(99))
+    format!("yes {} | head -n {}", "x".repeat(99), lines())
 }
 
 fn cat_baseline(dir: &Path) -> f64 {
@@ -35,7 +44,7 @@ fn cat_baseline(dir: &Path) -> f64 {
         .iter()
         .filter(|b| **b == b'\n')
         .count() as u64;
-    assert_eq!(n, LINES);
+    assert_eq!(n, lines());
     dt
 }
 
@@ -69,7 +78,9 @@ fn cpu_secs(pid: u32) -> f64 {
 /// Runs the supervisor with one oneshot unit writing the lines; `file_sink` sends them
 /// to per-unit files only (the channel is off for stdout); otherwise to stdout (JSON).
 fn supervised(dir: &Path, base: u16, file_sink: bool) -> Run {
-    let home = dir.join(if file_sink { "home-file" } else { "home-json" });
+    // A home per run: the line count reads what this run wrote.
+    let kind = if file_sink { "file" } else { "json" };
+    let home = dir.join(format!("home-{kind}-{base}"));
     std::fs::create_dir_all(home.join("units")).unwrap();
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
     let logs = if file_sink {
@@ -149,33 +160,51 @@ fn supervised(dir: &Path, base: u16, file_sink: bool) -> Run {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(mode) = Mode::from_args() else {
         return;
-    }
+    };
+    LINES.set(mode.size(1_000_000, 50_000)).unwrap();
+    let lines = lines();
     let dir = tempfile::Builder::new()
         .prefix("tmidb-logbench-")
         .tempdir()
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cat = cat_baseline(dir.path());
+    let (cat, all) = common::median_of(mode, "child | cat > file", || cat_baseline(dir.path()));
     println!(
-        "child | cat > file: {LINES} lines in {cat:.3} s = {:.0} lines/s",
-        LINES as f64 / cat
+        "child | cat > file: {lines} lines in {cat:.3} s = {:.0} lines/s (median; runs {} s)",
+        lines as f64 / cat,
+        runs(&all, 3)
     );
-    for (name, file_sink, base) in [
-        ("unified JSON sink (stdout → file)", false, 42100),
-        ("file sink", true, 42200),
+    for (name, file_sink) in [
+        ("unified JSON sink (stdout → file)", false),
+        ("file sink", true),
     ] {
-        let r = supervised(dir.path(), base, file_sink);
+        let mut results = vec![];
+        for i in 0..mode.runs() {
+            println!("{} {name}: run {}", common::load(), i + 1);
+            results.push(supervised(dir.path(), common::free_port_block(), file_sink));
+        }
+        results.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        let r = &results[results.len() / 2];
+        let lost: u64 = results.iter().map(|r| lines - r.lines.min(lines)).sum();
         println!(
-            "{name}: {} lines in {:.3} s = {:.0} lines/s ({:.2}× cat); supervisor CPU {:.2} s, peak RSS {:.1} MiB; lost {}",
+            "{name}: {} lines in {:.3} s = {:.0} lines/s ({:.2}× cat; median of {}, runs {} s); supervisor CPU {:.2} s, peak RSS {:.1} MiB; lost {lost} in all runs",
             r.lines,
             r.secs,
             r.lines as f64 / r.secs,
             cat / r.secs,
+            results.len(),
+            results
+                .iter()
+                .map(|r| format!("{:.3}", r.secs))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.cpu_secs,
             r.peak_rss_mib,
-            LINES - r.lines.min(LINES)
         );
+        if mode == Mode::Quick {
+            assert_eq!(lost, 0, "{name}: lines lost");
+        }
     }
 }

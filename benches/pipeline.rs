@@ -15,9 +15,13 @@ use futures_util::StreamExt;
 
 mod common;
 
+use common::{Mode, median, median_of, runs};
+
 const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
-const TOTAL: usize = 1_000_000;
 const BATCH: usize = 5_000;
+
+/// Records per throughput figure (set by the mode).
+static TOTAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 fn http(port: u16, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
     common::http(port, "POST", path, token, body)
@@ -35,7 +39,8 @@ fn record(i: usize, dense: bool) -> serde_json::Value {
 }
 
 fn bodies(dense: bool) -> Vec<Vec<u8>> {
-    (0..TOTAL / BATCH)
+    let total = *TOTAL.get().expect("set in main");
+    (0..total / BATCH)
         .map(|b| {
             let recs: Vec<_> = (b * BATCH..(b + 1) * BATCH)
                 .map(|i| record(i, dense))
@@ -123,22 +128,118 @@ fn peak_rss_mib(home: &std::path::Path, unit: &str) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Creates category `name` (`v` float, `n` int) through the api.
+fn category(api: u16, token: &str, name: &str) {
+    let def = format!(
+        r#"{{"name":"{name}","fields":[{{"name":"v","type":"float"}},{{"name":"n","type":"int"}}]}}"#
+    );
+    assert_eq!(
+        http(api, "/api/v1/categories", token, def.as_bytes()).0,
+        201
+    );
+}
+
+/// Publish → queryable at a steady 10k records/s for `secs` seconds: 100 records every
+/// 10 ms on `tmidb.ingest.{cat}`. A record is queryable once its transaction commits;
+/// the data-consumer announces it on `tmidb.live.{cat}` right after the commit, so the
+/// time to that announcement is the latency (slightly over, never under). Returns the
+/// latencies (ms, sorted) and the send offset (s) and latency (ms) of each batch slower
+/// than 100 ms.
+async fn latency_run(
+    nats: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    cat: &str,
+    secs: usize,
+) -> (Vec<f64>, Vec<(f64, f64)>) {
+    let batches = secs * 100;
+    let mut live = nats.subscribe(format!("tmidb.live.{cat}")).await.unwrap();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(vec![None; batches]));
+    let start = Instant::now();
+    let publisher = {
+        let (js, sent, subject) = (js.clone(), sent.clone(), format!("tmidb.ingest.{cat}"));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            for b in 0..batches {
+                tick.tick().await;
+                let recs: Vec<_> = (0..100)
+                    .map(|k| {
+                        let mut r = record(b * 100 + k, true);
+                        r["n"] = b.into();
+                        r
+                    })
+                    .collect();
+                sent.lock().unwrap()[b] = Some(Instant::now());
+                js.publish(subject.clone(), serde_json::to_vec(&recs).unwrap().into())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut latencies = vec![];
+    let mut slow: std::collections::BTreeMap<usize, f64> = Default::default();
+    while latencies.len() < batches * 100 {
+        let m = tokio::time::timeout(Duration::from_secs(30), live.next())
+            .await
+            .expect("live records within 30 s")
+            .unwrap();
+        let at = Instant::now();
+        let Ok(tmidb::model::wire::Event::Records { records, .. }) =
+            serde_json::from_slice(&m.payload)
+        else {
+            continue;
+        };
+        for r in records {
+            let b = r["n"].as_u64().unwrap() as usize;
+            let t0 = sent.lock().unwrap()[b].unwrap();
+            let ms = (at - t0).as_secs_f64() * 1000.0;
+            latencies.push(ms);
+            if ms > 100.0 {
+                let worst = slow.entry(b).or_default();
+                *worst = worst.max(ms);
+            }
+        }
+    }
+    publisher.await.unwrap();
+    latencies.sort_by(f64::total_cmp);
+    let sent = sent.lock().unwrap();
+    let slow = slow
+        .into_iter()
+        .map(|(b, ms)| ((sent[b].unwrap() - start).as_secs_f64(), ms))
+        .collect();
+    (latencies, slow)
+}
+
+/// Slow batches grouped into episodes (batches sent within 100 ms of each other):
+/// `+offset s: N batches, worst W ms` each.
+fn episodes(slow: &[(f64, f64)]) -> Vec<String> {
+    let mut out: Vec<(f64, f64, usize, f64)> = vec![];
+    for &(at, ms) in slow {
+        match out.last_mut() {
+            Some((_, last, n, worst)) if at - *last < 0.1 => {
+                (*last, *n, *worst) = (at, *n + 1, worst.max(ms));
+            }
+            _ => out.push((at, at, 1, ms)),
+        }
+    }
+    out.iter()
+        .map(|(from, _, n, worst)| format!("+{from:.2} s: {n} batches, worst {worst:.0} ms"))
+        .collect()
+}
+
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(mode) = Mode::from_args() else {
         return;
-    }
+    };
+    let total = mode.size(1_000_000, 20_000);
+    TOTAL.set(total).unwrap();
     let units = [common::API_UNITS, &["data-manager", "data-consumer"]].concat();
-    let stack = common::Stack::start("tmidb-pipebench-", 42700, &units, 42700 + 12);
-    let (home, token, api, ingest) = (stack.home(), stack.token.clone(), 42700 + 11, 42700 + 12);
-    for name in ["pipe", "pipen", "sparse", "rawcopy", "lat"] {
-        let def = format!(
-            r#"{{"name":"{name}","fields":[{{"name":"v","type":"float"}},{{"name":"n","type":"int"}}]}}"#
-        );
-        assert_eq!(
-            http(api, "/api/v1/categories", &token, def.as_bytes()).0,
-            201
-        );
-    }
+    let stack = common::Stack::start("tmidb-pipebench-", &units);
+    let (home, token, api, ingest) = (
+        stack.home(),
+        stack.token.clone(),
+        stack.api(),
+        stack.ingest(),
+    );
     let (rt, pool) = stack.db();
     let cfg = tmidb::config::Config::load(home).unwrap();
     let nats = rt
@@ -165,56 +266,68 @@ fn main() {
         .unwrap()
     };
     let wait_all = |t: &str| {
-        while count(t) < TOTAL as i64 {
+        while count(t) < total as i64 {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
+    let mut run = 0;
+    let mut fresh = || {
+        run += 1;
+        let name = format!("c{run}");
+        category(api, &token, &name);
+        name
+    };
     let dense = bodies(true);
+    let per_core = |r: f64| r / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
 
     // End to end over HTTP, two clients.
-    let start = Instant::now();
-    push_http(ingest, &token, "pipe", &dense);
-    let pushed = start.elapsed().as_secs_f64();
-    wait_all("rec_pipe");
-    let http_s = start.elapsed().as_secs_f64();
+    let (http_rate, all) = median_of(mode, "HTTP push → committed", || {
+        let cat = fresh();
+        let start = Instant::now();
+        push_http(ingest, &token, &cat, &dense);
+        wait_all(&format!("rec_{cat}"));
+        total as f64 / start.elapsed().as_secs_f64()
+    });
     println!(
-        "HTTP push → committed: {TOTAL} records in {http_s:.2} s = {:.0} records/s (all pushes answered after {pushed:.2} s)",
-        TOTAL as f64 / http_s
+        "HTTP push → committed: {total} records, {http_rate:.0} records/s ({:.0} per core; runs {})",
+        per_core(http_rate),
+        runs(&all, 0)
     );
 
     // End to end over NATS (tmidb.ingest.{category}).
-    let start = Instant::now();
-    rt.block_on(push_nats(&js, "pipen", &dense));
-    let pushed = start.elapsed().as_secs_f64();
-    wait_all("rec_pipen");
-    let nats_s = start.elapsed().as_secs_f64();
+    let (nats_rate, all) = median_of(mode, "NATS publish → committed", || {
+        let cat = fresh();
+        let start = Instant::now();
+        rt.block_on(push_nats(&js, &cat, &dense));
+        wait_all(&format!("rec_{cat}"));
+        total as f64 / start.elapsed().as_secs_f64()
+    });
     println!(
-        "NATS publish → committed: {TOTAL} records in {nats_s:.2} s = {:.0} records/s (all publishes acknowledged after {pushed:.2} s)",
-        TOTAL as f64 / nats_s
+        "NATS publish → committed: {total} records, {nats_rate:.0} records/s ({:.0} per core; runs {})",
+        per_core(nats_rate),
+        runs(&all, 0)
     );
-    drop(dense);
 
     // The worst case for rollups: nearly one new 1-minute bucket per record and field.
     let sparse = bodies(false);
-    let start = Instant::now();
-    push_http(ingest, &token, "sparse", &sparse);
-    wait_all("rec_sparse");
-    let sparse_s = start.elapsed().as_secs_f64();
+    let (sparse_rate, all) = median_of(mode, "HTTP push → committed, sparse", || {
+        let cat = fresh();
+        let start = Instant::now();
+        push_http(ingest, &token, &cat, &sparse);
+        wait_all(&format!("rec_{cat}"));
+        total as f64 / start.elapsed().as_secs_f64()
+    });
     drop(sparse);
     println!(
-        "HTTP push → committed, sparse (a rollup row per record and field): {TOTAL} records in {sparse_s:.2} s = {:.0} records/s",
-        TOTAL as f64 / sparse_s
+        "HTTP push → committed, sparse (a rollup row per record and field): {total} records, {sparse_rate:.0} records/s ({:.0} per core; runs {})",
+        per_core(sparse_rate),
+        runs(&all, 0)
     );
 
     // Raw COPY of the same (dense) rows into a table of the same kind (its March
     // partition made first through the API, as the pipeline's were).
-    let first = br#"[{"target":"t0","ts":"2026-03-01T00:00:00Z","v":0.0,"n":-1}]"#;
-    assert_eq!(
-        http(api, "/api/v1/categories/rawcopy/records", &token, first).0,
-        201
-    );
-    let mut csv = String::with_capacity(TOTAL * 60);
-    for i in 0..TOTAL {
+    let mut csv = String::with_capacity(total * 60);
+    for i in 0..total {
         let r = record(i, true);
         csv.push_str(&format!(
             "{},{},1,{},{}\n",
@@ -224,89 +337,70 @@ fn main() {
             r["n"]
         ));
     }
-    let start = Instant::now();
-    rt.block_on(async {
-        let mut conn = pool.acquire().await.unwrap();
-        let mut copy = conn
-            .copy_in_raw(
-                "COPY rec_rawcopy (target, ts, schema_version, v, n) FROM STDIN (FORMAT csv)",
-            )
-            .await
-            .unwrap();
-        copy.send(csv.as_bytes()).await.unwrap();
-        copy.finish().await.unwrap();
+    let (copy_rate, all) = median_of(mode, "raw COPY", || {
+        let cat = fresh();
+        let first = br#"[{"target":"t0","ts":"2026-03-01T00:00:00Z","v":0.0,"n":-1}]"#;
+        let path = format!("/api/v1/categories/{cat}/records");
+        assert_eq!(http(api, &path, &token, first).0, 201);
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut conn = pool.acquire().await.unwrap();
+            let sql = format!(
+                "COPY rec_{cat} (target, ts, schema_version, v, n) FROM STDIN (FORMAT csv)"
+            );
+            let mut copy = conn.copy_in_raw(&sql).await.unwrap();
+            copy.send(csv.as_bytes()).await.unwrap();
+            copy.finish().await.unwrap();
+        });
+        total as f64 / start.elapsed().as_secs_f64()
     });
-    let copy = start.elapsed().as_secs_f64();
     println!(
-        "raw COPY of the same rows: {TOTAL} in {copy:.2} s = {:.0} rows/s",
-        TOTAL as f64 / copy
+        "raw COPY of the same rows: {copy_rate:.0} rows/s ({:.0} per core; runs {})",
+        per_core(copy_rate),
+        runs(&all, 0)
     );
     println!(
-        "ratio end to end / COPY: HTTP {:.2}, NATS {:.2}, HTTP sparse {:.2} (target ≥ 0.6)",
-        copy / http_s,
-        copy / nats_s,
-        copy / sparse_s
+        "ratio end to end / COPY: HTTP {:.2}, NATS {:.2} (target ≥ 0.9), HTTP sparse {:.2} (target ≥ 0.6)",
+        http_rate / copy_rate,
+        nats_rate / copy_rate,
+        sparse_rate / copy_rate
     );
 
-    // Publish → queryable at a steady 10k records/s: 100 records every 10 ms on
-    // tmidb.ingest.lat for 10 s. A record is queryable once its transaction commits;
-    // the data-consumer announces it on tmidb.live.lat right after the commit, so the
-    // time to that announcement is the latency (slightly over, never under).
-    let (p50, p99, seen) = rt.block_on(async {
-        const RATE_BATCHES: usize = 1000;
-        let mut live = nats.subscribe("tmidb.live.lat").await.unwrap();
-        let sent = std::sync::Arc::new(std::sync::Mutex::new(vec![None; RATE_BATCHES]));
-        let publisher = {
-            let (js, sent) = (js.clone(), sent.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
-                for b in 0..RATE_BATCHES {
-                    tick.tick().await;
-                    let recs: Vec<_> = (0..100)
-                        .map(|k| {
-                            let mut r = record(b * 100 + k, true);
-                            r["n"] = b.into();
-                            r
-                        })
-                        .collect();
-                    sent.lock().unwrap()[b] = Some(Instant::now());
-                    js.publish(
-                        "tmidb.ingest.lat",
-                        serde_json::to_vec(&recs).unwrap().into(),
-                    )
-                    .await
-                    .unwrap();
-                }
-            })
-        };
-        let mut latencies = vec![];
-        while latencies.len() < RATE_BATCHES * 100 {
-            let m = tokio::time::timeout(Duration::from_secs(30), live.next())
-                .await
-                .expect("live records within 30 s")
-                .unwrap();
-            let at = Instant::now();
-            let Ok(tmidb::model::wire::Event::Records { records, .. }) =
-                serde_json::from_slice(&m.payload)
-            else {
-                continue;
-            };
-            for r in records {
-                let b = r["n"].as_u64().unwrap() as usize;
-                let t0 = sent.lock().unwrap()[b].unwrap();
-                latencies.push((at - t0).as_secs_f64() * 1000.0);
-            }
+    // Publish → queryable at a steady 10k records/s, 10 s a run.
+    let secs = mode.size(10, 2);
+    let mut figures: Vec<[f64; 4]> = vec![];
+    for r in 0..mode.runs() {
+        let cat = fresh();
+        println!("{} publish → queryable: run {}", common::load(), r + 1);
+        let (lat, slow) = rt.block_on(latency_run(&nats, &js, &cat, secs));
+        let f = [
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            percentile(&lat, 0.999),
+            *lat.last().unwrap(),
+        ];
+        println!(
+            "  p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms ({} records)",
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            lat.len()
+        );
+        let e = episodes(&slow);
+        if !e.is_empty() {
+            println!("  batches over 100 ms: {}", e.join("; "));
         }
-        publisher.await.unwrap();
-        latencies.sort_by(f64::total_cmp);
-        (
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            latencies.len(),
-        )
-    });
+        figures.push(f);
+    }
+    let m = |i: usize| median(figures.iter().map(|f| f[i]).collect());
     println!(
-        "publish → queryable at 10k records/s: p50 {p50:.1} ms, p99 {p99:.1} ms ({seen} records)"
+        "publish → queryable at 10k records/s (median of {} runs of {secs} s): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (target p99 ≤ 100 ms)",
+        mode.runs(),
+        m(0),
+        m(1),
+        m(2),
+        m(3)
     );
     println!(
         "peak RSS: data-manager {:.1} MiB, data-consumer {:.1} MiB (largest instance)",

@@ -14,28 +14,21 @@ mod common;
 
 use common::cluster::NatsCluster;
 
-const TOTAL: usize = 200_000;
+use common::{Mode, load, median};
+
 const BATCH: usize = 2_000;
-const A: u16 = 31400;
-const B: u16 = 31500;
 
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// Records per ingest figure.
+static TOTAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn total() -> usize {
+    *TOTAL.get().expect("set in main")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// `TOTAL` dense records for `run`, in batches (distinct per run: nothing deduplicated).
+/// `total()` dense records for `run`, in batches (distinct per run: nothing
+/// deduplicated).
 fn bodies(run: usize) -> Vec<Vec<u8>> {
-    (0..TOTAL / BATCH)
+    (0..total() / BATCH)
         .map(|b| {
             let recs: Vec<_> = (b * BATCH..(b + 1) * BATCH)
                 .map(|i| {
@@ -69,9 +62,10 @@ fn push(ingest: &[u16], token: &str, category: &str, bodies: &[Vec<u8>]) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(mode) = Mode::from_args() else {
         return;
-    }
+    };
+    TOTAL.set(mode.size(200_000, 20_000)).unwrap();
     // Credentials first: the cluster needs them before anything connects.
     let creds = tempfile::tempdir().unwrap();
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_tmidb-supervisor"))
@@ -106,12 +100,11 @@ fn main() {
     // One home at R1, on the cluster: its own stack, its own streams.
     let a = common::Stack::start_with(
         "tmidb-scalebench-",
-        A,
         &home_a,
         &settings(1),
         Some(creds.path()),
-        A + 12,
     );
+    let (a_api, a_ingest) = (a.api(), a.ingest());
     let token = a.token.clone();
     let (rt, pool) = a.db();
     let count = |t: &str| -> i64 {
@@ -127,37 +120,38 @@ fn main() {
         let name = format!("s{category}");
         let def = format!(r#"{{"name":"{name}","fields":[{{"name":"v","type":"int"}}]}}"#);
         assert_eq!(
-            common::http(A + 11, "POST", "/api/v1/categories", token, def.as_bytes()).0,
+            common::http(a_api, "POST", "/api/v1/categories", token, def.as_bytes()).0,
             201
         );
         name
     };
     let mut ingest_rate = |what: &str, ports: &[u16], token: &str| {
         let mut rates = vec![];
-        for run in 0..3 {
+        for run in 0..mode.runs() {
             let cat = fresh(token);
             let data = bodies(run);
-            println!("load {} before: {what}, run {}", load(), run + 1);
+            println!("{} before: {what}, run {}", load(), run + 1);
             let t0 = Instant::now();
             push(ports, token, &cat, &data);
-            while count(&format!("rec_{cat}")) < TOTAL as i64 {
+            while count(&format!("rec_{cat}")) < total() as i64 {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            rates.push(TOTAL as f64 / t0.elapsed().as_secs_f64());
+            rates.push(total() as f64 / t0.elapsed().as_secs_f64());
         }
         let m = median(rates);
         println!(
-            "{what}: {m:.0} records/s end to end (median of 3; {:.0} per core)",
+            "{what}: {m:.0} records/s end to end (median of {}; {:.0} per core)",
+            mode.runs(),
             m / 2.0
         );
         m
     };
-    let r1 = ingest_rate("1 home, R1", &[A + 12], &token);
+    let r1 = ingest_rate("1 home, R1", &[a_ingest], &token);
 
     // The same home at R3 (streams updated in place at the services' next start).
     std::fs::write(
         a.home().join("tmidb.toml"),
-        format!("[ports]\nbase = {A}\n{}", settings(3)),
+        format!("[ports]\nbase = {}\n{}", a.base, settings(3)),
     )
     .unwrap();
     let cli = |args: &[&str]| {
@@ -170,37 +164,35 @@ fn main() {
     };
     cli(&["restart", "api", "data-manager", "data-consumer"]);
     std::thread::sleep(Duration::from_secs(5));
-    let r3 = ingest_rate("1 home, R3", &[A + 12], &token);
+    let r3 = ingest_rate("1 home, R3", &[a_ingest], &token);
 
     // A second home on the node profile, sharing the database and the cluster.
-    let extra = format!("{}[postgresql]\naddress = \"127.0.0.1:{A}\"\n", settings(3));
-    let b = common::Stack::start_with(
-        "tmidb-scalebench-",
-        B,
-        &node,
-        &extra,
-        Some(a.home()),
-        B + 12,
+    let extra = format!(
+        "{}[postgresql]\naddress = \"127.0.0.1:{}\"\n",
+        settings(3),
+        a.base
     );
-    let two = ingest_rate("2 homes, R3", &[A + 12, B + 12], &token);
+    let b = common::Stack::start_with("tmidb-scalebench-", &node, &extra, Some(a.home()));
+    let b_ingest = b.ingest();
+    let two = ingest_rate("2 homes, R3", &[a_ingest, b_ingest], &token);
 
     // Raw COPY of the same rows into a table of the same kind.
     let mut copies = vec![];
-    for run in 0..3 {
+    for run in 0..mode.runs() {
         let cat = fresh(&token);
         let first = format!(
             r#"[{{"target":"t0","ts":"2026-03-{:02}T00:00:00Z","v":-1}}]"#,
             run + 1
         );
         common::http(
-            A + 11,
+            a_api,
             "POST",
             &format!("/api/v1/categories/{cat}/records"),
             &token,
             first.as_bytes(),
         );
-        let mut csv = String::with_capacity(TOTAL * 50);
-        for i in 0..TOTAL {
+        let mut csv = String::with_capacity(total() * 50);
+        for i in 0..total() {
             csv.push_str(&format!(
                 "t{},2026-03-{:02}T00:00:01.{:06}Z,1,{i}\n",
                 i % 100,
@@ -208,7 +200,7 @@ fn main() {
                 i
             ));
         }
-        println!("load {} before: raw COPY, run {}", load(), run + 1);
+        println!("{} before: raw COPY, run {}", load(), run + 1);
         let t0 = Instant::now();
         rt.block_on(async {
             let mut conn = pool.acquire().await.unwrap();
@@ -218,11 +210,12 @@ fn main() {
             copy.send(csv.as_bytes()).await.unwrap();
             copy.finish().await.unwrap();
         });
-        copies.push(TOTAL as f64 / t0.elapsed().as_secs_f64());
+        copies.push(total() as f64 / t0.elapsed().as_secs_f64());
     }
     let copy = median(copies);
     println!(
-        "raw COPY: {copy:.0} rows/s (median of 3); ratio to COPY: 1 home R1 {:.2}, 1 home R3 {:.2}, 2 homes R3 {:.2}",
+        "raw COPY: {copy:.0} rows/s (median of {}); ratio to COPY: 1 home R1 {:.2}, 1 home R3 {:.2}, 2 homes R3 {:.2}",
+        mode.runs(),
         r1 / copy,
         r3 / copy,
         two / copy
@@ -232,18 +225,18 @@ fn main() {
     // polled on the database: the time from a push's answer to its last row's commit.
     let mut p50s = vec![];
     let mut p99s = vec![];
-    for run in 0..3 {
+    for run in 0..mode.runs() {
         let cat = fresh(&token);
-        println!("load {} before: push → queryable, run {}", load(), run + 1);
+        println!("{} before: push → queryable, run {}", load(), run + 1);
         let mut lat = vec![];
-        for k in 0..1000usize {
+        for k in 0..mode.size(1000usize, 100) {
             let recs: Vec<_> = (0..50)
                 .map(|i| serde_json::json!({"target": "l", "ts": format!("2026-03-{:02}T01:00:00.{:06}Z", run + 1, k * 50 + i), "v": i}))
                 .collect();
             let body = serde_json::to_vec(&recs).unwrap();
             let t0 = Instant::now();
             assert_eq!(
-                common::http(A + 12, "POST", &format!("/ingest/{cat}"), &token, &body).0,
+                common::http(a_ingest, "POST", &format!("/ingest/{cat}"), &token, &body).0,
                 202
             );
             if k % 20 == 0 {
@@ -261,20 +254,22 @@ fn main() {
         p99s.push(lat[(lat.len() - 1) * 99 / 100]);
     }
     println!(
-        "push → queryable on R3: p50 {:.1} ms, p99 {:.1} ms (medians of 3 runs; 50 samples each)",
+        "push → queryable on R3: p50 {:.1} ms, p99 {:.1} ms (medians of {} runs; {} samples each)",
         median(p50s),
-        median(p99s)
+        median(p99s),
+        mode.runs(),
+        mode.size(50, 5)
     );
 
     // The ingest gap while the stream leader dies: the longest time without a new row.
     let mut gaps = vec![];
-    for run in 0..3 {
+    for run in 0..mode.runs() {
         let cat = fresh(&token);
         let data = bodies(run);
-        println!("load {} before: leader kill, run {}", load(), run + 1);
+        println!("{} before: leader kill, run {}", load(), run + 1);
         let table = format!("rec_{cat}");
         let (gap, killed) = std::thread::scope(|s| {
-            s.spawn(|| push(&[A + 12, B + 12], &token, &cat, &data));
+            s.spawn(|| push(&[a_ingest, b_ingest], &token, &cat, &data));
             let (mut last, mut at, mut gap, mut killed) = (0, Instant::now(), 0.0f64, None);
             loop {
                 let n = count(&table);
@@ -282,12 +277,12 @@ fn main() {
                     gap = gap.max(at.elapsed().as_secs_f64());
                     (last, at) = (n, Instant::now());
                 }
-                if killed.is_none() && n >= (TOTAL / 4) as i64 {
+                if killed.is_none() && n >= (total() / 4) as i64 {
                     let l = cluster.leader_of("TMIDB_DATA").unwrap();
                     cluster.kill9(l);
                     killed = Some(l);
                 }
-                if n >= TOTAL as i64 {
+                if n >= total() as i64 {
                     break (gap, killed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -299,8 +294,9 @@ fn main() {
         gaps.push(gap);
     }
     println!(
-        "ingest gap while the TMIDB_DATA leader is SIGKILLed: {:.1} s without a commit (median of 3; Raft election 4–9 s)",
-        median(gaps)
+        "ingest gap while the TMIDB_DATA leader is SIGKILLed: {:.1} s without a commit (median of {}; Raft election 4–9 s)",
+        median(gaps),
+        mode.runs()
     );
     b.stop();
     a.stop();

@@ -12,6 +12,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Mode, load, median};
+
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_tmidb-supervisor");
 
 fn home(base: u16) -> tempfile::TempDir {
@@ -77,22 +81,19 @@ fn stop(mut c: Child) {
     let _ = c.wait();
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn startup_100() {
+fn startup_100(mode: Mode) {
     let mut runs = vec![];
-    for round in 0..5 {
-        let (_h, sup, took) = start_sleepers(41000 + round * 20, 100);
+    println!("{}", load());
+    for _ in 0..mode.size(5, 1) {
+        let (_h, sup, took) = start_sleepers(common::free_port_block(), 100);
         let dt = took.as_secs_f64() * 1000.0;
         runs.push(dt);
         stop(sup);
     }
     println!(
-        "startup: 100 trivial units ready in {:.1} ms (median of 5; runs {:?} ms; target < 150 ms)",
+        "startup: 100 trivial units ready in {:.1} ms (median of {}; runs {:?} ms; target < 150 ms)",
         median(runs.clone()),
+        runs.len(),
         runs.iter()
             .map(|r| (r * 10.0).round() / 10.0)
             .collect::<Vec<_>>()
@@ -155,12 +156,13 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
-fn restart_latency() {
-    let port = 41900;
+fn restart_latency(mode: Mode) {
+    println!("{}", load());
+    let port = common::free_port_block();
     let cmd = listener_cmd(port);
     // The child's own cold start, spawned directly.
     let mut cold = vec![];
-    for _ in 0..15 {
+    for _ in 0..mode.size(15, 3) {
         let t0 = Instant::now();
         let mut c = Command::new(&cmd[0]).args(&cmd[1..]).spawn().unwrap();
         wait_port(port, Duration::from_secs(10));
@@ -169,7 +171,7 @@ fn restart_latency() {
         c.wait().unwrap();
         wait_port_closed(port);
     }
-    let h = home(41920);
+    let h = home(common::free_port_block());
     let argv: Vec<String> = cmd.iter().map(|a| format!("{a:?}")).collect();
     std::fs::write(
         h.path().join("units/l.unit.toml"),
@@ -180,7 +182,7 @@ fn restart_latency() {
     let sup_pid = sup.id() as i32;
     let mut restart = vec![];
     let mut respawn: Vec<f64> = vec![];
-    for _ in 0..15 {
+    for _ in 0..mode.size(15, 3) {
         let pid = loop {
             if let Some(p) = status_pid(h.path(), "l") {
                 break p;
@@ -217,8 +219,9 @@ fn restart_latency() {
     let max = respawn.iter().cloned().fold(0.0, f64::max);
     let (c, r, s) = (median(cold), median(restart), median(respawn));
     println!(
-        "restart: kill -9 → replacement spawned {s:.2} ms (max {max:.2}); kill -9 → port accepting again {r:.2} ms vs the child's own cold start {c:.2} ms (difference {:.2} ms); medians of 15; target < 5 ms added",
-        r - c
+        "restart: kill -9 → replacement spawned {s:.2} ms (max {max:.2}); kill -9 → port accepting again {r:.2} ms vs the child's own cold start {c:.2} ms (difference {:.2} ms); medians of {}; target < 5 ms added",
+        r - c,
+        mode.size(15, 3)
     );
 }
 
@@ -252,12 +255,13 @@ fn proc_stats(pid: i32) -> (u64, u64, u64) {
     (rss, ticks, switches)
 }
 
-fn idle() {
-    let (_h, sup, _) = start_sleepers(41960, 8);
+fn idle(mode: Mode) {
+    println!("{}", load());
+    let (_h, sup, _) = start_sleepers(common::free_port_block(), 8);
     std::thread::sleep(Duration::from_secs(1));
     let pid = sup.id() as i32;
     let (_, t1, s1) = proc_stats(pid);
-    let window = Duration::from_secs(10);
+    let window = Duration::from_secs(mode.size(10, 2));
     std::thread::sleep(window);
     let (rss, t2, s2) = proc_stats(pid);
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -275,12 +279,10 @@ fn idle() {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would pass other flags: run
-    // only when asked to benchmark.
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(mode) = Mode::from_args() else {
         return;
-    }
-    startup_100();
-    restart_latency();
-    idle();
+    };
+    startup_100(mode);
+    restart_latency(mode);
+    idle(mode);
 }

@@ -8,12 +8,84 @@ pub mod client;
 #[path = "../../tests/helpers/cluster.rs"]
 pub mod cluster;
 
-pub use client::try_http;
+#[path = "../../tests/helpers/ports.rs"]
+pub mod ports;
 
-/// Ports for the benchmark's own processes (a NATS cluster): a fixed block below the
-/// ephemeral range, away from the stacks' bases.
-pub fn free_port_block() -> u16 {
-    31600
+pub use client::try_http;
+/// Ports for a stack or the benchmark's own processes: a free block below the ephemeral
+/// range (the tests' allocator).
+pub use ports::free_port_block;
+
+/// How a benchmark binary was asked to run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// `cargo bench` (`--bench`): full sizes, each figure the median of 3 runs.
+    Full,
+    /// `cargo test --benches -- --quick` (`make test`): small sizes, one run each, so
+    /// every benchmark's stack and code path is exercised in CI.
+    Quick,
+}
+
+impl Mode {
+    /// The mode from the arguments; `None` when neither flag is given (a plain
+    /// `cargo test --all-targets` runs nothing).
+    pub fn from_args() -> Option<Mode> {
+        let args: Vec<String> = std::env::args().collect();
+        if args.iter().any(|a| a == "--bench") {
+            Some(Mode::Full)
+        } else if args.iter().any(|a| a == "--quick") {
+            Some(Mode::Quick)
+        } else {
+            None
+        }
+    }
+
+    /// `full` in a full run, `quick` otherwise.
+    pub fn size<T>(self, full: T, quick: T) -> T {
+        match self {
+            Mode::Full => full,
+            Mode::Quick => quick,
+        }
+    }
+
+    /// Runs of each figure: 3 (the median is printed, with the spread), 1 when quick.
+    pub fn runs(self) -> usize {
+        self.size(3, 1)
+    }
+}
+
+/// The machine's load averages (1, 5, 15 min), printed before each figure so a reader
+/// can tell a busy machine from a slower build.
+pub fn load() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let f: Vec<&str> = l.split_whitespace().take(3).collect();
+    format!("[load {}]", f.join(" "))
+}
+
+/// Runs `f` `mode.runs()` times (printing the load before each) and returns the
+/// median of its results and all of them, for figures printed as "median (runs a, b,
+/// c)".
+pub fn median_of(mode: Mode, what: &str, mut f: impl FnMut() -> f64) -> (f64, Vec<f64>) {
+    let mut all = vec![];
+    for i in 0..mode.runs() {
+        println!("{} {what}: run {}", load(), i + 1);
+        all.push(f());
+    }
+    (median(all.clone()), all)
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `a, b, c` with `digits` decimals: the runs behind a median.
+pub fn runs(v: &[f64], digits: usize) -> String {
+    v.iter()
+        .map(|x| format!("{x:.digits$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 use std::os::unix::fs::PermissionsExt;
@@ -31,19 +103,22 @@ pub const API_UNITS: &[&str] = &[
     "api",
 ];
 
-/// A running stack in a temp home.
+/// A running stack in a temp home, on a free port block.
 pub struct Stack {
     dir: tempfile::TempDir,
     sup: Child,
     /// Admin session token.
     pub token: String,
+    /// `[ports] base`.
+    pub base: u16,
 }
 
 impl Stack {
     /// Starts `units` (from `units/`, without the api's soft dependency on SeaweedFS) on
-    /// ports from `base`; returns once `wait_port` accepts and the admin is logged in.
-    pub fn start(prefix: &str, base: u16, units: &[&str], wait_port: u16) -> Stack {
-        Stack::start_with(prefix, base, units, "", None, wait_port)
+    /// a free port block; returns once the api (and the ingest port, with a
+    /// data-manager) accepts and the admin is logged in.
+    pub fn start(prefix: &str, units: &[&str]) -> Stack {
+        Stack::start_with(prefix, units, "", None)
     }
 
     /// Like [`Stack::start`], with `extra` appended to tmidb.toml, and the secrets of
@@ -51,12 +126,15 @@ impl Stack {
     /// `units/node/`.
     pub fn start_with(
         prefix: &str,
-        base: u16,
         units: &[&str],
         extra: &str,
         secrets_from: Option<&Path>,
-        wait_port: u16,
     ) -> Stack {
+        let base = free_port_block();
+        let mut wait = vec![base + 11];
+        if units.contains(&"data-manager") {
+            wait.push(base + 12);
+        }
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         let home = dir.path();
         std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -105,7 +183,9 @@ impl Stack {
             .spawn()
             .unwrap();
         let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", wait_port)).is_err()
+        while wait
+            .iter()
+            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
             || !home.join("secrets/admin.password").exists()
         {
             assert!(
@@ -128,7 +208,22 @@ impl Stack {
             .as_str()
             .unwrap()
             .to_string();
-        Stack { dir, sup, token }
+        Stack {
+            dir,
+            sup,
+            token,
+            base,
+        }
+    }
+
+    /// The api's port.
+    pub fn api(&self) -> u16 {
+        self.base + 11
+    }
+
+    /// The data-manager's ingest port.
+    pub fn ingest(&self) -> u16 {
+        self.base + 12
     }
 
     /// The home.
