@@ -1,10 +1,11 @@
 //! Log throughput (`cargo bench --bench logs`): prints figures, asserts nothing.
 //!
-//! A child writes 1M × 100-byte lines as fast as it can (`yes … | head`). Measured in
-//! one run: the same child into `cat > file`; through the supervisor into the unified
-//! JSON sink (stdout to a file); through the supervisor into the per-unit file sink
-//! only. Reported: lines/s, the ratio to `cat`, supervisor CPU time and peak RSS, and
-//! lines lost (must be 0).
+//! A child writes 1M × 100-byte lines as fast as it can, in two shapes: 64 KiB writes
+//! (`yes … | head`) and one write per line (awk flushing each). For each: the same
+//! child into `cat > file`; through the supervisor into the unified JSON sink (stdout
+//! to a file); through the supervisor into the per-unit file sink only. Reported:
+//! lines/s, the ratio to `cat`, supervisor CPU time and peak RSS, and lines lost (must
+//! be 0).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -24,17 +25,25 @@ fn lines() -> u64 {
     *LINES.get().expect("set in main")
 }
 
-fn child_cmd() -> String {
-    // 99 characters + newline = 100 bytes a line.
-    format!("yes {} | head -n {}", "x".repeat(99), lines())
+/// The child: 100-byte lines (99 characters and a newline), written in 64 KiB chunks
+/// (`yes | head`) or one write per line (awk flushing after each).
+fn child_cmd(per_line: bool) -> String {
+    if per_line {
+        format!(
+            "awk -v n={} 'BEGIN {{ s = sprintf(\"%99s\", \"\"); gsub(/ /, \"x\", s); for (i = 0; i < n; i++) {{ print s; fflush() }} }}'",
+            lines()
+        )
+    } else {
+        format!("yes {} | head -n {}", "x".repeat(99), lines())
+    }
 }
 
-fn cat_baseline(dir: &Path) -> f64 {
+fn cat_baseline(dir: &Path, per_line: bool) -> f64 {
     let out = dir.join("cat.out");
     let t0 = Instant::now();
     let st = Command::new("sh")
         .arg("-c")
-        .arg(format!("{} | cat > {}", child_cmd(), out.display()))
+        .arg(format!("{} | cat > {}", child_cmd(per_line), out.display()))
         .status()
         .unwrap();
     let dt = t0.elapsed().as_secs_f64();
@@ -77,7 +86,7 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// Runs the supervisor with one oneshot unit writing the lines; `file_sink` sends them
 /// to per-unit files only (the channel is off for stdout); otherwise to stdout (JSON).
-fn supervised(dir: &Path, base: u16, file_sink: bool) -> Run {
+fn supervised(dir: &Path, base: u16, file_sink: bool, per_line: bool) -> Run {
     // A home per run: the line count reads what this run wrote.
     let kind = if file_sink { "file" } else { "json" };
     let home = dir.join(format!("home-{kind}-{base}"));
@@ -99,7 +108,7 @@ fn supervised(dir: &Path, base: u16, file_sink: bool) -> Run {
         format!(
             "[unit]\ncondition_path_exists = [\"{go}\"]\n[service]\ntype = \"oneshot\"\ncommand = [\"/bin/sh\", \"-c\", {cmd:?}]\n[log]\nenabled = {enabled}\nformat = \"text\"\n",
             go = home.join("go").display(),
-            cmd = child_cmd()
+            cmd = child_cmd(per_line)
         ),
     )
     .unwrap();
@@ -170,7 +179,15 @@ fn main() {
         .tempdir()
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (cat, all) = common::median_of(mode, "child | cat > file", || cat_baseline(dir.path()));
+    for (shape, per_line) in [("64 KiB writes", false), ("one write per line", true)] {
+        println!("-- the child writes {lines} lines of 100 bytes, {shape}");
+        shape_figures(mode, dir.path(), per_line);
+    }
+}
+
+fn shape_figures(mode: Mode, dir: &Path, per_line: bool) {
+    let lines = lines();
+    let (cat, all) = common::median_of(mode, "child | cat > file", || cat_baseline(dir, per_line));
     println!(
         "child | cat > file: {lines} lines in {cat:.3} s = {:.0} lines/s (median; runs {} s)",
         lines as f64 / cat,
@@ -183,7 +200,12 @@ fn main() {
         let mut results = vec![];
         for i in 0..mode.runs() {
             println!("{} {name}: run {}", common::load(), i + 1);
-            results.push(supervised(dir.path(), common::free_port_block(), file_sink));
+            results.push(supervised(
+                dir,
+                common::free_port_block(),
+                file_sink,
+                per_line,
+            ));
         }
         results.sort_by(|a, b| a.secs.total_cmp(&b.secs));
         let r = &results[results.len() / 2];

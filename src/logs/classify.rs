@@ -93,7 +93,9 @@ pub fn text_level(line: &str) -> Level {
         }
     }
     // PostgreSQL: `… [pid] SEVERITY:  message` (two spaces after the colon).
-    if let Some(i) = line.find(":  ") {
+    static COLON: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(":  "));
+    if let Some(i) = COLON.find(b) {
         let head = &line[..i];
         let word = head.rsplit(' ').next().unwrap_or(head);
         let level = match word {

@@ -527,7 +527,7 @@ impl LogHub {
                 }
                 let now: Arc<str> = now_rfc3339().into();
                 let mut start = 0;
-                while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
+                while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
                     let end = start + i;
                     let mut rec = if partial.is_empty() {
                         self.record(&src, stream, &buf[start..end], &now)
