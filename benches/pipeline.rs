@@ -1,11 +1,12 @@
 //! Pipeline benchmark (`cargo bench --bench pipeline`): prints figures, asserts nothing.
 //!
-//! 1M records until all are committed by the data-consumers: pushed over HTTP
-//! (`POST /ingest/{category}`, batches of 5,000, two clients), then published over NATS
-//! (`tmidb.ingest.{category}`), then pushed over HTTP again in a sparse shape that
-//! makes a rollup row per record and field; beside them, in the same run, a raw `COPY`
-//! of the same 1M rows into a table of the same kind. Then publish→queryable latency
-//! p50/p99 at a steady 10k records/s. Prints records/s, the ratios, the latencies and
+//! Each of 3 runs takes, one after the other: a raw `COPY` of 1M dense rows into a table
+//! of the same kind; the same 1M records pushed over HTTP (`POST /ingest/{category}`,
+//! batches of 5,000, two clients) until all are committed by the data-consumers; the
+//! same published over NATS (`tmidb.ingest.{category}`); and 1M records in a sparse
+//! shape that makes a rollup row per record and field. Then publish→queryable latency
+//! at a steady 10k records/s (3 runs of 10 s). Prints the medians with their runs,
+//! records/s per core, the ratios to COPY, p50/p99/p99.9/max with the slow batches, and
 //! the peak RSS of the data-manager and data-consumers.
 
 use std::process::Command;
@@ -15,7 +16,7 @@ use futures_util::StreamExt;
 
 mod common;
 
-use common::{Mode, median, median_of, runs};
+use common::{Mode, median, runs};
 
 const CLI: &str = env!("CARGO_BIN_EXE_tmidb-cli");
 const BATCH: usize = 5_000;
@@ -246,7 +247,7 @@ fn main() {
         .block_on(
             async_nats::ConnectOptions::with_user_and_password(
                 "api".into(),
-                std::fs::read_to_string(tmidb::setup::nats_password_file(&cfg, "api"))
+                std::fs::read_to_string(cfg.nats_password_file("api"))
                     .unwrap()
                     .trim()
                     .into(),
@@ -258,15 +259,21 @@ fn main() {
         let _in_runtime = rt.enter();
         async_nats::jetstream::new(nats.clone())
     };
-    let count = |t: &str| -> i64 {
+    // Rows stored in a category, from the ledger (a row per message): a count(*) of the
+    // table every 50 ms cost PostgreSQL a scan of up to 1M rows each time, a load the
+    // raw COPY beside it did not carry.
+    let stored = |cat: &str| -> i64 {
         rt.block_on(
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
-                .fetch_one(&pool),
+            sqlx::query_scalar(
+                "SELECT coalesce(sum(new_rows), 0)::bigint FROM ingest_batches WHERE category = $1",
+            )
+            .bind(cat)
+            .fetch_one(&pool),
         )
         .unwrap()
     };
-    let wait_all = |t: &str| {
-        while count(t) < total as i64 {
+    let wait_all = |cat: &str| {
+        while stored(cat) < total as i64 {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -280,51 +287,7 @@ fn main() {
     let dense = bodies(true);
     let per_core = |r: f64| r / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
 
-    // End to end over HTTP, two clients.
-    let (http_rate, all) = median_of(mode, "HTTP push → committed", || {
-        let cat = fresh();
-        let start = Instant::now();
-        push_http(ingest, &token, &cat, &dense);
-        wait_all(&format!("rec_{cat}"));
-        total as f64 / start.elapsed().as_secs_f64()
-    });
-    println!(
-        "HTTP push → committed: {total} records, {http_rate:.0} records/s ({:.0} per core; runs {})",
-        per_core(http_rate),
-        runs(&all, 0)
-    );
-
-    // End to end over NATS (tmidb.ingest.{category}).
-    let (nats_rate, all) = median_of(mode, "NATS publish → committed", || {
-        let cat = fresh();
-        let start = Instant::now();
-        rt.block_on(push_nats(&js, &cat, &dense));
-        wait_all(&format!("rec_{cat}"));
-        total as f64 / start.elapsed().as_secs_f64()
-    });
-    println!(
-        "NATS publish → committed: {total} records, {nats_rate:.0} records/s ({:.0} per core; runs {})",
-        per_core(nats_rate),
-        runs(&all, 0)
-    );
-
-    // The worst case for rollups: nearly one new 1-minute bucket per record and field.
-    let sparse = bodies(false);
-    let (sparse_rate, all) = median_of(mode, "HTTP push → committed, sparse", || {
-        let cat = fresh();
-        let start = Instant::now();
-        push_http(ingest, &token, &cat, &sparse);
-        wait_all(&format!("rec_{cat}"));
-        total as f64 / start.elapsed().as_secs_f64()
-    });
-    drop(sparse);
-    println!(
-        "HTTP push → committed, sparse (a rollup row per record and field): {total} records, {sparse_rate:.0} records/s ({:.0} per core; runs {})",
-        per_core(sparse_rate),
-        runs(&all, 0)
-    );
-
-    // Raw COPY of the same (dense) rows into a table of the same kind (its March
+    // The raw COPY of the same (dense) rows into a table of the same kind (its March
     // partition made first through the API, as the pipeline's were).
     let mut csv = String::with_capacity(total * 60);
     for i in 0..total {
@@ -337,7 +300,16 @@ fn main() {
             r["n"]
         ));
     }
-    let (copy_rate, all) = median_of(mode, "raw COPY", || {
+    let sparse = bodies(false);
+    // Each run takes the four figures one after the other, so the COPY meets the same
+    // background (autovacuum, checkpoints after the earlier runs) as the pipeline.
+    let mut figures: [Vec<f64>; 4] = Default::default();
+    for r in 0..mode.runs() {
+        println!(
+            "{} run {}: raw COPY, HTTP, NATS, HTTP sparse",
+            common::load(),
+            r + 1
+        );
         let cat = fresh();
         let first = br#"[{"target":"t0","ts":"2026-03-01T00:00:00Z","v":0.0,"n":-1}]"#;
         let path = format!("/api/v1/categories/{cat}/records");
@@ -352,13 +324,45 @@ fn main() {
             copy.send(csv.as_bytes()).await.unwrap();
             copy.finish().await.unwrap();
         });
-        total as f64 / start.elapsed().as_secs_f64()
-    });
-    println!(
-        "raw COPY of the same rows: {copy_rate:.0} rows/s ({:.0} per core; runs {})",
-        per_core(copy_rate),
-        runs(&all, 0)
-    );
+        figures[0].push(total as f64 / start.elapsed().as_secs_f64());
+        // End to end over HTTP, two clients.
+        let cat = fresh();
+        let start = Instant::now();
+        push_http(ingest, &token, &cat, &dense);
+        wait_all(&cat);
+        figures[1].push(total as f64 / start.elapsed().as_secs_f64());
+        // End to end over NATS (tmidb.ingest.{category}).
+        let cat = fresh();
+        let start = Instant::now();
+        rt.block_on(push_nats(&js, &cat, &dense));
+        wait_all(&cat);
+        figures[2].push(total as f64 / start.elapsed().as_secs_f64());
+        // The worst case for rollups: nearly one new 1-minute bucket per record and field.
+        let cat = fresh();
+        let start = Instant::now();
+        push_http(ingest, &token, &cat, &sparse);
+        wait_all(&cat);
+        figures[3].push(total as f64 / start.elapsed().as_secs_f64());
+    }
+    drop((dense, sparse));
+    let [copy_rate, http_rate, nats_rate, sparse_rate] =
+        figures.each_ref().map(|v| median(v.clone()));
+    for (what, rate, all) in [
+        ("raw COPY of the same rows", copy_rate, &figures[0]),
+        ("HTTP push → committed", http_rate, &figures[1]),
+        ("NATS publish → committed", nats_rate, &figures[2]),
+        (
+            "HTTP push → committed, sparse (a rollup row per record and field)",
+            sparse_rate,
+            &figures[3],
+        ),
+    ] {
+        println!(
+            "{what}: {total} records, {rate:.0} records/s ({:.0} per core; runs {})",
+            per_core(rate),
+            runs(all, 0)
+        );
+    }
     println!(
         "ratio end to end / COPY: HTTP {:.2}, NATS {:.2} (target ≥ 0.9), HTTP sparse {:.2} (target ≥ 0.6)",
         http_rate / copy_rate,

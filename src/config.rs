@@ -307,6 +307,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the NATS password of `user` is kept (`secrets/nats.<user>.password`,
+    /// written by `tmidb-supervisor setup nats`).
+    pub fn nats_password_file(&self, user: &str) -> PathBuf {
+        self.secrets_dir.join(format!("nats.{user}.password"))
+    }
+
     /// Loads the home's settings file (see [`file()`]) over the embedded defaults (a
     /// missing file is fine).
     pub fn load(home: &Path) -> Result<Config, ConfigError> {

@@ -92,7 +92,7 @@ pub async fn connect(
     user: &str,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), PipelineError> {
     let servers = &cfg.endpoints.nats_servers;
-    let file = crate::setup::nats_password_file(cfg, user);
+    let file = cfg.nats_password_file(user);
     let password = std::fs::read_to_string(&file).map_err(|e| PipelineError::Credentials {
         path: file.clone(),
         message: e.to_string(),

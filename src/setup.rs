@@ -199,11 +199,6 @@ pub const NATS_SERVICES: &[&str] = &["api", "data-manager", "data-consumer"];
 /// receive JetStream's acknowledgements on `_INBOX.>`), nothing else.
 pub const NATS_PUBLISHER: &str = "publisher";
 
-/// Where the NATS password of `user` is kept (`secrets/nats.<user>.password`).
-pub fn nats_password_file(cfg: &Config, user: &str) -> PathBuf {
-    cfg.secrets_dir.join(format!("nats.{user}.password"))
-}
-
 /// The nats-server configuration for these users and passwords (alphanumeric, so
 /// they need no escaping).
 fn nats_conf(users: &[(&str, String)]) -> String {
@@ -249,7 +244,7 @@ pub fn nats(cfg: &Config) -> Result<(), SetupError> {
     println!(
         "nats: wrote {}; external publishers connect as `{NATS_PUBLISHER}` with the password in {}",
         path.display(),
-        nats_password_file(cfg, NATS_PUBLISHER).display()
+        cfg.nats_password_file(NATS_PUBLISHER).display()
     );
     Ok(())
 }
