@@ -259,19 +259,7 @@ fn main() {
         let _in_runtime = rt.enter();
         async_nats::jetstream::new(nats.clone())
     };
-    // Rows stored in a category, from the ledger (a row per message): a count(*) of the
-    // table every 50 ms cost PostgreSQL a scan of up to 1M rows each time, a load the
-    // raw COPY beside it did not carry.
-    let stored = |cat: &str| -> i64 {
-        rt.block_on(
-            sqlx::query_scalar(
-                "SELECT coalesce(sum(new_rows), 0)::bigint FROM ingest_batches WHERE category = $1",
-            )
-            .bind(cat)
-            .fetch_one(&pool),
-        )
-        .unwrap()
-    };
+    let stored = |cat: &str| common::stored(&rt, &pool, cat);
     let wait_all = |cat: &str| {
         while stored(cat) < total as i64 {
             std::thread::sleep(Duration::from_millis(50));

@@ -107,19 +107,7 @@ fn main() {
     let (a_api, a_ingest) = (a.api(), a.ingest());
     let token = a.token.clone();
     let (rt, pool) = a.db();
-    // Rows stored in a category, from the ledger (a row per message, written in the
-    // same transaction as the rows): polling count(*) of the table would make
-    // PostgreSQL scan it again and again while the figure is taken.
-    let stored = |cat: &str| -> i64 {
-        rt.block_on(
-            sqlx::query_scalar(
-                "SELECT coalesce(sum(new_rows), 0)::bigint FROM ingest_batches WHERE category = $1",
-            )
-            .bind(cat)
-            .fetch_one(&pool),
-        )
-        .unwrap()
-    };
+    let stored = |cat: &str| common::stored(&rt, &pool, cat);
     let mut category = 0;
     let mut fresh = |token: &str| {
         category += 1;

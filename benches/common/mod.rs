@@ -74,6 +74,21 @@ pub fn median_of(mode: Mode, what: &str, mut f: impl FnMut() -> f64) -> (f64, Ve
     (median(all.clone()), all)
 }
 
+/// Rows stored in `category`, from the ledger (a row per message, written in the same
+/// transaction as the rows). Benchmarks wait on this rather than on count(*) of the
+/// table: polling a scan of up to 1M rows every few ms made PostgreSQL carry a load
+/// the raw COPY beside it did not.
+pub fn stored(rt: &tokio::runtime::Runtime, pool: &sqlx::PgPool, category: &str) -> i64 {
+    rt.block_on(
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(new_rows), 0)::bigint FROM ingest_batches WHERE category = $1",
+        )
+        .bind(category)
+        .fetch_one(pool),
+    )
+    .unwrap()
+}
+
 /// The median of `v` (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
