@@ -210,6 +210,48 @@ async fn latency_run(
     (latencies, slow)
 }
 
+/// PostgreSQL's background work so far: checkpoints (timed, requested), buffers they
+/// wrote, autovacuum and autoanalyze runs of the pipeline's tables, and the tables a
+/// vacuum is working on now. Taken before and after a latency run, the difference says
+/// what the run's tail met.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+struct Background {
+    timed: i64,
+    requested: i64,
+    buffers: i64,
+    vacuums: i64,
+    analyzes: i64,
+    vacuuming: i64,
+}
+
+fn background(rt: &tokio::runtime::Runtime, pool: &sqlx::PgPool) -> Background {
+    rt.block_on(
+        sqlx::query_as(
+            "SELECT checkpoints_timed AS timed, checkpoints_req AS requested,
+                    buffers_checkpoint AS buffers,
+                    (SELECT coalesce(sum(autovacuum_count), 0)::bigint FROM pg_stat_user_tables) AS vacuums,
+                    (SELECT coalesce(sum(autoanalyze_count), 0)::bigint FROM pg_stat_user_tables) AS analyzes,
+                    (SELECT count(*) FROM pg_stat_progress_vacuum) AS vacuuming
+             FROM pg_stat_bgwriter",
+        )
+        .fetch_one(pool),
+    )
+    .unwrap()
+}
+
+/// What happened in PostgreSQL's background between `a` and `b`.
+fn background_delta(a: Background, b: Background) -> String {
+    format!(
+        "checkpoints {} timed + {} requested ({} buffers), autovacuums {}, autoanalyzes {}, vacuums running at the end {}",
+        b.timed - a.timed,
+        b.requested - a.requested,
+        b.buffers - a.buffers,
+        b.vacuums - a.vacuums,
+        b.analyzes - a.analyzes,
+        b.vacuuming
+    )
+}
+
 /// Slow batches grouped into episodes (batches sent within 100 ms of each other):
 /// `+offset s: N batches, worst W ms` each.
 fn episodes(slow: &[(f64, f64)]) -> Vec<String> {
@@ -364,7 +406,9 @@ fn main() {
     for r in 0..mode.runs() {
         let cat = fresh();
         println!("{} publish → queryable: run {}", common::load(), r + 1);
+        let before = background(&rt, &pool);
         let (lat, slow) = rt.block_on(latency_run(&nats, &js, &cat, secs));
+        let after = background(&rt, &pool);
         let f = [
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
@@ -383,6 +427,10 @@ fn main() {
         if !e.is_empty() {
             println!("  batches over 100 ms: {}", e.join("; "));
         }
+        println!(
+            "  PostgreSQL meanwhile: {}",
+            background_delta(before, after)
+        );
         figures.push(f);
     }
     let m = |i: usize| median(figures.iter().map(|f| f[i]).collect());

@@ -267,6 +267,17 @@ pub enum Stream {
     Supervisor,
 }
 
+impl Stream {
+    /// The name in the protocol (`stdout`, `stderr`, `supervisor`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Supervisor => "supervisor",
+        }
+    }
+}
+
 /// One log record: a line of a child, or an event of the supervisor (unit `supervisor`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {

@@ -38,6 +38,20 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// How long a child's output waits for a full sink queue before lines are dropped.
 pub const SINK_WAIT: Duration = Duration::from_secs(1);
 
+/// The pipe size a capture asks for (Linux's default `fs.pipe-max-size`): room for
+/// [`LINGER`] of a child writing 100 MB/s, so the child never waits while lines gather.
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// How long a capture waits before reading again after a read that found less than
+/// [`LINGER_BELOW`] bytes: a child printing line by line then costs the supervisor one
+/// wakeup, read and sink hand-off per millisecond instead of one per line (with that
+/// per-line cost the supervisor, not the child, set the pace). Lines reach the log at
+/// most this much later. Only on a pipe that took [`PIPE_SIZE`].
+const LINGER: Duration = Duration::from_millis(1);
+
+/// A read that found less than this says the child writes slower than it is read.
+const LINGER_BELOW: usize = 16 * 1024;
+
 /// Records a follower may fall behind before it gets a gap.
 const FOLLOW_BUFFER: usize = 64 * 1024;
 
@@ -91,12 +105,35 @@ pub struct Filter {
     channels: HashMap<String, (bool, Level)>,
 }
 
+/// What the unified output lets through of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelRule {
+    enabled: bool,
+    min: Level,
+}
+
+impl ChannelRule {
+    /// Whether a record at `level` passes.
+    pub fn passes(self, level: Level) -> bool {
+        self.enabled && level >= self.min
+    }
+}
+
 impl Filter {
     /// Whether a record of `channel` at `level` reaches the unified output.
     pub fn passes(&self, channel: &str, level: Level) -> bool {
+        self.rule(channel).passes(level)
+    }
+
+    /// The rule of `channel` (every record of a channel the filter does not know
+    /// passes).
+    pub fn rule(&self, channel: &str) -> ChannelRule {
         match self.channels.get(channel) {
-            Some((enabled, min)) => *enabled && level >= *min,
-            None => true,
+            Some(&(enabled, min)) => ChannelRule { enabled, min },
+            None => ChannelRule {
+                enabled: true,
+                min: Level::Trace,
+            },
         }
     }
 }
@@ -503,15 +540,36 @@ impl LogHub {
             .retain(|w| w.unit != unit);
     }
 
-    /// Reads `pipe` line by line into records until EOF. Lines are batched per read, so
-    /// a chatty child costs one lock and one queue slot per buffer, not per line.
-    pub async fn capture<R: AsyncRead + Unpin>(
+    /// Reads a child's output `pipe` line by line into records until EOF. Lines are
+    /// batched per read, so a chatty child costs one lock and one queue slot per buffer,
+    /// not per line; the pipe is enlarged to [`PIPE_SIZE`] so reads can [`LINGER`].
+    pub async fn capture(
+        self: Arc<Self>,
+        src: Arc<Source>,
+        stream: Stream,
+        pipe: std::os::fd::OwnedFd,
+    ) {
+        // Best effort: a pipe left at its default 64 KiB is read without lingering.
+        let linger = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as _))
+            .is_ok_and(|size| size as usize >= PIPE_SIZE);
+        let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(unit = %src.name, "cannot capture {stream:?}: {e}");
+                return;
+            }
+        };
+        self.capture_lines(src, stream, pipe, linger).await;
+    }
+
+    async fn capture_lines<R: AsyncRead + Unpin>(
         self: Arc<Self>,
         src: Arc<Source>,
         stream: Stream,
         pipe: R,
+        linger: bool,
     ) {
-        let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+        let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
         let mut partial: Vec<u8> = Vec::new();
         // Which piece of a line longer than MAX_LINE comes next (1: a line's first).
         let mut part = 1u64;
@@ -556,6 +614,9 @@ impl LogHub {
             reader.consume(used);
             if !batch.is_empty() {
                 self.push(&src.name, batch).await;
+            }
+            if linger && used < LINGER_BELOW {
+                tokio::time::sleep(LINGER).await;
             }
         }
         if !partial.is_empty() {

@@ -6,7 +6,6 @@
 //! `tracing-journald` has one identifier per layer and a fixed socket. (The
 //! supervisor's own events still reach journald through `tracing-journald`.)
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::net::UnixDatagram;
@@ -105,13 +104,23 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                             continue;
                         }
                     };
-                    let f = filter.read().expect("lock").clone();
+                    // A batch is one unit instance's records: its channel's rule is
+                    // looked up once, not per line.
+                    let mut memo: Option<(&str, super::ChannelRule)> = None;
+                    let f = filter.read().expect("lock");
                     for r in &batch {
                         line.clear();
-                        let unified = f.passes(&r.channel, r.level);
-                        if unified {
+                        let rule = match memo {
+                            Some((c, rule)) if c == &*r.channel => rule,
+                            _ => memo.insert((&r.channel, f.rule(&r.channel))).1,
+                        };
+                        let mut json = None;
+                        if rule.passes(r.level) {
                             match cfg.format {
-                                Format::Json => json_line(&mut line, r),
+                                Format::Json => {
+                                    json_line(&mut line, r);
+                                    json = Some(&line[..]);
+                                }
                                 _ => render_text(&mut line, r, cfg.color),
                             }
                             if cfg.stdout {
@@ -123,8 +132,9 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                                 j.send(r);
                             }
                         }
-                        files.write(r);
+                        files.write(r, json);
                     }
+                    drop(f);
                     next = rx.try_recv().ok();
                 }
                 let _ = out.flush();
@@ -155,13 +165,17 @@ pub fn json_line(out: &mut Vec<u8>, r: &LogRecord) {
     out.extend_from_slice(b",\"channel\":");
     json_str(out, &r.channel);
     out.extend_from_slice(b",\"stream\":");
-    let _ = serde_json::to_writer(&mut *out, &r.stream);
+    json_str(out, r.stream.as_str());
     out.extend_from_slice(b",\"level\":");
-    let _ = serde_json::to_writer(&mut *out, &r.level);
+    json_str(out, r.level.as_str());
     out.extend_from_slice(b",\"msg\":");
     json_str(out, &r.msg);
     out.extend_from_slice(b",\"fields\":");
-    let _ = serde_json::to_writer(&mut *out, &r.fields);
+    if r.fields.is_empty() {
+        out.extend_from_slice(b"{}");
+    } else {
+        let _ = serde_json::to_writer(&mut *out, &r.fields);
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -321,8 +335,18 @@ impl Journal {
 
 struct Files {
     cfg: Option<FileSink>,
-    open: HashMap<String, (BufWriter<File>, u64)>,
+    /// Open files: unit, instance, writer, size. A handful, searched from the one used
+    /// last (a batch is one unit instance's records).
+    open: Vec<OpenFile>,
+    last: usize,
     line: Vec<u8>,
+}
+
+struct OpenFile {
+    unit: Arc<str>,
+    instance: Option<u32>,
+    writer: BufWriter<File>,
+    size: u64,
 }
 
 impl Files {
@@ -332,48 +356,62 @@ impl Files {
         }
         Files {
             cfg,
-            open: HashMap::new(),
+            open: vec![],
+            last: 0,
             line: Vec::with_capacity(512),
         }
     }
 
-    fn write(&mut self, r: &LogRecord) {
+    /// Appends `r` to its unit instance's file; `json` is its JSON line when the
+    /// caller has made it already.
+    fn write(&mut self, r: &LogRecord, json: Option<&[u8]>) {
         let Some(cfg) = &self.cfg else { return };
-        let name: std::borrow::Cow<str> = match r.instance {
-            None => std::borrow::Cow::Borrowed(&r.unit),
-            Some(_) => std::borrow::Cow::Owned(r.instance_name()),
+        let line = match json {
+            Some(j) => j,
+            None => {
+                self.line.clear();
+                json_line(&mut self.line, r);
+                &self.line
+            }
         };
-        if !self.open.contains_key(name.as_ref()) {
-            let path = cfg.dir.join(format!("{name}.log"));
-            let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-            else {
-                return;
-            };
-            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            self.open.insert(
-                name.to_string(),
-                (BufWriter::with_capacity(256 * 1024, f), size),
-            );
+        let is = |f: &OpenFile| f.instance == r.instance && *f.unit == *r.unit;
+        if !self.open.get(self.last).is_some_and(is) {
+            match self.open.iter().position(is) {
+                Some(i) => self.last = i,
+                None => {
+                    let path = cfg.dir.join(format!("{}.log", r.instance_name()));
+                    let Ok(f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                    else {
+                        return;
+                    };
+                    self.open.push(OpenFile {
+                        unit: r.unit.clone(),
+                        instance: r.instance,
+                        size: f.metadata().map(|m| m.len()).unwrap_or(0),
+                        writer: BufWriter::with_capacity(256 * 1024, f),
+                    });
+                    self.last = self.open.len() - 1;
+                }
+            }
         }
-        self.line.clear();
-        json_line(&mut self.line, r);
-        let (w, size) = self.open.get_mut(name.as_ref()).expect("just opened");
-        if *size > 0 && *size + self.line.len() as u64 > cfg.max_bytes {
-            let _ = w.flush();
-            rotate(&cfg.dir, &name, cfg.keep);
-            self.open.remove(name.as_ref());
-            return self.write(r);
+        let f = &mut self.open[self.last];
+        if f.size > 0 && f.size + line.len() as u64 > cfg.max_bytes {
+            let _ = f.writer.flush();
+            rotate(&cfg.dir, &r.instance_name(), cfg.keep);
+            self.open.swap_remove(self.last);
+            self.last = 0;
+            return self.write(r, json);
         }
-        let _ = w.write_all(&self.line);
-        *size += self.line.len() as u64;
+        let _ = f.writer.write_all(line);
+        f.size += line.len() as u64;
     }
 
     fn flush(&mut self) {
-        for (w, _) in self.open.values_mut() {
-            let _ = w.flush();
+        for f in &mut self.open {
+            let _ = f.writer.flush();
         }
     }
 }
@@ -445,6 +483,18 @@ mod tests {
                 String::from_utf8(want).unwrap()
             );
         }
+        // Every stream and level is named as serde names it.
+        for stream in [Stream::Stdout, Stream::Stderr, Stream::Supervisor] {
+            for &level in <Level as clap::ValueEnum>::value_variants() {
+                let mut r = rec(1, "m");
+                (r.stream, r.level) = (stream, level);
+                let mut mine = vec![];
+                json_line(&mut mine, &r);
+                let want = serde_json::to_value(&r).unwrap();
+                let mine: serde_json::Value = serde_json::from_slice(&mine).unwrap();
+                assert_eq!(mine, want);
+            }
+        }
     }
 
     #[test]
@@ -482,7 +532,7 @@ mod tests {
             keep: 2,
         }));
         for i in 0..20 {
-            f.write(&rec(i, &"x".repeat(100)));
+            f.write(&rec(i, &"x".repeat(100)), None);
         }
         f.flush();
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
@@ -499,5 +549,51 @@ mod tests {
         let live = std::fs::read_to_string(dir.path().join("worker@2.log")).unwrap();
         let last: LogRecord = serde_json::from_str(live.lines().last().unwrap()).unwrap();
         assert_eq!(last.seq, 19);
+    }
+
+    #[test]
+    fn interleaved_units_and_instances_each_get_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Files::new(Some(FileSink {
+            dir: dir.path().into(),
+            max_bytes: 1 << 20,
+            keep: 1,
+        }));
+        let who = [
+            ("worker", Some(2)),
+            ("worker", Some(3)),
+            ("worker", None),
+            ("nats", None),
+        ];
+        for i in 0..40u64 {
+            let mut r = rec(i, "m");
+            let (unit, instance) = who[(i as usize * 7 / 3) % who.len()];
+            (r.unit, r.instance) = (unit.into(), instance);
+            let mut line = vec![];
+            json_line(&mut line, &r);
+            // The caller's line when it has one, else the file sink's own.
+            f.write(&r, (i % 2 == 0).then_some(&line[..]));
+        }
+        f.flush();
+        for (unit, instance) in who {
+            let name = match instance {
+                Some(i) => format!("{unit}@{i}"),
+                None => unit.to_string(),
+            };
+            let text = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+            let recs: Vec<LogRecord> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert!(!recs.is_empty(), "{name}");
+            assert!(
+                recs.iter().all(|r| r.instance_name() == name),
+                "{name}: {text}"
+            );
+            assert!(
+                recs.windows(2).all(|w| w[0].seq < w[1].seq),
+                "{name}: {text}"
+            );
+        }
     }
 }

@@ -526,22 +526,18 @@ impl Executor {
             json: spec.log.format != crate::unit::LogFormat::Text,
         });
         let mut captures = vec![];
-        if let Some(out) = sp.child.stdout.take()
-            && let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(out.into())
-        {
+        if let Some(out) = sp.child.stdout.take() {
             captures.push(tokio::spawn(self.hub.clone().capture(
                 src.clone(),
                 crate::control::protocol::Stream::Stdout,
-                r,
+                out.into(),
             )));
         }
-        if let Some(err) = sp.child.stderr.take()
-            && let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(err.into())
-        {
+        if let Some(err) = sp.child.stderr.take() {
             captures.push(tokio::spawn(self.hub.clone().capture(
                 src.clone(),
                 crate::control::protocol::Stream::Stderr,
-                r,
+                err.into(),
             )));
         }
         let (tx, hub, name) = (self.ev_tx.clone(), self.hub.clone(), unit.clone());
