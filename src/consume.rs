@@ -543,7 +543,17 @@ async fn reconcile_loop(
 ) {
     loop {
         tokio::time::sleep(every).await;
-        match crate::integrity::reconcile(&pool, Some(&js), max_pending_age).await {
+        // Every instance runs this loop; one that finds a report younger than half the
+        // interval leaves the turn to the instance that made it.
+        if let Ok(Some(last)) = crate::integrity::last(&pool).await
+            && (chrono::Utc::now() - last.checked_at)
+                .to_std()
+                .is_ok_and(|age| age < every / 2)
+        {
+            continue;
+        }
+        let pace = crate::integrity::Pace::Background;
+        match crate::integrity::reconcile(&pool, Some(&js), max_pending_age, pace).await {
             Ok(r) => crate::integrity::log(&r),
             Err(e) => tracing::warn!("integrity reconciliation failed: {e}"),
         }

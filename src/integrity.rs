@@ -7,6 +7,9 @@
 //!   `hashtextextended(id::text, 0)`) must equal the rows in the table. Fewer rows is
 //!   data lost; more is data stored outside the ledger or twice.
 //!
+//! The rows are read in one snapshot with the ledger, in block ranges ([`Pace`]): a
+//! table of millions of rows is read without taking the cores the writers need.
+//!
 //! The data-consumer runs it every `ingest.reconcile_interval` and logs the result;
 //! `GET /api/v1/integrity` runs it on demand. The last report is kept in `settings`
 //! ([`last`]) for the console's dashboard.
@@ -111,11 +114,30 @@ pub async fn mark_ledger_start(
     }
 }
 
+/// How fast the row check reads the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As fast as one backend can (someone is waiting for the answer).
+    Now,
+    /// With a pause after each [`CHUNK_BLOCKS`] as long as the chunk took: at most half
+    /// a core, so the writers' latency does not notice (a data-consumer's loop).
+    Background,
+}
+
+/// Heap blocks (8 KiB) the row check reads per statement: a few tens of milliseconds.
+pub const CHUNK_BLOCKS: i64 = 256;
+
 /// Runs a reconciliation (`js`: JetStream, to read the writers' ack floor).
+///
+/// The rows are checked in one read-only repeatable-read transaction, so the ledger
+/// and the tables are seen at the same instant however busy the writers are; each
+/// table is read in block ranges (`ctid`), one leaf (partition, chunk) at a time,
+/// without parallel workers, at `pace`.
 pub async fn reconcile(
     pool: &PgPool,
     js: Option<&async_nats::jetstream::Context>,
     max_pending_age: std::time::Duration,
+    pace: Pace,
 ) -> Result<Report, sqlx::Error> {
     let mut stream_check = None;
     if let Some(js) = js
@@ -178,21 +200,24 @@ pub async fn reconcile(
             stalled_seq,
         });
     }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+        .execute(&mut *tx)
+        .await?;
+    // The first query takes the snapshot every later one reads.
     let ledger: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT c.name, coalesce(sum(b.new_rows), 0)::bigint, coalesce(sum(b.records - b.new_rows), 0)::bigint,
                 coalesce(bit_xor(b.checksum), 0)
          FROM categories c LEFT JOIN ingest_batches b ON b.category = c.name GROUP BY c.name ORDER BY c.name",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let mut categories = vec![];
     for (name, ledger_rows, skipped, ledger_sum) in ledger {
-        let (stored, sum): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*), coalesce(bit_xor(hashtextextended(id::text, 0)), 0) FROM {}",
-            quote(&table(&name))
-        )))
-        .fetch_one(pool)
-        .await?;
+        let (stored, sum) = stored_rows(&mut tx, &table(&name), pace).await?;
         categories.push(CategoryCheck {
             category: name,
             ledger_rows,
@@ -203,6 +228,7 @@ pub async fn reconcile(
             checksum_ok: sum == ledger_sum,
         });
     }
+    tx.commit().await?;
     let ok = stream_check
         .as_ref()
         .is_none_or(|s| s.gaps == 0 && s.stalled_seq.is_none())
@@ -224,6 +250,57 @@ pub async fn reconcile(
     .execute(pool)
     .await?;
     Ok(report)
+}
+
+/// Count and `bit_xor(hashtextextended(id::text, 0))` of the rows of `table` visible
+/// to the transaction's snapshot: every leaf of its inheritance tree (the table itself,
+/// its partitions, TimescaleDB's chunks) read in ranges of [`CHUNK_BLOCKS`] blocks,
+/// the last range open-ended so a leaf that grew since its size was read is read whole.
+async fn stored_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    table: &str,
+    pace: Pace,
+) -> Result<(i64, i64), sqlx::Error> {
+    let leaves: Vec<(String, i64)> = sqlx::query_as(
+        "WITH RECURSIVE tree(oid) AS (
+           SELECT $1::regclass::oid
+           UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)
+         SELECT c.oid::regclass::text, pg_relation_size(c.oid) / current_setting('block_size')::bigint
+         FROM tree t JOIN pg_class c ON c.oid = t.oid WHERE c.relkind = 'r'",
+    )
+    .bind(quote(table))
+    .fetch_all(&mut **tx)
+    .await?;
+    let (mut count, mut sum) = (0i64, 0i64);
+    for (leaf, blocks) in leaves {
+        let mut from = 0;
+        loop {
+            let last = from + CHUNK_BLOCKS >= blocks;
+            let upper = if last {
+                String::new()
+            } else {
+                format!(" AND ctid < '({},0)'", from + CHUNK_BLOCKS)
+            };
+            let started = std::time::Instant::now();
+            // `leaf` is a regclass the catalog printed (quoted where needed).
+            let (n, x): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*), coalesce(bit_xor(hashtextextended(id::text, 0)), 0)
+                 FROM ONLY {leaf} WHERE ctid >= '({from},0)'{upper}"
+            )))
+            .fetch_one(&mut **tx)
+            .await?;
+            count += n;
+            sum ^= x;
+            if last {
+                break;
+            }
+            from += CHUNK_BLOCKS;
+            if pace == Pace::Background {
+                tokio::time::sleep(started.elapsed()).await;
+            }
+        }
+    }
+    Ok((count, sum))
 }
 
 /// The last report [`reconcile`] made (by a data-consumer's loop or on demand).

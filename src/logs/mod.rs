@@ -542,7 +542,8 @@ impl LogHub {
 
     /// Reads a child's output `pipe` line by line into records until EOF. Lines are
     /// batched per read, so a chatty child costs one lock and one queue slot per buffer,
-    /// not per line; the pipe is enlarged to [`PIPE_SIZE`] so reads can [`LINGER`].
+    /// not per line; the pipe is enlarged to 1 MiB so that after a read that found little
+    /// the next can wait 1 ms for more.
     pub async fn capture(
         self: Arc<Self>,
         src: Arc<Source>,

@@ -120,6 +120,7 @@ impl SystemApi {
             &state.pool,
             state.nats.as_ref(),
             state.cfg.ingest_max_pending_age,
+            crate::integrity::Pace::Now,
         )
         .await?;
         crate::integrity::log(&r);
