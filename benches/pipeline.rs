@@ -214,7 +214,7 @@ async fn latency_run(
 /// wrote, autovacuum and autoanalyze runs of the pipeline's tables, and the tables a
 /// vacuum is working on now. Taken before and after a latency run, the difference says
 /// what the run's tail met.
-#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 struct Background {
     timed: i64,
     requested: i64,
@@ -222,6 +222,7 @@ struct Background {
     vacuums: i64,
     analyzes: i64,
     vacuuming: i64,
+    reconciled: Option<String>,
 }
 
 fn background(rt: &tokio::runtime::Runtime, pool: &sqlx::PgPool) -> Background {
@@ -231,7 +232,8 @@ fn background(rt: &tokio::runtime::Runtime, pool: &sqlx::PgPool) -> Background {
                     buffers_checkpoint AS buffers,
                     (SELECT coalesce(sum(autovacuum_count), 0)::bigint FROM pg_stat_user_tables) AS vacuums,
                     (SELECT coalesce(sum(autoanalyze_count), 0)::bigint FROM pg_stat_user_tables) AS analyzes,
-                    (SELECT count(*) FROM pg_stat_progress_vacuum) AS vacuuming
+                    (SELECT count(*) FROM pg_stat_progress_vacuum) AS vacuuming,
+                    (SELECT value::json->>'checked_at' FROM settings WHERE key = 'integrity:last') AS reconciled
              FROM pg_stat_bgwriter",
         )
         .fetch_one(pool),
@@ -240,15 +242,20 @@ fn background(rt: &tokio::runtime::Runtime, pool: &sqlx::PgPool) -> Background {
 }
 
 /// What happened in PostgreSQL's background between `a` and `b`.
-fn background_delta(a: Background, b: Background) -> String {
+fn background_delta(a: &Background, b: &Background) -> String {
     format!(
-        "checkpoints {} timed + {} requested ({} buffers), autovacuums {}, autoanalyzes {}, vacuums running at the end {}",
+        "checkpoints {} timed + {} requested ({} buffers), autovacuums {}, autoanalyzes {}, vacuums running at the end {}, an integrity reconciliation finished: {}",
         b.timed - a.timed,
         b.requested - a.requested,
         b.buffers - a.buffers,
         b.vacuums - a.vacuums,
         b.analyzes - a.analyzes,
-        b.vacuuming
+        b.vacuuming,
+        if a.reconciled == b.reconciled {
+            "no"
+        } else {
+            "yes"
+        }
     )
 }
 
@@ -429,7 +436,7 @@ fn main() {
         }
         println!(
             "  PostgreSQL meanwhile: {}",
-            background_delta(before, after)
+            background_delta(&before, &after)
         );
         figures.push(f);
     }
