@@ -10,18 +10,25 @@ use tmidb::model::wire::Row;
 
 use crate::helpers::{api_stack, psql};
 
+/// Creates a category on the shared stack through the API.
+fn create_category(body: Value) {
+    let api = api_stack();
+    let auth = format!("Bearer {}", api.admin());
+    let (s, _, v) = api.call(
+        "POST",
+        "/api/v1/categories",
+        &[("Authorization", auth.as_str())],
+        Some(&body),
+    );
+    assert_eq!(s, 201, "{v}");
+}
+
 #[test]
 fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing() {
     let api = api_stack();
     let auth = format!("Bearer {}", api.admin());
     let h = [("Authorization", auth.as_str())];
-    let (s, _, v) = api.call(
-        "POST",
-        "/api/v1/categories",
-        &h,
-        Some(&json!({"name": "store_path", "fields": [{"name": "temp", "type": "float"}]})),
-    );
-    assert_eq!(s, 201, "{v}");
+    create_category(json!({"name": "store_path", "fields": [{"name": "temp", "type": "float"}]}));
     let (s, _, v) = api.call(
         "POST",
         "/api/v1/alert-rules",
@@ -208,16 +215,8 @@ async fn write_padded(
 fn reconciliation_reads_every_block_in_one_snapshot_while_records_are_stored() {
     use tmidb::integrity::{Pace, reconcile};
     let api = api_stack();
-    let auth = format!("Bearer {}", api.admin());
-    let h = [("Authorization", auth.as_str())];
-    let (s, _, v) = api.call(
-        "POST",
-        "/api/v1/categories",
-        &h,
-        Some(&json!({"name": "integrity_blocks", "fields": [
-            {"name": "pad", "type": "text"}, {"name": "v", "type": "int"}]})),
-    );
-    assert_eq!(s, 201, "{v}");
+    create_category(json!({"name": "integrity_blocks", "fields": [
+        {"name": "pad", "type": "text"}, {"name": "v", "type": "int"}]}));
     let home = api.home.clone();
     let q = |sql: &str| psql(&home, sql);
     let rt = tokio::runtime::Runtime::new().unwrap();
