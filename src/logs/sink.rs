@@ -105,14 +105,17 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                         }
                     };
                     // A batch is one unit instance's records: its channel's rule is
-                    // looked up once, not per line.
+                    // looked up once, not per line, and the filter is not held while
+                    // writing (a stuck stdout must not block `logs on/off`).
                     let mut memo: Option<(&str, super::ChannelRule)> = None;
-                    let f = filter.read().expect("lock");
                     for r in &batch {
                         line.clear();
                         let rule = match memo {
                             Some((c, rule)) if c == &*r.channel => rule,
-                            _ => memo.insert((&r.channel, f.rule(&r.channel))).1,
+                            _ => {
+                                let rule = filter.read().expect("lock").rule(&r.channel);
+                                memo.insert((&r.channel, rule)).1
+                            }
                         };
                         let mut json = None;
                         if rule.passes(r.level) {
@@ -134,7 +137,6 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                         }
                         files.write(r, json);
                     }
-                    drop(f);
                     next = rx.try_recv().ok();
                 }
                 let _ = out.flush();
