@@ -544,21 +544,36 @@ async fn reconcile_loop(
     every: Duration,
     max_pending_age: Duration,
 ) {
+    const LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('tmidb:integrity'))";
+    const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('tmidb:integrity'))";
     loop {
         tokio::time::sleep(every).await;
-        // Every instance runs this loop; one that finds a report younger than half the
-        // interval leaves the turn to the instance that made it.
-        if let Ok(Some(last)) = crate::integrity::last(&pool).await
-            && (chrono::Utc::now() - last.checked_at)
-                .to_std()
-                .is_ok_and(|age| age < every / 2)
-        {
+        // Every instance runs this loop, one of them at a time: an instance that finds
+        // another one reconciling, or a report younger than half the interval, skips
+        // its turn. The lock is the session's: it goes with a process that dies.
+        let Ok(mut conn) = pool.acquire().await else {
+            continue;
+        };
+        let locked: bool = sqlx::query_scalar(LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap_or(false);
+        if !locked {
             continue;
         }
-        let pace = crate::integrity::Pace::Background;
-        match crate::integrity::reconcile(&pool, Some(&js), max_pending_age, pace).await {
-            Ok(r) => crate::integrity::log(&r),
-            Err(e) => tracing::warn!("integrity reconciliation failed: {e}"),
+        let recent = matches!(
+            crate::integrity::last(&pool).await,
+            Ok(Some(last)) if (chrono::Utc::now() - last.checked_at)
+                .to_std()
+                .is_ok_and(|age| age < every / 2)
+        );
+        if !recent {
+            let pace = crate::integrity::Pace::Background;
+            match crate::integrity::reconcile(&pool, Some(&js), max_pending_age, pace).await {
+                Ok(r) => crate::integrity::log(&r),
+                Err(e) => tracing::warn!("integrity reconciliation failed: {e}"),
+            }
         }
+        let _ = sqlx::query(UNLOCK).execute(&mut *conn).await;
     }
 }
