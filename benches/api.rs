@@ -44,6 +44,7 @@ fn main() {
             Field::new("v", FieldType::Float),
             Field::new("n", FieldType::Int),
         ],
+        rollup_slots: Default::default(),
     };
     let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
     let sel = tmidb::model::query::Selection {

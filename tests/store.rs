@@ -45,7 +45,7 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
         .enable_all()
         .build()
         .unwrap();
-    let write = |values: &[(u128, &str, f64)]| {
+    let write = |values: &[(u128, &str, Value)]| {
         rt.block_on(async {
             let cfg = tmidb::config::Config::load(&home).unwrap();
             let pool = tmidb::db::connect(&cfg, 2).await.unwrap();
@@ -69,7 +69,7 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
             .unwrap();
             let fields: Vec<BTreeMap<String, Value>> = values
                 .iter()
-                .map(|(_, _, t)| BTreeMap::from([("temp".to_string(), Value::from(*t))]))
+                .map(|(_, _, v)| serde_json::from_value(v.clone()).unwrap())
                 .collect();
             let rows: Vec<Row> = values
                 .iter()
@@ -91,7 +91,12 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
             written
         })
     };
-    let rows = [(1, "a", 31.0), (2, "a", 20.0), (3, "b", 40.0)];
+    let temp = |t: f64| json!({ "temp": t });
+    let rows = [
+        (1, "a", temp(31.0)),
+        (2, "a", temp(20.0)),
+        (3, "b", temp(40.0)),
+    ];
     let first = write(&rows);
     assert_eq!(first.new_rows, 3);
     // Target a's latest record (same time: the last one) is 20, b's is 40.
@@ -103,13 +108,17 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
     assert_eq!(q("SELECT count(*) FROM rec_store_path"), "3");
     assert_eq!(
         q(
-            "SELECT count, min, max, sum FROM rollups WHERE category = 'store_path' AND width = '1m' AND target = 'a'"
+            "SELECT r.count, r.min, r.max, r.sum FROM rollups r JOIN rollup_series s ON s.id = r.series
+             WHERE s.category = 'store_path' AND r.width = 60 AND s.target = 'a'"
         ),
-        "2|20|31|51"
+        "{2}|{20}|{31}|{51}",
+        "one row per target and bucket, the field in slot 0"
     );
     assert_eq!(
         q(
-            "SELECT bucket = date_bin('1 minute', '2026-12-02T10:17:05Z'::timestamptz, '2000-01-01') FROM rollups WHERE category = 'store_path' AND width = '1m' AND target = 'a'"
+            "SELECT bucket = date_bin('1 minute', '2026-12-02T10:17:05Z'::timestamptz, '2000-01-01')
+             FROM rollups r JOIN rollup_series s ON s.id = r.series
+             WHERE s.category = 'store_path' AND r.width = 60 AND s.target = 'a'"
         ),
         "t",
         "the bucket Rust computes is date_bin's"
@@ -135,9 +144,10 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
     assert_eq!(q("SELECT count(*) FROM rec_store_path"), "3");
     assert_eq!(
         q(
-            "SELECT count FROM rollups WHERE category = 'store_path' AND width = '1h' AND target = 'a'"
+            "SELECT r.count FROM rollups r JOIN rollup_series s ON s.id = r.series
+             WHERE s.category = 'store_path' AND r.width = 3600 AND s.target = 'a'"
         ),
-        "2",
+        "{2}",
         "a repeated record adds nothing to its rollup"
     );
     assert_eq!(
@@ -146,6 +156,61 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
         ),
         "3|3,3|0"
     );
+
+    // A version that adds a field (declared first): the old field keeps slot 0, the
+    // new one takes slot 1, and a bucket written before gets its arrays lengthened.
+    let (s, _, v) = api.call(
+        "PUT",
+        "/api/v1/categories/store_path",
+        &h,
+        Some(&json!({"fields": [{"name": "hum", "type": "float"}, {"name": "temp", "type": "float"}]})),
+    );
+    assert_eq!(s, 200, "{v}");
+    write(&[
+        (4, "a", json!({"temp": 10.0, "hum": 55.0})),
+        (5, "c", json!({"hum": 1.0})),
+    ]);
+    assert_eq!(
+        q(
+            "SELECT string_agg(field || '|' || slot, ',' ORDER BY field) FROM rollup_fields WHERE category = 'store_path'"
+        ),
+        "hum|1,temp|0"
+    );
+    assert_eq!(
+        q(
+            "SELECT s.target, r.count, r.min, r.max, r.sum FROM rollups r JOIN rollup_series s ON s.id = r.series
+             WHERE s.category = 'store_path' AND r.width = 3600 ORDER BY s.target"
+        ),
+        "a|{3,1}|{10,55}|{31,55}|{61,55}\nb|{1}|{40}|{40}|{40}\nc|{0,1}|{Infinity,1}|{-Infinity,1}|{0,1}"
+    );
+    // The api answers from the rollups what it computes from the records.
+    for field in ["hum", "temp"] {
+        let path = |raw: bool| {
+            format!(
+                "/api/v1/categories/store_path/aggregate?field={field}&interval=1h&from=2026-12-02T10:00:00Z&to=2026-12-02T11:00:00Z&raw={raw}"
+            )
+        };
+        let (s, _, rolled) = api.call("GET", &path(false), &h, None);
+        assert_eq!(s, 200, "{rolled}");
+        let (_, _, raw) = api.call("GET", &path(true), &h, None);
+        assert_eq!(rolled, raw, "{field}");
+        let got: Vec<(String, i64)> = rolled
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["target"].as_str().unwrap().to_string(),
+                    b["count"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, i64)> = match field {
+            "hum" => vec![("a".into(), 1), ("c".into(), 1)],
+            _ => vec![("a".into(), 3), ("b".into(), 1)],
+        };
+        assert_eq!(got, want, "{field}: {rolled}");
+    }
 }
 
 /// Writes `n` records of category `integrity_blocks` (ids from `from`, a 600-byte pad
@@ -333,4 +398,108 @@ fn reconciliation_reads_every_block_in_one_snapshot_while_records_are_stored() {
     let c = check(Pace::Now);
     assert_eq!(c.ledger_rows, total as i64 + 200, "{c:?}");
     assert!(c.checksum_ok, "{c:?}");
+}
+
+/// Migration 0005 on a database at 0004 holding rollups in the old shape (a row per
+/// field with a text key): every field gets a slot (name order), every target a
+/// series, every (target, width, bucket) one row whose arrays hold what the old rows
+/// held, and the read path answers from them as before.
+#[test]
+fn migration_0005_folds_the_rows_of_each_bucket_into_one_without_losing_a_figure() {
+    let api = api_stack();
+    let home = api.home.clone();
+    let db = "tmidb_migration_0005";
+    psql(&home, &format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&home, &format!("CREATE DATABASE {db}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = tmidb::config::Config::load(&home).unwrap();
+        let (host, port) = cfg.endpoints.postgresql.rsplit_once(':').unwrap();
+        let password = std::fs::read_to_string(cfg.secrets_dir.join("postgresql.password")).unwrap();
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host(host)
+            .port(port.parse().unwrap())
+            .username("postgres")
+            .password(password.trim())
+            .database(db);
+        let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+        let migrator = sqlx::migrate!("./sql");
+        migrator.run_to(4, &pool).await.unwrap();
+        for statement in [
+            "INSERT INTO categories (name, current_version) VALUES ('old', 2), ('other', 1)",
+            r#"INSERT INTO category_versions (category, version, fields) VALUES
+               ('old', 1, '[{"name": "n", "type": "int"}, {"name": "temp", "type": "float"}, {"name": "note", "type": "text"}]'),
+               ('old', 2, '[{"name": "temp", "type": "float"}, {"name": "pressure", "type": "float"}]'),
+               ('other', 1, '[{"name": "v", "type": "float"}]')"#,
+            // `gone` is in the rollups only (its version was edited by hand, say).
+            "INSERT INTO rollups (category, width, field, target, bucket, count, min, max, sum) VALUES
+               ('old', '1m', 'temp', 'a', '2026-12-01T10:17:00Z', 2, 1, 3, 4),
+               ('old', '1m', 'n',    'a', '2026-12-01T10:17:00Z', 1, 5, 5, 5),
+               ('old', '1m', 'gone', 'a', '2026-12-01T10:17:00Z', 1, -2, -2, -2),
+               ('old', '1m', 'temp', 'a', '2026-12-01T10:18:00Z', 1, 7, 7, 7),
+               ('old', '1h', 'temp', 'a', '2026-12-01T10:00:00Z', 3, 1, 7, 11),
+               ('old', '1m', 'pressure', 'b', '2026-12-01T10:17:00Z', 4, 990, 1010, 4000),
+               ('other', '1m', 'v', 'a', '2026-12-01T10:17:00Z', 1, 0.5, 0.5, 0.5)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        migrator.run(&pool).await.unwrap();
+        let fields: Vec<(String, String, i32)> = sqlx::query_as(
+            "SELECT category, field, slot FROM rollup_fields ORDER BY category, slot",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|(c, f, s)| format!("{c}.{f}={s}"))
+            .collect();
+        assert_eq!(
+            fields,
+            ["old.gone=0", "old.n=1", "old.pressure=2", "old.temp=3", "other.v=0"]
+        );
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT concat_ws(' ', s.category, s.target, r.width,
+                              to_char(r.bucket AT TIME ZONE 'UTC', 'HH24:MI'), r.count, r.min, r.max, r.sum)
+             FROM rollups r JOIN rollup_series s ON s.id = r.series
+             ORDER BY s.category, s.target, r.width, r.bucket",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                "old a 60 10:17 {1,1,0,2} {-2,5,Infinity,1} {-2,5,-Infinity,3} {-2,5,0,4}",
+                "old a 60 10:18 {0,0,0,1} {Infinity,Infinity,Infinity,7} {-Infinity,-Infinity,-Infinity,7} {0,0,0,7}",
+                "old a 3600 10:00 {0,0,0,3} {Infinity,Infinity,Infinity,1} {-Infinity,-Infinity,-Infinity,7} {0,0,0,11}",
+                "old b 60 10:17 {0,0,4,0} {Infinity,Infinity,990,Infinity} {-Infinity,-Infinity,1010,-Infinity} {0,0,4000,0}",
+                "other a 60 10:17 {1} {0.5} {0.5} {0.5}",
+            ]
+        );
+        // The read path over the migrated rows: temp of target a in one 4-minute bucket.
+        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+        let sel = tmidb::model::query::Selection {
+            target: Some("a".into()),
+            from: Some(parse("2026-12-01T10:16:00Z")),
+            to: Some(parse("2026-12-01T10:20:00Z")),
+            filters: vec![],
+        };
+        let (n, body) =
+            tmidb::db::records::buckets_from_rollups(&pool, "old", 60, 3, 240.0, &sel, 10)
+                .await
+                .unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(n, 1, "{body}");
+        assert_eq!(
+            (&body[0]["count"], &body[0]["min"], &body[0]["max"], &body[0]["sum"]),
+            (&json!(3), &json!(1), &json!(7), &json!(11)),
+            "{body}"
+        );
+        pool.close().await;
+    });
+    psql(&home, &format!("DROP DATABASE {db}"));
 }

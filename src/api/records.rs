@@ -249,18 +249,20 @@ pub async fn aggregate(
         };
         width.subsec_nanos() == 0 && width.as_secs() % unit == 0 && t_ok(&sel.from) && t_ok(&sel.to)
     };
-    let rollup = [("1h", 3600), ("1m", 60)]
-        .into_iter()
-        .find(|(_, unit)| on(*unit))
-        .map(|(w, _)| w)
+    let rollup = crate::model::rollup::WIDTHS
+        .iter()
+        .rev()
+        .copied()
+        .find(|unit| on(*unit as u64))
+        .zip(schema.rollup_slots.get(&f.name))
         .filter(|_| !raw && sel.filters.is_empty());
     let (n, body) = match rollup {
-        Some(w) => {
+        Some((rollup_secs, slot)) => {
             crate::db::records::buckets_from_rollups(
                 &state.reads,
                 &schema.category,
-                w,
-                &f.name,
+                rollup_secs,
+                *slot,
                 width.as_secs_f64(),
                 &sel,
                 MAX_BUCKETS,

@@ -17,7 +17,7 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::Storage;
 use crate::db::{quote, table};
-use crate::model::schema::{Field, Schema, valid_identifier};
+use crate::model::schema::{Field, FieldType, Schema, valid_identifier};
 
 /// The channel announcing category changes (payload: the name), so processes other than
 /// the api drop their cached schema.
@@ -183,6 +183,7 @@ pub async fn create(
         .bind(serde_json::to_value(fields).expect("json"))
         .execute(&mut *tx)
         .await?;
+    assign_rollup_slots(&mut tx, name, fields).await?;
     let t = table(name);
     let cols: Vec<String> = fields.iter().map(column).collect();
     let partition = if storage == Storage::Partitioned {
@@ -420,11 +421,46 @@ fn check(name: &str, fields: &[Field]) -> Result<(), CategoryError> {
 /// Version `version` (None: the current one) of a category's schema.
 async fn schema(pool: &PgPool, name: &str, version: Option<i32>) -> Result<Schema, CategoryError> {
     let c = get(pool, name, version).await?;
+    let slots: Vec<(String, i32)> =
+        sqlx::query_as("SELECT field, slot FROM rollup_fields WHERE category = $1")
+            .bind(name)
+            .fetch_all(pool)
+            .await?;
     Ok(Schema {
         category: c.name,
         version: c.version,
         fields: c.fields,
+        rollup_slots: slots
+            .into_iter()
+            .map(|(f, s)| (f, s.max(0) as usize))
+            .collect(),
     })
+}
+
+/// Gives the numeric fields of `fields` that have no rollup slot yet the next free
+/// slots of `name`, in declaration order (under the caller's lock on the category).
+async fn assign_rollup_slots(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+    fields: &[Field],
+) -> Result<(), sqlx::Error> {
+    let numeric: Vec<&str> = fields
+        .iter()
+        .filter(|f| matches!(f.kind, FieldType::Int | FieldType::Float))
+        .map(|f| f.name.as_str())
+        .collect();
+    sqlx::query(
+        "INSERT INTO rollup_fields (category, field, slot)
+         SELECT $1, f, (SELECT coalesce(max(slot) + 1, 0) FROM rollup_fields WHERE category = $1)
+                       + row_number() OVER (ORDER BY o) - 1
+         FROM unnest($2::text[]) WITH ORDINALITY AS u(f, o)
+         WHERE NOT EXISTS (SELECT 1 FROM rollup_fields WHERE category = $1 AND field = u.f)",
+    )
+    .bind(name)
+    .bind(numeric)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Stores a new version; adds columns for new fields. A field's type never changes,
@@ -494,6 +530,7 @@ pub async fn update(
         .bind(serde_json::to_value(fields).expect("json"))
         .execute(&mut *tx)
         .await?;
+    assign_rollup_slots(&mut tx, name, fields).await?;
     sqlx::query("UPDATE categories SET current_version = $2, description = coalesce($3, description), updated_at = now() WHERE name = $1")
         .bind(name)
         .bind(next)
@@ -530,7 +567,9 @@ pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<u64, Categ
     // stream messages stay, detached from the category: they still account for their
     // stream sequences, which would otherwise read as integrity gaps.
     for statement in [
-        "DELETE FROM rollups WHERE category = $1",
+        "DELETE FROM rollups WHERE series IN (SELECT id FROM rollup_series WHERE category = $1)",
+        "DELETE FROM rollup_series WHERE category = $1",
+        "DELETE FROM rollup_fields WHERE category = $1",
         "DELETE FROM dead_letters WHERE category = $1",
         "DELETE FROM ingest_batches WHERE category = $1 AND stream IS NULL",
         "UPDATE ingest_batches SET category = NULL, new_rows = 0, records = 0, checksum = 0

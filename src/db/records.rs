@@ -157,14 +157,15 @@ pub async fn latest(
 /// count above `max` says "too many" without building them all.
 pub type Buckets = (i64, String);
 
-/// Buckets of `field`, `width_secs` wide (a whole number of `rollup`s), merged from
-/// the maintained rollups of width `rollup` (`1m`, `1h`): counts and sums add up,
-/// minima and maxima of minima and maxima. `sel`'s ends fall on `rollup` boundaries.
+/// Buckets of the field in rollup slot `slot` of `category`, `width_secs` wide (a
+/// whole number of `rollup_secs`), merged from the maintained rollups `rollup_secs`
+/// wide (60, 3600): counts and sums add up, minima and maxima of minima and maxima.
+/// `sel`'s ends fall on `rollup_secs` boundaries.
 pub async fn buckets_from_rollups(
     pool: &PgPool,
     category: &str,
-    rollup: &str,
-    field: &str,
+    rollup_secs: i32,
+    slot: usize,
     width_secs: f64,
     sel: &Selection,
     max: i64,
@@ -174,21 +175,23 @@ pub async fn buckets_from_rollups(
     // statement's fifth run (seen: every fifth chart read the whole rollups table).
     let mut b = Binds::default();
     let mut cond = format!(
-        "category = {} AND width = {} AND field = {}",
+        "s.category = {} AND r.width = {}",
         b.push(category, "text"),
-        b.push(rollup, "text"),
-        b.push(field, "text")
+        b.push(rollup_secs.to_string(), "int")
     );
     // A selection with field filters is never answered from the rollups.
     debug_assert!(sel.filters.is_empty());
     cond.push_str(&conditions(sel, &mut b, "bucket"));
     let width = b.push(width_secs.to_string(), "float8");
+    // Arrays are 1-based; an element past a row's end (a field added later) is NULL.
+    let i = slot + 1;
     let sql = format!(
         "SELECT count(*), coalesce(json_agg(json_build_object('target', target, 'bucket', b, 'count', n, \
          'min', lo, 'max', hi, 'avg', total / n, 'sum', total) ORDER BY target, b), '[]')::text FROM (\
-         SELECT target, date_bin(make_interval(secs => {width}), bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
-         sum(count)::bigint AS n, min(min) AS lo, max(max) AS hi, sum(sum) AS total \
-         FROM rollups WHERE {cond} GROUP BY target, b ORDER BY target, b LIMIT {}) x",
+         SELECT s.target, date_bin(make_interval(secs => {width}), r.bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
+         sum(r.count[{i}])::bigint AS n, min(r.min[{i}]) AS lo, max(r.max[{i}]) AS hi, sum(r.sum[{i}]) AS total \
+         FROM rollup_series s JOIN rollups r ON r.series = s.id WHERE {cond} AND r.count[{i}] > 0 \
+         GROUP BY s.target, b ORDER BY s.target, b LIMIT {}) x",
         max + 1
     );
     let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
 use super::{is_about_the_data, quote, table};
-use crate::model::rollup::Rollups;
+use crate::model::rollup::{Agg, Rollups};
 use crate::model::schema::{FieldType, Schema};
 use crate::model::wire::Row;
 
@@ -150,11 +150,12 @@ async fn insert(
     }
     let (ids, hashes): (Vec<uuid::Uuid>, Vec<i64>) = q.fetch_one(&mut **tx).await?;
     let mut new: std::collections::HashMap<uuid::Uuid, i64> = ids.into_iter().zip(hashes).collect();
-    let numeric: Vec<&str> = schema
+    // Every numeric field has a slot (given when its version was stored).
+    let numeric: Vec<(&str, usize)> = schema
         .fields
         .iter()
         .filter(|f| matches!(f.kind, FieldType::Int | FieldType::Float))
-        .map(|f| f.name.as_str())
+        .filter_map(|f| Some((f.name.as_str(), *schema.rollup_slots.get(&f.name)?)))
         .collect();
     let mut added = Vec::with_capacity(rows.len());
     for r in rows {
@@ -168,9 +169,69 @@ async fn insert(
     Ok(added)
 }
 
-/// Applies merged rollup deltas: one upsert of typed arrays, in key order (the map's
-/// order, which is the order of the rows in the arrays and so the order in which every
-/// writer locks them: concurrent writers cannot deadlock on rollup rows).
+/// Numbers the series (category, target) of `rollups`: their ids, in the map's
+/// order. Targets seen for the first time are added in that order (the table's key
+/// order, so concurrent writers adding the same ones wait for each other instead of
+/// deadlocking).
+async fn series_ids(
+    tx: &mut Transaction<'_, Postgres>,
+    rollups: &Rollups,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut series: Vec<(&str, &str)> = rollups
+        .0
+        .keys()
+        .map(|k| (k.0.as_str(), k.1.as_str()))
+        .collect();
+    series.dedup();
+    let categories: Vec<&str> = series.iter().map(|s| s.0).collect();
+    let targets: Vec<&str> = series.iter().map(|s| s.1).collect();
+    const LOOKUP: &str =
+        "SELECT s.id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(category, target, o)
+         LEFT JOIN rollup_series s ON s.category = x.category AND s.target = x.target
+         ORDER BY x.o";
+    let mut ids: Vec<Option<i64>> = sqlx::query_scalar(LOOKUP)
+        .bind(&categories)
+        .bind(&targets)
+        .fetch_all(&mut **tx)
+        .await?;
+    let new: Vec<(&str, &str)> = series
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| id.is_none())
+        .map(|(s, _)| *s)
+        .collect();
+    if !new.is_empty() {
+        sqlx::query(
+            "INSERT INTO rollup_series (category, target)
+             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(new.iter().map(|s| s.0).collect::<Vec<_>>())
+        .bind(new.iter().map(|s| s.1).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        ids = sqlx::query_scalar(LOOKUP)
+            .bind(&categories)
+            .bind(&targets)
+            .fetch_all(&mut **tx)
+            .await?;
+    }
+    let by_series: std::collections::HashMap<(&str, &str), i64> = series
+        .into_iter()
+        .zip(ids)
+        .map(|(s, id)| Ok((s, id.ok_or(sqlx::Error::RowNotFound)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(rollups
+        .0
+        .keys()
+        .map(|k| by_series[&(k.0.as_str(), k.1.as_str())])
+        .collect())
+}
+
+/// Applies merged rollup deltas: one upsert of typed arrays (each row's aggregates a
+/// slice of flat arrays), in key order (series, width, bucket): the order in which
+/// every writer locks the rows, so concurrent writers cannot deadlock on them. A
+/// bucket already stored gets the deltas added slot by slot (its arrays lengthened
+/// when a field was added since).
 async fn apply_rollups(
     tx: &mut Transaction<'_, Postgres>,
     rollups: &Rollups,
@@ -178,25 +239,54 @@ async fn apply_rollups(
     if rollups.0.is_empty() {
         return Ok(());
     }
-    let keys = rollups.0.keys();
-    let aggs = rollups.0.values();
+    let ids = series_ids(tx, rollups).await?;
+    let mut rows: Vec<(i64, i32, DateTime<Utc>, &[Agg])> = rollups
+        .0
+        .iter()
+        .zip(ids)
+        .map(|(((_, _, width, bucket), aggs), id)| (id, *width, *bucket, aggs.as_slice()))
+        .collect();
+    rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+    let mut offsets = Vec::with_capacity(rows.len());
+    let slots: usize = rows.iter().map(|r| r.3.len()).sum();
+    let (mut count, mut min, mut max, mut sum) = (
+        Vec::with_capacity(slots),
+        Vec::with_capacity(slots),
+        Vec::with_capacity(slots),
+        Vec::with_capacity(slots),
+    );
+    for r in &rows {
+        offsets.push(count.len() as i32);
+        for a in r.3 {
+            count.push(a.count);
+            min.push(a.min);
+            max.push(a.max);
+            sum.push(a.sum);
+        }
+    }
+    // `least`/`greatest` skip the NULL past the end of a shorter array.
     sqlx::query(
-        "INSERT INTO rollups (category, width, field, target, bucket, count, min, max, sum)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                              $6::bigint[], $7::float8[], $8::float8[], $9::float8[])
-         ON CONFLICT (category, width, field, target, bucket) DO UPDATE SET
-           count = rollups.count + excluded.count, min = least(rollups.min, excluded.min),
-           max = greatest(rollups.max, excluded.max), sum = rollups.sum + excluded.sum",
+        "INSERT INTO rollups (series, width, bucket, count, min, max, sum)
+         SELECT x.series, x.width, x.bucket, ($6::bigint[])[x.o + 1 : x.o + x.n],
+                ($7::float8[])[x.o + 1 : x.o + x.n], ($8::float8[])[x.o + 1 : x.o + x.n],
+                ($9::float8[])[x.o + 1 : x.o + x.n]
+         FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[])
+              AS x(series, width, bucket, o, n)
+         ON CONFLICT (series, width, bucket) DO UPDATE SET
+           count = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(rollups.count, excluded.count) AS u(a, b)),
+           min = ARRAY(SELECT least(a, b) FROM unnest(rollups.min, excluded.min) AS u(a, b)),
+           max = ARRAY(SELECT greatest(a, b) FROM unnest(rollups.max, excluded.max) AS u(a, b)),
+           sum = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(rollups.sum, excluded.sum) AS u(a, b))",
     )
-    .bind(keys.clone().map(|k| k.0.as_str()).collect::<Vec<_>>())
-    .bind(keys.clone().map(|k| k.1).collect::<Vec<_>>())
-    .bind(keys.clone().map(|k| k.2.as_str()).collect::<Vec<_>>())
-    .bind(keys.clone().map(|k| k.3.as_str()).collect::<Vec<_>>())
-    .bind(keys.map(|k| k.4).collect::<Vec<_>>())
-    .bind(aggs.clone().map(|a| a.count).collect::<Vec<_>>())
-    .bind(aggs.clone().map(|a| a.min).collect::<Vec<_>>())
-    .bind(aggs.clone().map(|a| a.max).collect::<Vec<_>>())
-    .bind(aggs.map(|a| a.sum).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(offsets)
+    .bind(rows.iter().map(|r| r.3.len() as i32).collect::<Vec<_>>())
+    .bind(count)
+    .bind(min)
+    .bind(max)
+    .bind(sum)
     .execute(&mut **tx)
     .await?;
     Ok(())

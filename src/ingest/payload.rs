@@ -276,6 +276,7 @@ mod tests {
                 f("ok", FieldType::Bool),
                 f("note", FieldType::Text),
             ],
+            rollup_slots: Default::default(),
         }
     }
 

@@ -280,6 +280,7 @@ mod tests {
                 Field::new("seen", FieldType::Timestamp),
                 Field::new("extra", FieldType::Json),
             ],
+            rollup_slots: Default::default(),
         }
     }
 

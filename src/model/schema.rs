@@ -194,6 +194,9 @@ pub struct Schema {
     pub version: i32,
     /// Fields in declaration order.
     pub fields: Vec<Field>,
+    /// Each numeric field's place in a rollup row (see [`crate::model::rollup`]),
+    /// given when a version first names the field and never changed.
+    pub rollup_slots: BTreeMap<String, usize>,
 }
 
 /// A problem with a schema or a record: which field and why.
@@ -614,6 +617,7 @@ mod tests {
                 f("n", FieldType::Int),
                 f("at", FieldType::Timestamp),
             ],
+            rollup_slots: Default::default(),
         }
     }
 
