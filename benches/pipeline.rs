@@ -4,7 +4,7 @@
 //! of the same kind; the same 1M records pushed over HTTP (`POST /ingest/{category}`,
 //! batches of 5,000, two clients) until all are committed by the data-consumers; the
 //! same published over NATS (`tmidb.ingest.{category}`); and 1M records in a sparse
-//! shape that makes a rollup row per record and field. Then publish→queryable latency
+//! shape in which every record opens its own 1-minute rollup bucket. Then publish→queryable latency
 //! at a steady 10k records/s (3 runs of 10 s). Prints the medians with their runs,
 //! records/s per core, the ratios to COPY, p50/p99/p99.9/max with the slow batches, and
 //! the peak RSS of the data-manager and data-consumers.
@@ -389,7 +389,7 @@ fn main() {
         ("HTTP push → committed", http_rate, &figures[1]),
         ("NATS publish → committed", nats_rate, &figures[2]),
         (
-            "HTTP push → committed, sparse (a rollup row per record and field)",
+            "HTTP push → committed, sparse (a new rollup bucket per record)",
             sparse_rate,
             &figures[3],
         ),

@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::control::protocol::{ChannelState, Level, LogRecord, Stream};
@@ -404,6 +403,28 @@ impl LogHub {
         }
     }
 
+    /// As [`LogHub::push`], from a thread outside the runtime (a capture's): waits for
+    /// room by retrying every millisecond, so it needs no timer of the runtime's (which
+    /// may be shutting down while a child still writes).
+    fn push_blocking(&self, unit: &str, batch: Vec<LogRecord>) {
+        let n = batch.len() as u64;
+        let mut msg = sink::SinkMsg::Batch(self.commit(unit, batch));
+        let deadline = std::time::Instant::now() + SINK_WAIT;
+        loop {
+            match self.sink.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(back))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => break,
+            }
+        }
+        self.count_dropped(unit, n);
+    }
+
     /// Waits (up to 10 s) until the sinks have written and flushed everything before.
     pub async fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -540,10 +561,13 @@ impl LogHub {
             .retain(|w| w.unit != unit);
     }
 
-    /// Reads a child's output `pipe` line by line into records until EOF. Lines are
-    /// batched per read, so a chatty child costs one lock and one queue slot per buffer,
-    /// not per line; the pipe is enlarged to 1 MiB so that after a read that found little
-    /// the next can wait 1 ms for more.
+    /// Reads a child's output `pipe` line by line into records until EOF, on a thread
+    /// of its own with blocking reads. Lines are batched per read, so a chatty child
+    /// costs one lock and one queue slot per buffer, not per line; the pipe is enlarged
+    /// to 1 MiB so that after a read that found little the next can wait 1 ms for more.
+    /// Not through the runtime's epoll: a pipe registered there wakes the runtime on
+    /// every write the child makes, a cost to both sides for a child writing line by
+    /// line, while a thread sleeping between reads is woken by nothing.
     pub async fn capture(
         self: Arc<Self>,
         src: Arc<Source>,
@@ -553,32 +577,46 @@ impl LogHub {
         // Best effort: a pipe left at its default 64 KiB is read without lingering.
         let linger = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as _))
             .is_ok_and(|size| size as usize >= PIPE_SIZE);
-        let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(unit = %src.name, "cannot capture {stream:?}: {e}");
-                return;
+        let blocking = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETFL)
+            .map(nix::fcntl::OFlag::from_bits_truncate)
+            .and_then(|flags| {
+                nix::fcntl::fcntl(
+                    &pipe,
+                    nix::fcntl::FcntlArg::F_SETFL(flags - nix::fcntl::OFlag::O_NONBLOCK),
+                )
+            });
+        if let Err(e) = blocking {
+            tracing::warn!(unit = %src.name, "cannot capture {stream:?}: {e}");
+            return;
+        }
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        let name = src.name.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-capture".into())
+            .spawn(move || {
+                self.capture_lines(src, stream, std::fs::File::from(pipe), linger);
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = ended.await;
             }
-        };
-        self.capture_lines(src, stream, pipe, linger).await;
+            Err(e) => tracing::warn!(unit = %name, "cannot capture {stream:?}: {e}"),
+        }
     }
 
-    async fn capture_lines<R: AsyncRead + Unpin>(
-        self: Arc<Self>,
-        src: Arc<Source>,
-        stream: Stream,
-        pipe: R,
-        linger: bool,
-    ) {
-        let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
+    fn capture_lines(&self, src: Arc<Source>, stream: Stream, pipe: std::fs::File, linger: bool) {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::with_capacity(MAX_LINE, pipe);
         let mut partial: Vec<u8> = Vec::new();
         // Which piece of a line longer than MAX_LINE comes next (1: a line's first).
         let mut part = 1u64;
         loop {
             let mut batch = Vec::new();
             let used = {
-                let buf = match reader.fill_buf().await {
+                let buf = match reader.fill_buf() {
                     Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
                 if buf.is_empty() {
@@ -614,16 +652,16 @@ impl LogHub {
             };
             reader.consume(used);
             if !batch.is_empty() {
-                self.push(&src.name, batch).await;
+                self.push_blocking(&src.name, batch);
             }
             if linger && used < LINGER_BELOW {
-                tokio::time::sleep(LINGER).await;
+                std::thread::sleep(LINGER);
             }
         }
         if !partial.is_empty() {
             let mut rec = self.record(&src, stream, &partial, &now_rfc3339().into());
             mark_part(&mut rec, part, false);
-            self.push(&src.name, vec![rec]).await;
+            self.push_blocking(&src.name, vec![rec]);
         }
     }
 
