@@ -292,14 +292,43 @@ impl Stack {
             .await
             .unwrap();
             if rollups {
-                for (width, field) in [("1m", "v"), ("1h", "v"), ("1m", "n"), ("1h", "n")] {
-                    let every = if width == "1m" { "1 minute" } else { "1 hour" };
+                // The rollup rows the writers keep: one per target, width and bucket, each
+                // field at its slot (`rollup_fields`).
+                let slots: Vec<String> = sqlx::query_scalar(
+                    "SELECT field FROM rollup_fields WHERE category = 'bench' ORDER BY slot",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let agg = |f: &str| -> String {
+                    slots
+                        .iter()
+                        .map(|c| format!("{f}({c})::{}", if f == "count" { "bigint" } else { "float8" }))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                sqlx::query(
+                    "INSERT INTO rollup_series (category, target) \
+                     SELECT DISTINCT 'bench', target FROM rec_bench ORDER BY 2 ON CONFLICT DO NOTHING",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                for secs in [60, 3600] {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO rollups (category, width, target, field, bucket, count, min, max, sum) \
-                         SELECT 'bench', '{width}', target, '{field}', date_bin('{every}', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
-                         count({field}), min({field}), max({field}), sum({field}) FROM rec_bench GROUP BY target, b \
-                         ON CONFLICT (category, width, field, target, bucket) DO UPDATE SET count = rollups.count + excluded.count, \
-                         min = least(rollups.min, excluded.min), max = greatest(rollups.max, excluded.max), sum = rollups.sum + excluded.sum"
+                        "INSERT INTO rollups (series, width, bucket, count, min, max, sum) \
+                         SELECT s.id, {secs}, date_bin(make_interval(secs => {secs}), r.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, \
+                         ARRAY[{}], ARRAY[{}], ARRAY[{}], ARRAY[{}] \
+                         FROM rec_bench r JOIN rollup_series s ON s.category = 'bench' AND s.target = r.target GROUP BY s.id, b \
+                         ON CONFLICT (series, width, bucket) DO UPDATE SET \
+                         count = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(rollups.count, excluded.count) AS u(a, b)), \
+                         min = ARRAY(SELECT least(a, b) FROM unnest(rollups.min, excluded.min) AS u(a, b)), \
+                         max = ARRAY(SELECT greatest(a, b) FROM unnest(rollups.max, excluded.max) AS u(a, b)), \
+                         sum = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(rollups.sum, excluded.sum) AS u(a, b))",
+                        agg("count"),
+                        agg("min"),
+                        agg("max"),
+                        agg("sum")
                     )))
                     .execute(&pool)
                     .await
