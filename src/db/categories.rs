@@ -430,10 +430,8 @@ async fn schema(pool: &PgPool, name: &str, version: Option<i32>) -> Result<Schem
         category: c.name,
         version: c.version,
         fields: c.fields,
-        rollup_slots: slots
-            .into_iter()
-            .map(|(f, s)| (f, s.max(0) as usize))
-            .collect(),
+        // `slot >= 0` is a CHECK of the table.
+        rollup_slots: slots.into_iter().map(|(f, s)| (f, s as usize)).collect(),
     })
 }
 

@@ -57,22 +57,8 @@ impl Agg {
 pub struct Rollups(pub BTreeMap<RollupKey, Vec<Agg>>);
 
 impl Rollups {
-    /// Adds one value of the field in `slot` to the bucket of `key`.
-    pub fn add(&mut self, key: RollupKey, slot: usize, value: f64) {
-        let aggs = self.0.entry(key).or_default();
-        if aggs.len() <= slot {
-            aggs.resize(slot + 1, Agg::EMPTY);
-        }
-        aggs[slot].merge(Agg {
-            count: 1,
-            min: value,
-            max: value,
-            sum: value,
-        });
-    }
-
     /// Adds the numeric `fields` (name, slot) of one stored record to its buckets of
-    /// every width.
+    /// every width: one key per width, however many fields it has.
     pub fn add_record(
         &mut self,
         category: &str,
@@ -81,18 +67,31 @@ impl Rollups {
         ts: DateTime<Utc>,
         values: &BTreeMap<String, Value>,
     ) {
-        for &(field, slot) in fields {
-            let Some(v) = values.get(field).and_then(Value::as_f64) else {
-                continue;
-            };
-            for &secs in WIDTHS {
-                let key = (
-                    category.to_string(),
-                    target.to_string(),
-                    secs,
-                    bucket(ts, secs.into()),
-                );
-                self.add(key, slot, v);
+        let numbers: Vec<(usize, f64)> = fields
+            .iter()
+            .filter_map(|&(field, slot)| Some((slot, values.get(field)?.as_f64()?)))
+            .collect();
+        if numbers.is_empty() {
+            return;
+        }
+        for &secs in WIDTHS {
+            let key = (
+                category.to_string(),
+                target.to_string(),
+                secs,
+                bucket(ts, secs.into()),
+            );
+            let aggs = self.0.entry(key).or_default();
+            for &(slot, v) in &numbers {
+                if aggs.len() <= slot {
+                    aggs.resize(slot + 1, Agg::EMPTY);
+                }
+                aggs[slot].merge(Agg {
+                    count: 1,
+                    min: v,
+                    max: v,
+                    sum: v,
+                });
             }
         }
     }
