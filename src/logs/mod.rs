@@ -13,6 +13,7 @@
 //! Channels (`[log] channel`) filter the unified output (stdout and journald): enabled or
 //! not, and a lowest level. Runtime changes are persisted in `HOME/tmidb.state.json`.
 
+mod capture;
 mod classify;
 pub mod layer;
 pub mod sink;
@@ -36,20 +37,6 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 /// How long a child's output waits for a full sink queue before lines are dropped.
 pub const SINK_WAIT: Duration = Duration::from_secs(1);
-
-/// The pipe size a capture asks for (Linux's default `fs.pipe-max-size`): room for
-/// [`LINGER`] of a child writing 100 MB/s, so the child never waits while lines gather.
-const PIPE_SIZE: usize = 1024 * 1024;
-
-/// How long a capture waits before reading again after a read that found less than
-/// [`LINGER_BELOW`] bytes: a child printing line by line then costs the supervisor one
-/// wakeup, read and sink hand-off per millisecond instead of one per line (with that
-/// per-line cost the supervisor, not the child, set the pace). Lines reach the log at
-/// most this much later. Only on a pipe that took [`PIPE_SIZE`].
-const LINGER: Duration = Duration::from_millis(1);
-
-/// A read that found less than this says the child writes slower than it is read.
-const LINGER_BELOW: usize = 16 * 1024;
 
 /// Records a follower may fall behind before it gets a gap.
 const FOLLOW_BUFFER: usize = 64 * 1024;
@@ -179,6 +166,8 @@ pub struct LogHub {
     settings: Mutex<RuntimeSettings>,
     state_path: Option<PathBuf>,
     ring_default: AtomicU64,
+    /// The pipes being read, and the thread reading them.
+    captures: capture::Captures,
 }
 
 impl LogHub {
@@ -216,6 +205,7 @@ impl LogHub {
             settings: Mutex::new(settings),
             state_path,
             ring_default: AtomicU64::new(ring_lines as u64),
+            captures: capture::Captures::default(),
         });
         hub.refresh_filter();
         hub
@@ -560,152 +550,6 @@ impl LogHub {
             .expect("lock")
             .retain(|w| w.unit != unit);
     }
-
-    /// Reads a child's output `pipe` line by line into records until EOF, on a thread
-    /// of its own with blocking reads. Lines are batched per read, so a chatty child
-    /// costs one lock and one queue slot per buffer, not per line; the pipe is enlarged
-    /// to 1 MiB so that after a read that found little the next can wait 1 ms for more.
-    /// Not through the runtime's epoll: a pipe registered there wakes the runtime on
-    /// every write the child makes, a cost to both sides for a child writing line by
-    /// line, while a thread sleeping between reads is woken by nothing.
-    pub async fn capture(
-        self: Arc<Self>,
-        src: Arc<Source>,
-        stream: Stream,
-        pipe: std::os::fd::OwnedFd,
-    ) {
-        // Best effort: a pipe left at its default 64 KiB is read without lingering.
-        let linger = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as _))
-            .is_ok_and(|size| size as usize >= PIPE_SIZE);
-        let blocking = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETFL)
-            .map(nix::fcntl::OFlag::from_bits_truncate)
-            .and_then(|flags| {
-                nix::fcntl::fcntl(
-                    &pipe,
-                    nix::fcntl::FcntlArg::F_SETFL(flags - nix::fcntl::OFlag::O_NONBLOCK),
-                )
-            });
-        if let Err(e) = blocking {
-            tracing::warn!(unit = %src.name, "cannot capture {stream:?}: {e}");
-            return;
-        }
-        let (done, ended) = tokio::sync::oneshot::channel::<()>();
-        let name = src.name.clone();
-        let spawned = std::thread::Builder::new()
-            .name("log-capture".into())
-            .spawn(move || {
-                self.capture_lines(src, stream, std::fs::File::from(pipe), linger);
-                let _ = done.send(());
-            });
-        match spawned {
-            Ok(_) => {
-                let _ = ended.await;
-            }
-            Err(e) => tracing::warn!(unit = %name, "cannot capture {stream:?}: {e}"),
-        }
-    }
-
-    fn capture_lines(&self, src: Arc<Source>, stream: Stream, pipe: std::fs::File, linger: bool) {
-        use std::io::BufRead;
-        let mut reader = std::io::BufReader::with_capacity(MAX_LINE, pipe);
-        let mut partial: Vec<u8> = Vec::new();
-        // Which piece of a line longer than MAX_LINE comes next (1: a line's first).
-        let mut part = 1u64;
-        loop {
-            let mut batch = Vec::new();
-            let used = {
-                let buf = match reader.fill_buf() {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                if buf.is_empty() {
-                    break;
-                }
-                let now: Arc<str> = now_rfc3339().into();
-                let mut start = 0;
-                while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
-                    let end = start + i;
-                    let mut rec = if partial.is_empty() {
-                        self.record(&src, stream, &buf[start..end], &now)
-                    } else {
-                        partial.extend_from_slice(&buf[start..end]);
-                        let r = self.record(&src, stream, &partial, &now);
-                        partial.clear();
-                        r
-                    };
-                    mark_part(&mut rec, part, false);
-                    part = 1;
-                    batch.push(rec);
-                    start = end + 1;
-                }
-                partial.extend_from_slice(&buf[start..]);
-                while partial.len() >= MAX_LINE {
-                    let rest = partial.split_off(utf8_cut(&partial, MAX_LINE));
-                    let mut rec = self.record(&src, stream, &partial, &now);
-                    mark_part(&mut rec, part, true);
-                    part += 1;
-                    batch.push(rec);
-                    partial = rest;
-                }
-                buf.len()
-            };
-            reader.consume(used);
-            if !batch.is_empty() {
-                self.push_blocking(&src.name, batch);
-            }
-            if linger && used < LINGER_BELOW {
-                std::thread::sleep(LINGER);
-            }
-        }
-        if !partial.is_empty() {
-            let mut rec = self.record(&src, stream, &partial, &now_rfc3339().into());
-            mark_part(&mut rec, part, false);
-            self.push_blocking(&src.name, vec![rec]);
-        }
-    }
-
-    fn record(&self, src: &Source, stream: Stream, line: &[u8], ts: &Arc<str>) -> LogRecord {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        // The fast validation first; lossy decoding only for lines that need it.
-        let text = match std::str::from_utf8(line) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(line).into_owned(),
-        };
-        let c = classify(text, src.json);
-        LogRecord {
-            seq: 0,
-            ts: ts.clone(),
-            unit: src.unit.clone(),
-            instance: src.instance,
-            channel: src.channel.clone(),
-            stream,
-            level: c.level,
-            msg: c.msg,
-            fields: c.fields,
-        }
-    }
-}
-
-/// Marks the pieces of a line longer than [`MAX_LINE`]: each has `part` (1, 2, …),
-/// and every piece but the last `continued: true`. A line kept whole has neither.
-fn mark_part(rec: &mut LogRecord, part: u64, continued: bool) {
-    if part > 1 || continued {
-        rec.fields.insert("part".into(), part.into());
-    }
-    if continued {
-        rec.fields.insert("continued".into(), true.into());
-    }
-}
-
-/// Where to cut `bytes` at most `max` long without splitting a UTF-8 character.
-fn utf8_cut(bytes: &[u8], max: usize) -> usize {
-    let mut at = max.min(bytes.len());
-    // Continuation bytes are 0b10xxxxxx; a character is at most 4 bytes.
-    while at > max.saturating_sub(3) && at < bytes.len() && bytes[at] & 0xC0 == 0x80 {
-        at -= 1;
-    }
-    at
 }
 
 /// The current time as RFC 3339 with microseconds.
