@@ -406,6 +406,23 @@ fn main() {
         nats_rate / copy_rate,
         sparse_rate / copy_rate
     );
+    // COPY itself moves by a third between runs on a shared machine: each run's ratio to
+    // the COPY taken just before it says more than a ratio of medians.
+    let paired = |i: usize| -> Vec<f64> {
+        (0..figures[0].len())
+            .map(|r| figures[i][r] / figures[0][r])
+            .collect()
+    };
+    let [h, n, s] = [1, 2, 3].map(paired);
+    println!(
+        "ratio to the same run's COPY (median; runs): HTTP {:.2} ({}), NATS {:.2} ({}), HTTP sparse {:.2} ({})",
+        median(h.clone()),
+        runs(&h, 2),
+        median(n.clone()),
+        runs(&n, 2),
+        median(s.clone()),
+        runs(&s, 2)
+    );
 
     // Publish → queryable at a steady 10k records/s, 10 s a run.
     let secs = mode.size(10, 2);

@@ -287,9 +287,10 @@ fn main() {
         gaps.push(gap);
     }
     println!(
-        "ingest gap while the TMIDB_DATA leader is SIGKILLed: {:.1} s without a commit (median of {}; Raft election 4–9 s)",
-        median(gaps),
-        mode.runs()
+        "ingest gap while the TMIDB_DATA leader is SIGKILLed: {:.1} s without a commit (median of {}; runs {} s; Raft election 4–9 s)",
+        median(gaps.clone()),
+        mode.runs(),
+        common::runs(&gaps, 1)
     );
     b.stop();
     a.stop();

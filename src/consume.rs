@@ -313,7 +313,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     // wait for ack_wait before redelivery, which stalled writes by 30 s.
     // Pull no more than one transaction ahead: a message waiting in this instance's
     // buffer is one no other instance can take, and is redelivered after ack_wait.
-    let pull = || consumer.stream().max_messages_per_batch(BATCH).messages();
+    let pull = || crate::pipeline::pull(&consumer, BATCH);
     let mut incoming = pull()
         .await
         .map_err(|e| crate::pipeline::PipelineError::JetStream(e.to_string()))?;

@@ -371,6 +371,30 @@ pub async fn consumer(
     Ok(c)
 }
 
+/// How long a pull request lives before the client renews it.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// The server's idle heartbeat on a pending pull. Two missed (the server holding the pull
+/// request died, or a consumer leader moved) end the pull stream with an error, and its
+/// reader opens a fresh one: without it, a pull lost with a killed server was noticed only
+/// when it expired, and a cluster stopped storing for up to 30 s after its leader died.
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A continuous pull stream of `consumer`, at most `batch` messages ahead, that ends with
+/// an error within [`PULL_HEARTBEAT`] × 2 of losing its server.
+pub async fn pull(
+    consumer: &consumer::PullConsumer,
+    batch: usize,
+) -> Result<consumer::pull::Stream, consumer::StreamError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+}
+
 /// The data-manager's durable consumer of raw NATS records.
 pub async fn ingest_consumer(
     js: &jetstream::Context,

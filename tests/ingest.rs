@@ -289,6 +289,17 @@ fn pushed_records_flow_through_jetstream_into_postgresql_once() {
         call(ingest, "POST", "/ingest/nope", &admin, &json!(batch)).0,
         404
     );
+    // Idle pulls stay open: the server's heartbeats on them arrive (a server that ignored
+    // them would have each pull fail after two missed beats, and reopened every 2 s).
+    std::thread::sleep(tmidb::pipeline::PULL_HEARTBEAT * 3);
+    let reopened: Vec<String> = sup
+        .records()
+        .iter()
+        .filter_map(|r| r["msg"].as_str())
+        .filter(|m| m.contains("reopening"))
+        .map(str::to_string)
+        .collect();
+    assert!(reopened.is_empty(), "pulls reopened: {reopened:?}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub async fn run(m: Arc<Manager>, consumer: async_nats::jetstream::consumer::Pul
     loop {
         // Messages are handled one at a time: pull only a few ahead (a raw message can
         // be megabytes; the default of 200 ahead cost 100 MiB of buffers).
-        let mut msgs = match consumer.stream().max_messages_per_batch(8).messages().await {
+        let mut msgs = match crate::pipeline::pull(&consumer, 8).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot pull raw NATS records: {e}; retrying");
