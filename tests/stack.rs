@@ -109,6 +109,15 @@ fn default_stack_ready_restarts_after_kill_and_dies_with_the_supervisor() {
     }
     assert_eq!(sup.state("postgresql-init"), "skipped");
     assert_eq!(sup.state("seaweedfs-init"), "skipped");
+
+    // An orderly stop of each service ends with exit 0 (nats-server answers SIGTERM with
+    // exit 1, hence its unit's stop_signal).
+    for u in ["nats", "postgresql"] {
+        sup.cli_ok(&["stop", u]);
+        sup.wait_state(u, "inactive", secs(30));
+        let x = sup.unit(u).unwrap();
+        assert_eq!(x["last_exit"]["value"], 0, "{u}: {x}");
+    }
 }
 
 #[test]
