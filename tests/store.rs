@@ -156,7 +156,6 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
         ),
         "3|3,3|0"
     );
-
     // A version that adds a field (declared first): the old field keeps slot 0, the
     // new one takes slot 1, and a bucket written before gets its arrays lengthened.
     let (s, _, v) = api.call(
@@ -211,6 +210,22 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
         };
         assert_eq!(got, want, "{field}: {rolled}");
     }
+
+    // A stored record beside a new one (the plain insert's unique violation), and a new
+    // one given twice in one batch: each new id stored once and counted once.
+    let mixed = write(&[(2, "a", temp(20.0)), (6, "d", temp(21.0))]);
+    assert_eq!(mixed.new_rows, 1, "{mixed:?}");
+    let twice = write(&[(7, "d", temp(22.0)), (7, "d", temp(22.0))]);
+    assert_eq!(twice.new_rows, 1, "{twice:?}");
+    assert_eq!(q("SELECT count(*) FROM rec_store_path"), "7");
+    assert_eq!(
+        q(
+            "SELECT r.count FROM rollups r JOIN rollup_series s ON s.id = r.series
+             WHERE s.category = 'store_path' AND r.width = 3600 AND s.target = 'd'"
+        ),
+        "{2}",
+        "each new record counted once in its rollup"
+    );
 }
 
 /// Writes `n` records of category `integrity_blocks` (ids from `from`, a 600-byte pad
