@@ -105,6 +105,13 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
     assert_eq!(first.live[0].records.len(), 3);
     assert_eq!(first.live[0].records[2]["target"], "b");
     let q = |sql: &str| psql(&home, sql);
+    // The hourly counts of one target's rollup row, per field slot.
+    let hourly_counts = |target: &str| {
+        q(&format!(
+            "SELECT r.count FROM rollups r JOIN rollup_series s ON s.id = r.series
+             WHERE s.category = 'store_path' AND r.width = 3600 AND s.target = '{target}'"
+        ))
+    };
     assert_eq!(q("SELECT count(*) FROM rec_store_path"), "3");
     assert_eq!(
         q(
@@ -143,10 +150,7 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
     );
     assert_eq!(q("SELECT count(*) FROM rec_store_path"), "3");
     assert_eq!(
-        q(
-            "SELECT r.count FROM rollups r JOIN rollup_series s ON s.id = r.series
-             WHERE s.category = 'store_path' AND r.width = 3600 AND s.target = 'a'"
-        ),
+        hourly_counts("a"),
         "{2}",
         "a repeated record adds nothing to its rollup"
     );
@@ -219,10 +223,7 @@ fn one_write_stores_rows_rollups_alerts_and_the_ledger_and_a_repeat_adds_nothing
     assert_eq!(twice.new_rows, 1, "{twice:?}");
     assert_eq!(q("SELECT count(*) FROM rec_store_path"), "7");
     assert_eq!(
-        q(
-            "SELECT r.count FROM rollups r JOIN rollup_series s ON s.id = r.series
-             WHERE s.category = 'store_path' AND r.width = 3600 AND s.target = 'd'"
-        ),
+        hourly_counts("d"),
         "{2}",
         "each new record counted once in its rollup"
     );
