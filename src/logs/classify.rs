@@ -78,8 +78,17 @@ pub fn text_level(line: &str) -> Level {
             _ => {}
         }
     }
-    // NATS: `[pid] date time [INF] …`: a bracketed three-letter tag.
-    for (i, _) in line.match_indices('[') {
+    // One pass over the line for both: NATS (`[pid] date time [INF] …`: a bracketed
+    // three-letter tag, wherever it is) and PostgreSQL (`… [pid] SEVERITY:  message`:
+    // the first colon followed by two spaces), NATS first.
+    let mut colon = None;
+    for i in memchr::memchr2_iter(b'[', b':', b) {
+        if b[i] == b':' {
+            if colon.is_none() && b.get(i + 1..i + 3) == Some(b"  ") {
+                colon = Some(i);
+            }
+            continue;
+        }
         if b.get(i + 4) == Some(&b']') {
             match &b[i + 1..i + 4] {
                 b"INF" => return Level::Info,
@@ -92,10 +101,7 @@ pub fn text_level(line: &str) -> Level {
             }
         }
     }
-    // PostgreSQL: `… [pid] SEVERITY:  message` (two spaces after the colon).
-    static COLON: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(":  "));
-    if let Some(i) = COLON.find(b) {
+    if let Some(i) = colon {
         let head = &line[..i];
         let word = head.rsplit(' ').next().unwrap_or(head);
         let level = match word {
@@ -162,6 +168,11 @@ mod tests {
             ("F1126 10:39:06.123456 s3.go:1 dead", Level::Fatal),
             ("just a line: with a colon", Level::Info),
             ("INFO1234 not glog", Level::Info),
+            // The first colon with two spaces after it is PostgreSQL's.
+            ("a label: then ERROR:  failed", Level::Error),
+            ("NOTE:  then ERROR:  failed", Level::Info),
+            // A NATS tag anywhere wins over a PostgreSQL severity.
+            ("2026 UTC [1] LOG:  statement: [WRN] in it", Level::Warn),
         ];
         for (line, want) in cases {
             assert_eq!(text_level(line), want, "{line}");
