@@ -1,6 +1,9 @@
 //! Logs: every line a child writes, and every event of the supervisor, as a
 //! [`LogRecord`] `{seq, ts, unit, instance, channel, stream, level, msg, fields}`.
 //!
+//! Records are committed a batch at a time (the lines of one read of a pipe), and a
+//! batch is one allocation shared by the places a record goes: each of its records is
+//! a [`Committed`] (the batch and an index) rather than an allocation of its own.
 //! Records flow three ways from [`LogHub::commit`]:
 //! - into a bounded ring per unit instance (`logs show`, failure records, log probes);
 //! - to followers (`logs follow`) through a broadcast channel: a follower that reads too
@@ -150,14 +153,37 @@ struct Rings {
     lines: usize,
     /// Lines committed per unit instance since the start.
     counts: HashMap<String, u64>,
-    by_unit: HashMap<String, VecDeque<Arc<LogRecord>>>,
+    by_unit: HashMap<String, VecDeque<Committed>>,
+}
+
+/// A committed record: one of a batch's records, sharing the batch's allocation with
+/// the others (read it through `Deref`). The batch lives while any of its records is
+/// in a ring, a follower's queue or a sink's.
+#[derive(Clone)]
+pub struct Committed {
+    batch: Arc<[LogRecord]>,
+    at: usize,
+}
+
+impl std::ops::Deref for Committed {
+    type Target = LogRecord;
+
+    fn deref(&self) -> &LogRecord {
+        &self.batch[self.at]
+    }
+}
+
+impl std::fmt::Debug for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        LogRecord::fmt(self, f)
+    }
 }
 
 /// The log hub shared by capture tasks, probes, the supervisor and the control server.
 pub struct LogHub {
     rings: Mutex<Rings>,
     watchers: Mutex<Vec<Watcher>>,
-    followers: broadcast::Sender<Arc<LogRecord>>,
+    followers: broadcast::Sender<Committed>,
     sink: mpsc::Sender<sink::SinkMsg>,
     dropped: Mutex<HashMap<String, u64>>,
     filter: Arc<RwLock<Filter>>,
@@ -323,9 +349,8 @@ impl LogHub {
 
     /// Numbers records of one unit instance (`name`), keeps them in its ring, hands
     /// them to followers and log probes. Returns them for the sinks.
-    pub fn commit(&self, name: &str, batch: Vec<LogRecord>) -> Vec<Arc<LogRecord>> {
-        let mut out = Vec::with_capacity(batch.len());
-        {
+    pub fn commit(&self, name: &str, mut batch: Vec<LogRecord>) -> Arc<[LogRecord]> {
+        let batch: Arc<[LogRecord]> = {
             let mut guard = self.rings.lock().expect("lock");
             let r = &mut *guard;
             let lines = r.lines;
@@ -335,27 +360,38 @@ impl LogHub {
                     r.counts.insert(name.to_string(), batch.len() as u64);
                 }
             }
+            for rec in &mut batch {
+                rec.seq = r.next_seq;
+                r.next_seq += 1;
+            }
+            let batch: Arc<[LogRecord]> = batch.into();
             let ring = match r.by_unit.get_mut(name) {
                 Some(ring) => ring,
                 None => r.by_unit.entry(name.to_string()).or_default(),
             };
-            for mut rec in batch {
-                rec.seq = r.next_seq;
-                r.next_seq += 1;
-                let rec = Arc::new(rec);
+            // Asked once a batch: a follower subscribing after this reads the batch from
+            // the ring (it subscribes first, then reads the ring, which this lock holds).
+            let followed = self.followers.receiver_count() > 0;
+            for at in 0..batch.len() {
+                let rec = Committed {
+                    batch: batch.clone(),
+                    at,
+                };
+                // Sent under the lock, so followers see records in sequence order.
+                if followed {
+                    let _ = self.followers.send(rec.clone());
+                }
                 if ring.len() >= lines {
                     ring.pop_front();
                 }
-                ring.push_back(rec.clone());
-                // Sent under the lock, so followers see records in sequence order.
-                let _ = self.followers.send(rec.clone());
-                out.push(rec);
+                ring.push_back(rec);
             }
-        }
+            batch
+        };
         // Rings first, watchers second: see `watch_since`.
         let mut w = self.watchers.lock().expect("lock");
         if !w.is_empty() {
-            for rec in &out {
+            for rec in batch.iter() {
                 let mut i = 0;
                 while i < w.len() {
                     if w[i].unit == name && w[i].pattern.is_match(&rec.msg) {
@@ -367,7 +403,7 @@ impl LogHub {
                 }
             }
         }
-        out
+        batch
     }
 
     /// Commits and hands to the sinks without waiting (the supervisor's own events).
@@ -478,9 +514,9 @@ impl LogHub {
 
     /// Buffered records of the named instances (all when empty) with `seq > after`,
     /// in sequence order.
-    pub fn buffered(&self, units: &[String], after: u64) -> Vec<Arc<LogRecord>> {
+    pub fn buffered(&self, units: &[String], after: u64) -> Vec<Committed> {
         let r = self.rings.lock().expect("lock");
-        let mut out: Vec<Arc<LogRecord>> = r
+        let mut out: Vec<Committed> = r
             .by_unit
             .iter()
             .filter(|(name, _)| units.is_empty() || units.contains(name))
@@ -501,7 +537,7 @@ impl LogHub {
     }
 
     /// A live feed of every record committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogRecord>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
         self.followers.subscribe()
     }
 

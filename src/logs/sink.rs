@@ -77,7 +77,7 @@ pub struct FileSink {
 /// What the writer thread receives.
 pub enum SinkMsg {
     /// Records to write.
-    Batch(Vec<Arc<LogRecord>>),
+    Batch(Arc<[LogRecord]>),
     /// Flush everything written so far, then acknowledge.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -91,6 +91,7 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
             let journal = cfg.journald.as_ref().and_then(|p| Journal::connect(p));
             let mut files = Files::new(cfg.files.clone());
             let mut line = Vec::with_capacity(512);
+            let mut json_lines = JsonLines::default();
             while let Some(msg) = rx.blocking_recv() {
                 let mut next = Some(msg);
                 while let Some(msg) = next {
@@ -107,11 +108,13 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                     // A batch is one unit instance's records: its channel's rule is
                     // looked up once, not per line, and the filter is not held while
                     // writing (a stuck stdout must not block `logs on/off`).
-                    let mut memo: Option<(&str, super::ChannelRule)> = None;
-                    for r in &batch {
+                    let mut memo: Option<(&Arc<str>, super::ChannelRule)> = None;
+                    for r in batch.iter() {
                         line.clear();
                         let rule = match memo {
-                            Some((c, rule)) if c == &*r.channel => rule,
+                            Some((c, rule)) if Arc::ptr_eq(c, &r.channel) || *c == r.channel => {
+                                rule
+                            }
                             _ => {
                                 let rule = filter.read().expect("lock").rule(&r.channel);
                                 memo.insert((&r.channel, rule)).1
@@ -121,7 +124,7 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
                         if rule.passes(r.level) {
                             match cfg.format {
                                 Format::Json => {
-                                    json_line(&mut line, r);
+                                    json_lines.line(&mut line, r);
                                     json = Some(&line[..]);
                                 }
                                 _ => render_text(&mut line, r, cfg.color),
@@ -147,49 +150,104 @@ pub fn spawn(cfg: SinkConfig, mut rx: mpsc::Receiver<SinkMsg>, filter: Arc<RwLoc
         .expect("spawn log sink thread");
 }
 
-/// Appends `r` as one JSON line: the bytes `serde_json` writes for a [`LogRecord`],
-/// without its per-byte escaping of strings that need none (most log lines). This and
-/// the line split are what a chatty child costs the supervisor per line.
-pub fn json_line(out: &mut Vec<u8>, r: &LogRecord) {
-    out.extend_from_slice(b"{\"seq\":");
-    let _ = write!(out, "{}", r.seq);
-    out.extend_from_slice(b",\"ts\":");
-    json_str(out, &r.ts);
-    out.extend_from_slice(b",\"unit\":");
-    json_str(out, &r.unit);
-    out.extend_from_slice(b",\"instance\":");
-    match r.instance {
-        Some(i) => {
-            let _ = write!(out, "{i}");
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"channel\":");
-    json_str(out, &r.channel);
-    out.extend_from_slice(b",\"stream\":");
-    json_str(out, r.stream.as_str());
-    out.extend_from_slice(b",\"level\":");
-    json_str(out, r.level.as_str());
-    out.extend_from_slice(b",\"msg\":");
-    json_str(out, &r.msg);
-    out.extend_from_slice(b",\"fields\":");
-    if r.fields.is_empty() {
-        out.extend_from_slice(b"{}");
-    } else {
-        let _ = serde_json::to_writer(&mut *out, &r.fields);
-    }
-    out.extend_from_slice(b"}\n");
+/// Writes records as JSON lines: the bytes `serde_json` writes for a [`LogRecord`],
+/// made faster in the two ways that matter for a chatty child, whose lines reach the
+/// sinks in batches that share a read time, a unit and a stream:
+/// - the part from `ts` to `stream` is encoded once and reused while records share it
+///   (compared by pointer: the cached `Arc`s are held, so an address is never reused
+///   while it is compared);
+/// - strings that need no escaping (most log lines) are copied as they are.
+#[derive(Default)]
+pub struct JsonLines {
+    head: Option<Head>,
 }
 
-/// A JSON string: copied as is when nothing in it needs escaping (checked 32 bytes at a
-/// time, a loop the compiler vectorises), else escaped by `serde_json`.
+/// The shared part of the last record's line, and what it was made of.
+struct Head {
+    ts: Arc<str>,
+    unit: Arc<str>,
+    instance: Option<u32>,
+    channel: Arc<str>,
+    stream: Stream,
+    /// `,"ts":…,"stream":"…"`.
+    json: Vec<u8>,
+}
+
+impl Head {
+    fn is_for(&self, r: &LogRecord) -> bool {
+        Arc::ptr_eq(&self.ts, &r.ts)
+            && Arc::ptr_eq(&self.unit, &r.unit)
+            && self.instance == r.instance
+            && Arc::ptr_eq(&self.channel, &r.channel)
+            && self.stream == r.stream
+    }
+
+    fn of(r: &LogRecord) -> Head {
+        let mut json = Vec::with_capacity(128);
+        json.extend_from_slice(b",\"ts\":");
+        json_str(&mut json, &r.ts);
+        json.extend_from_slice(b",\"unit\":");
+        json_str(&mut json, &r.unit);
+        json.extend_from_slice(b",\"instance\":");
+        match r.instance {
+            Some(i) => json.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+            None => json.extend_from_slice(b"null"),
+        }
+        json.extend_from_slice(b",\"channel\":");
+        json_str(&mut json, &r.channel);
+        json.extend_from_slice(b",\"stream\":");
+        json_str(&mut json, r.stream.as_str());
+        Head {
+            ts: r.ts.clone(),
+            unit: r.unit.clone(),
+            instance: r.instance,
+            channel: r.channel.clone(),
+            stream: r.stream,
+            json,
+        }
+    }
+}
+
+impl JsonLines {
+    /// Appends `r` as one JSON line.
+    pub fn line(&mut self, out: &mut Vec<u8>, r: &LogRecord) {
+        let head = match &self.head {
+            Some(h) if h.is_for(r) => h,
+            _ => self.head.insert(Head::of(r)),
+        };
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(r.seq).as_bytes());
+        out.extend_from_slice(&head.json);
+        // Level names are lowercase words: nothing to escape.
+        out.extend_from_slice(b",\"level\":\"");
+        out.extend_from_slice(r.level.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"msg\":");
+        json_str(out, &r.msg);
+        out.extend_from_slice(b",\"fields\":");
+        if r.fields.is_empty() {
+            out.extend_from_slice(b"{}");
+        } else {
+            let _ = serde_json::to_writer(&mut *out, &r.fields);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A JSON string: copied as is when nothing in it needs escaping, else escaped by
+/// `serde_json`. The check runs 32 bytes at a time (a loop the compiler vectorises),
+/// the tail too, padded with a byte that needs none.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    fn special(chunk: &[u8]) -> bool {
+        chunk
+            .iter()
+            .fold(false, |m, &b| m | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    }
     let bytes = s.as_bytes();
     let mut chunks = bytes.chunks_exact(32);
-    let plain = chunks.all(|c| !c.iter().fold(false, |m, &b| m | special(b)))
-        && !chunks.remainder().iter().any(|&b| special(b));
-    if plain {
+    let mut padded = [b' '; 32];
+    let tail = chunks.remainder();
+    padded[..tail.len()].copy_from_slice(tail);
+    if !chunks.any(special) && !special(&padded) {
         out.reserve(bytes.len() + 2);
         out.push(b'"');
         out.extend_from_slice(bytes);
@@ -342,6 +400,7 @@ struct Files {
     open: Vec<OpenFile>,
     last: usize,
     line: Vec<u8>,
+    json_lines: JsonLines,
 }
 
 struct OpenFile {
@@ -361,6 +420,7 @@ impl Files {
             open: vec![],
             last: 0,
             line: Vec::with_capacity(512),
+            json_lines: JsonLines::default(),
         }
     }
 
@@ -372,11 +432,13 @@ impl Files {
             Some(j) => j,
             None => {
                 self.line.clear();
-                json_line(&mut self.line, r);
+                self.json_lines.line(&mut self.line, r);
                 &self.line
             }
         };
-        let is = |f: &OpenFile| f.instance == r.instance && *f.unit == *r.unit;
+        let is = |f: &OpenFile| {
+            f.instance == r.instance && (Arc::ptr_eq(&f.unit, &r.unit) || f.unit == r.unit)
+        };
         if !self.open.get(self.last).is_some_and(is) {
             match self.open.iter().position(is) {
                 Some(i) => self.last = i,
@@ -457,6 +519,7 @@ mod tests {
     #[test]
     fn json_lines_are_what_serde_writes_for_a_record() {
         let long = "x".repeat(40) + "\"" + &"y".repeat(40);
+        let tail = "y".repeat(32) + "\t";
         let msgs = [
             "plain",
             "",
@@ -465,19 +528,33 @@ mod tests {
             "ünïcødé → 日本 🚀",
             &long,
             &"z".repeat(64),
+            &tail,
+            "a\"",
+            "plain again",
         ];
+        // Records cloned from one share their `Arc`s (as a batch from one read does);
+        // every other one has its own, with the same or with other contents: the
+        // shared part of a line is reused only while it is the same.
+        let base = rec(0, "");
+        let mut lines = JsonLines::default();
         for (i, msg) in msgs.iter().enumerate() {
-            let mut r = rec(i as u64 * 1_000_003, msg);
-            if i % 2 == 1 {
-                r.instance = None;
-                r.stream = Stream::Stderr;
-                r.level = Level::Warn;
-                r.unit = "a\"b".into();
-                r.fields
-                    .insert("k".into(), serde_json::json!({"n": [1, "two\n"]}));
+            let mut r = base.clone();
+            (r.seq, r.msg) = (i as u64 * 1_000_003, msg.to_string());
+            match i % 4 {
+                1 => {
+                    r.instance = None;
+                    r.stream = Stream::Stderr;
+                    r.level = Level::Warn;
+                    r.unit = "a\"b".into();
+                    r.fields
+                        .insert("k".into(), serde_json::json!({"n": [1, "two\n"]}));
+                }
+                2 => r.ts = format!("2026-11-26T10:38:45.66704{i}Z").into(),
+                3 => r.channel = "worker".into(),
+                _ => {}
             }
             let mut mine = vec![];
-            json_line(&mut mine, &r);
+            lines.line(&mut mine, &r);
             let mut want = serde_json::to_vec(&r).unwrap();
             want.push(b'\n');
             assert_eq!(
@@ -488,10 +565,10 @@ mod tests {
         // Every stream and level is named as serde names it.
         for stream in [Stream::Stdout, Stream::Stderr, Stream::Supervisor] {
             for &level in <Level as clap::ValueEnum>::value_variants() {
-                let mut r = rec(1, "m");
+                let mut r = base.clone();
                 (r.stream, r.level) = (stream, level);
                 let mut mine = vec![];
-                json_line(&mut mine, &r);
+                lines.line(&mut mine, &r);
                 let want = serde_json::to_value(&r).unwrap();
                 let mine: serde_json::Value = serde_json::from_slice(&mine).unwrap();
                 assert_eq!(mine, want);
@@ -572,7 +649,7 @@ mod tests {
             let (unit, instance) = who[(i as usize * 7 / 3) % who.len()];
             (r.unit, r.instance) = (unit.into(), instance);
             let mut line = vec![];
-            json_line(&mut line, &r);
+            JsonLines::default().line(&mut line, &r);
             // The caller's line when it has one, else the file sink's own.
             f.write(&r, (i % 2 == 0).then_some(&line[..]));
         }

@@ -362,7 +362,7 @@ async fn follow(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
         };
         let mut batch = vec![];
-        let mut take = |r: Arc<LogRecord>| {
+        let mut take = |r: crate::logs::Committed| {
             if r.seq > last && wanted(&r) {
                 last = r.seq;
                 batch.push((*r).clone());
