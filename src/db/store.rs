@@ -150,11 +150,6 @@ async fn insert_rows(
     q.fetch_one(conn).await
 }
 
-/// A unique violation: a row with one of the ids is stored already.
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
-}
-
 /// Inserts records with their ids (ids already stored, or repeated earlier in `rows`,
 /// are skipped) in one statement of typed arrays, and adds the added rows' rollup
 /// deltas to `rollups`. Answers, per row, the checksum term
@@ -186,7 +181,8 @@ async fn insert(
                 sp.commit().await?;
                 added
             }
-            Err(e) if is_unique_violation(&e) => {
+            // A row with one of the ids is stored already.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
                 sp.rollback().await?;
                 insert_rows(tx, schema, rows, true).await?
             }
