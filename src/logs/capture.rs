@@ -14,9 +14,10 @@
 //! After a round that emptied every pipe it read, the thread sleeps [`LINGER`] before it
 //! looks again, so a child printing line by line costs one wake-up, read and hand-off
 //! per millisecond rather than per line, and a fast one a few full reads; the pipes are
-//! enlarged to [`PIPE_SIZE`] so that the child never waits meanwhile. (A reader that
-//! comes back as soon as anything is there keeps emptying the pipe, and the child's
-//! next write into an empty pipe pays for waking it.)
+//! enlarged to [`PIPE_SIZE`] so that the child never waits meanwhile, and the pipes it
+//! read are out of the epoll set meanwhile, so that the child's writes wake nobody. (A
+//! reader that comes back as soon as anything is there keeps emptying the pipe, and the
+//! child's next write into an empty pipe pays for waking it.)
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -145,6 +146,8 @@ fn read_pipes(hub: &LogHub, epoll: &Epoll) {
     let mut pipes: HashMap<u64, Pipe> = HashMap::new();
     let mut events = [EpollEvent::empty(); 64];
     let mut buf = vec![0u8; MAX_LINE];
+    // The pipes read in this round (taken out of the set if the thread lingers).
+    let mut rested = Vec::new();
     loop {
         if pipes.is_empty() {
             let mut inbox = hub.captures.inbox.lock().expect("lock");
@@ -169,6 +172,7 @@ fn read_pipes(hub: &LogHub, epoll: &Epoll) {
             }
         };
         let (mut read, mut linger) = (0, true);
+        rested.clear();
         for ev in &events[..n] {
             let token = ev.data();
             if !pipes.contains_key(&token) {
@@ -182,6 +186,7 @@ fn read_pipes(hub: &LogHub, epoll: &Epoll) {
                 Ok(k) => {
                     read += k;
                     linger &= p.linger && k < buf.len();
+                    rested.push(token);
                     p.lines(hub, &buf[..k]);
                     continue;
                 }
@@ -195,7 +200,35 @@ fn read_pipes(hub: &LogHub, epoll: &Epoll) {
             }
         }
         if linger && read > 0 {
-            std::thread::sleep(LINGER);
+            rest(hub, epoll, &mut pipes, &rested);
+        }
+    }
+}
+
+/// Lingers: takes the pipes just read (`rested`) out of the set, sleeps [`LINGER`] and
+/// puts them back, level-triggered, so that what arrived meanwhile is read at the next
+/// wait. A pipe that has been polled runs the set's callback at every write its child
+/// makes, not only at a write into an empty pipe; out of the set, the child's writes wake
+/// nobody (awk writing 1M lines one by one: 0.49 s instead of 0.57 s, its system time
+/// 0.34 s instead of 0.42 s).
+fn rest(hub: &LogHub, epoll: &Epoll, pipes: &mut HashMap<u64, Pipe>, rested: &[u64]) {
+    for token in rested {
+        if let Some(p) = pipes.get(token) {
+            let _ = epoll.delete(&p.fd);
+        }
+    }
+    std::thread::sleep(LINGER);
+    for &token in rested {
+        let Some(p) = pipes.get(&token) else {
+            continue;
+        };
+        if let Err(e) = epoll.add(&p.fd, EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+            // Not expected (the pipe was in the set a moment ago): end this capture
+            // rather than leave it unread.
+            tracing::error!(unit = %p.src.name, "log capture stopped: epoll_ctl: {e}");
+            if let Some(p) = pipes.remove(&token) {
+                p.finish(hub);
+            }
         }
     }
 }
