@@ -275,6 +275,9 @@ fn two_homes_on_a_jetstream_cluster_store_200k_records_once_through_leader_and_s
     }
     // The external nats unit watched the killed node only if it was the first.
     assert_eq!(sup2.unit("nats").unwrap()["state"], "ready");
+    // The killed node, started again, catches up: every stream and consumer current.
+    let took = cluster.wait_current(secs(120));
+    eprintln!("the cluster was current {took:?} after the pushes ended");
 }
 
 #[test]

@@ -114,6 +114,24 @@ impl NatsCluster {
         }
     }
 
+    /// Waits until every running node reports JetStream healthy with its streams and
+    /// consumers current (`/healthz` with all its checks); returns how long that took.
+    pub fn wait_current(&self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            while !try_http(n.monitor, "GET", "/healthz", &[], b"").is_ok_and(|(s, _, _)| s == 200)
+            {
+                assert!(
+                    start.elapsed() < timeout,
+                    "nats node {} not current within {timeout:?}",
+                    n.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        start.elapsed()
+    }
+
     /// The index of the node leading `stream`, asked of the running nodes.
     pub fn leader_of(&self, stream: &str) -> Option<usize> {
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
