@@ -359,30 +359,37 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
         let decoded: Vec<(u64, Decoded)> = taken
             .iter()
             .map(|m| {
-                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let info = m.info().ok();
+                if info.as_ref().is_some_and(|i| i.delivered > 1) {
+                    crate::metrics::get().redelivered.inc();
+                }
+                let seq = info.map(|i| i.stream_sequence).unwrap_or(0);
                 (seq, decode(&m.subject, &m.payload))
             })
             .collect();
         let began = std::time::Instant::now();
-        let mut conflicts = CONFLICT.retry();
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            match write(&sink, &decoded).await {
-                Err(e) if retryable(&e) && attempt < 5 => {
-                    tracing::debug!("write conflict, retrying: {e}");
-                    conflicts.wait().await;
+        let attempts = async {
+            let mut conflicts = CONFLICT.retry();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match write(&sink, &decoded).await {
+                    Err(e) if retryable(&e) && attempt < 5 => {
+                        tracing::debug!("write conflict, retrying: {e}");
+                        conflicts.wait().await;
+                    }
+                    Err(e) if crate::db::is_about_the_data(&e) => {
+                        tracing::warn!(
+                            messages = decoded.len(),
+                            "a batch was refused for its data ({e}); storing record by record"
+                        );
+                        break write_isolated(&sink, &decoded).await;
+                    }
+                    other => break other,
                 }
-                Err(e) if crate::db::is_about_the_data(&e) => {
-                    tracing::warn!(
-                        messages = decoded.len(),
-                        "a batch was refused for its data ({e}); storing record by record"
-                    );
-                    break write_isolated(&sink, &decoded).await;
-                }
-                other => break other,
             }
         };
+        let result = in_progress(&taken, cfg.ingest_ack_wait / 3, attempts).await;
         match result {
             Ok(w) => {
                 let m = crate::metrics::get();
@@ -436,6 +443,31 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
 
 /// How often a data-consumer looks for messages JetStream will not deliver again.
 const ORPHAN_CHECK: Duration = Duration::from_secs(5);
+
+/// Runs `work` on the messages `taken`, telling JetStream every `every` that they are
+/// still being worked on, so that a write longer than `ingest.ack_wait` (a lock, a slow
+/// disk) is not redelivered to another writer meanwhile. `ack_wait` can then be short,
+/// and a message lost with a server that died is delivered again soon.
+async fn in_progress<T>(
+    taken: &[async_nats::jetstream::Message],
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                for m in taken {
+                    if let Err(e) = m.ack_with(async_nats::jetstream::AckKind::Progress).await {
+                        tracing::debug!("progress ack failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Messages left in the work-queue stream at or below the writers' ack floor: JetStream
 /// will never deliver them again. In a work queue an acknowledged message is removed,

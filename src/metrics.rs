@@ -35,6 +35,10 @@ pub struct Metrics {
     /// `tmidb_stored_records_total{category}`: new rows committed by the
     /// data-consumer (a redelivered record is not counted twice).
     pub stored: Family<Labels, Counter>,
+    /// `tmidb_redelivered_messages_total`: messages a data-consumer took that JetStream
+    /// had delivered before (an ack lost with a server, a consumer killed mid-batch, a
+    /// write that outlasted `ingest.ack_wait`).
+    pub redelivered: Counter,
     /// `tmidb_batch_commit_duration_seconds`: one data-consumer transaction.
     pub commit: Histograms,
     /// `tmidb_jetstream_backlog_messages{stream}`: messages not yet handled.
@@ -62,6 +66,7 @@ pub fn get() -> &'static Metrics {
             http: Family::new_with_constructor(latency),
             ingest: Family::default(),
             stored: Family::default(),
+            redelivered: Counter::default(),
             commit: Family::new_with_constructor(latency),
             backlog: Family::default(),
             backlog_bytes: Family::default(),
@@ -85,6 +90,11 @@ pub fn get() -> &'static Metrics {
                 "stored_records",
                 "New rows committed by the data-consumer, by category",
                 m.stored.clone(),
+            );
+            r.register(
+                "redelivered_messages",
+                "Messages a data-consumer took that JetStream had delivered before (an ack lost, a consumer killed mid-batch, a write longer than ingest.ack_wait)",
+                m.redelivered.clone(),
             );
             r.register(
                 "batch_commit_duration_seconds",

@@ -1257,6 +1257,59 @@ fn chaos_200k_records_survive_killed_consumers_and_nats_stored_exactly_once() {
         let x = sup.unit(u).unwrap();
         assert_eq!(x["restarts"], 1, "{u} was killed and restarted: {x}");
     }
+
+    // A write held up by a lock for longer than ack_wait (3 s here) is not redelivered
+    // to the other writer meanwhile: its writer reports progress.
+    let port = sup
+        .cli_ok(&["config", "get", "ports.data_consumer"])
+        .trim()
+        .parse::<u16>()
+        .unwrap();
+    let redelivered = || -> f64 {
+        [port, port + 1]
+            .iter()
+            .map(|&p| value(&scrape(p), "tmidb_redelivered_messages_total", &[]))
+            .sum()
+    };
+    let before = redelivered();
+    let home = sup.home.clone();
+    let lock = std::thread::spawn(move || {
+        crate::helpers::psql(
+            &home,
+            "BEGIN; LOCK TABLE rec_chaos IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(10); COMMIT",
+        )
+    });
+    let locked = "SELECT count(*) FROM pg_locks WHERE relation = 'rec_chaos'::regclass \
+                  AND mode = 'AccessExclusiveLock' AND granted";
+    sup.wait_until("the table locked", secs(30), |_| {
+        crate::helpers::psql(&sup.home, locked) == "1"
+    });
+    let body: Vec<Value> = (0..10)
+        .map(|i| json!({"target": "slow", "ts": format!("2026-11-20T01:00:00.{i:06}Z"), "v": i}))
+        .collect();
+    let (status, _, _) = http(
+        ingest,
+        "POST",
+        "/ingest/chaos",
+        &[
+            ("Authorization", &format!("Bearer {admin}")),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(status, 202);
+    lock.join().unwrap();
+    sup.wait_until("the held-up batch stored", secs(30), |_| {
+        crate::helpers::psql(
+            &sup.home,
+            "SELECT count(*) FROM rec_chaos WHERE target = 'slow'",
+        ) == "10"
+    });
+    assert_eq!(
+        redelivered() - before,
+        0.0,
+        "a batch held up longer than ack_wait was redelivered"
+    );
 }
 
 /// A message JetStream will never deliver again (left in the work-queue stream below the
