@@ -389,7 +389,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
                 }
             }
         };
-        let result = in_progress(&taken, cfg.ingest_ack_wait / 3, attempts).await;
+        let result = crate::pipeline::in_progress(&taken, cfg.ingest_ack_wait, attempts).await;
         match result {
             Ok(w) => {
                 let m = crate::metrics::get();
@@ -443,31 +443,6 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
 
 /// How often a data-consumer looks for messages JetStream will not deliver again.
 const ORPHAN_CHECK: Duration = Duration::from_secs(5);
-
-/// Runs `work` on the messages `taken`, telling JetStream every `every` that they are
-/// still being worked on, so that a write longer than `ingest.ack_wait` (a lock, a slow
-/// disk) is not redelivered to another writer meanwhile. `ack_wait` can then be short,
-/// and a message lost with a server that died is delivered again soon.
-async fn in_progress<T>(
-    taken: &[async_nats::jetstream::Message],
-    every: Duration,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = tick.tick() => {
-                for m in taken {
-                    if let Err(e) = m.ack_with(async_nats::jetstream::AckKind::Progress).await {
-                        tracing::debug!("progress ack failed: {e}");
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Messages left in the work-queue stream at or below the writers' ack floor: JetStream
 /// will never deliver them again. In a work queue an acknowledged message is removed,

@@ -341,25 +341,35 @@ pub async fn publish_live(
     }
 }
 
-/// The shared durable pull consumer (created if missing).
+/// The shared durable pull consumer of the writers (created if missing).
 pub async fn consumer(
     stream: &stream::Stream,
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, PipelineError> {
+    durable(stream, CONSUMER, ack_wait, 20_000).await
+}
+
+/// The durable pull consumer `name` of `stream`, created if missing; an existing one
+/// keeps its settings unless updated, so a changed `ack_wait` is applied to it.
+async fn durable(
+    stream: &stream::Stream,
+    name: &str,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+) -> Result<consumer::PullConsumer, PipelineError> {
     let c = stream
         .get_or_create_consumer(
-            CONSUMER,
+            name,
             consumer::pull::Config {
-                durable_name: Some(CONSUMER.into()),
+                durable_name: Some(name.into()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait,
-                max_ack_pending: 20_000,
+                max_ack_pending,
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| PipelineError::JetStream(e.to_string()))?;
-    // An existing consumer keeps its settings unless updated (ack_wait may have changed).
     let mut config = c.cached_info().config.clone();
     if config.ack_wait != ack_wait {
         config.ack_wait = ack_wait;
@@ -369,6 +379,33 @@ pub async fn consumer(
             .map_err(|e| PipelineError::JetStream(e.to_string()))?;
     }
     Ok(c)
+}
+
+/// Runs `work` on the messages `taken`, telling JetStream every third of `ack_wait`
+/// that they are still being worked on, so that work longer than `ack_wait` (a lock, a
+/// slow disk, a full backlog) is not redelivered to another worker meanwhile. `ack_wait`
+/// can then be short, and a message lost with a server that died is delivered again
+/// soon.
+pub async fn in_progress<T>(
+    taken: &[jetstream::Message],
+    ack_wait: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let every = ack_wait / 3;
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                for m in taken {
+                    if let Err(e) = m.ack_with(jetstream::AckKind::Progress).await {
+                        tracing::debug!("progress ack failed: {e}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How long a pull request lives before the client renews it.
@@ -398,22 +435,11 @@ pub async fn pull(
 /// The data-manager's durable consumer of raw NATS records.
 pub async fn ingest_consumer(
     js: &jetstream::Context,
+    ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, PipelineError> {
     let stream = js
         .get_stream(INGEST_STREAM)
         .await
         .map_err(|e| PipelineError::JetStream(e.to_string()))?;
-    stream
-        .get_or_create_consumer(
-            INGEST_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(INGEST_CONSUMER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| PipelineError::JetStream(e.to_string()))
+    durable(&stream, INGEST_CONSUMER, ack_wait, 10_000).await
 }

@@ -330,7 +330,7 @@ pub async fn run(home: &std::path::Path) -> Result<(), crate::service::StartErro
     let cfg = Config::load(home)?;
     let pool = crate::db::connect(&cfg, 8).await?;
     let (_client, js, _stream) = crate::pipeline::connect(&cfg, "data-manager").await?;
-    let ingest = crate::pipeline::ingest_consumer(&js).await?;
+    let ingest = crate::pipeline::ingest_consumer(&js, cfg.ingest_ack_wait).await?;
     let listener = crate::db::listen(&cfg, &[crate::db::sources::CHANNEL]).await?;
     let port = cfg.ports["ingest"];
     let (address, host) = (cfg.listen_address, cfg.connect_host());

@@ -50,7 +50,7 @@ pub async fn run(m: Arc<Manager>, consumer: async_nats::jetstream::consumer::Pul
                     let (name, transform) = s
                         .map(|s| (s.name, s.transform))
                         .unwrap_or_else(|| ("nats".into(), Transform::default()));
-                    patiently(&name, || {
+                    let take = patiently(&name, || {
                         m.take(
                             &category,
                             &name,
@@ -59,8 +59,9 @@ pub async fn run(m: Arc<Manager>, consumer: async_nats::jetstream::consumer::Pul
                             &msg.payload,
                             &label,
                         )
-                    })
-                    .await
+                    });
+                    let taken = std::slice::from_ref(&msg);
+                    crate::pipeline::in_progress(taken, m.cfg.ingest_ack_wait, take).await
                 }
                 Err(e) => Err(e),
             };
