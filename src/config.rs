@@ -675,6 +675,24 @@ impl Config {
             "api.max_upload_bytes".into(),
             self.max_upload_bytes.to_string(),
         );
+        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        v.insert(
+            "ingest.max_backlog_bytes".into(),
+            self.ingest_max_backlog_bytes.to_string(),
+        );
+        v.insert(
+            "ingest.max_inflight".into(),
+            self.ingest_max_inflight.to_string(),
+        );
+        v.insert("ingest.ack_wait".into(), d(self.ingest_ack_wait));
+        v.insert(
+            "ingest.reconcile_interval".into(),
+            d(self.ingest_reconcile_interval),
+        );
+        v.insert(
+            "ingest.max_pending_age".into(),
+            d(self.ingest_max_pending_age),
+        );
         let l = &self.logs;
         v.insert("logs.ring_lines".into(), l.ring_lines.to_string());
         let j = match l.journald {
@@ -694,10 +712,7 @@ impl Config {
         v.insert("nats.servers".into(), e.nats_servers.join(","));
         v.insert("nats.server".into(), e.nats_servers[0].clone());
         v.insert("nats.replicas".into(), e.nats_replicas.to_string());
-        v.insert(
-            "nats.ping_interval".into(),
-            humantime::format_duration(e.nats_ping_interval).to_string(),
-        );
+        v.insert("nats.ping_interval".into(), d(e.nats_ping_interval));
         v.insert("postgresql.address".into(), e.postgresql.clone());
         v.insert(
             "postgresql.read_address".into(),
@@ -1050,19 +1065,11 @@ mod tests {
 }
 
 #[cfg(test)]
-mod man_page {
-    /// Every key the parser accepts is documented in man/tmidb.toml.5 (keys come from
-    /// the parser: an unknown key's error lists the expected ones).
-    #[test]
-    fn documents_every_key_the_parser_accepts() {
-        let page = include_str!("../man/tmidb.toml.5");
-        let documented = |key: &str| {
-            page.lines().filter(|l| l.starts_with(".B")).any(|l| {
-                l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .any(|w| w == key)
-            })
-        };
-        let mut missing = vec![];
+mod key_space {
+    /// Every `section.key` the parser accepts (keys come from the parser: an unknown
+    /// key's error lists the expected ones), ports included.
+    fn accepted() -> Vec<(&'static str, String)> {
+        let mut keys = vec![];
         for section in [
             "paths",
             "bin",
@@ -1091,19 +1098,57 @@ mod man_page {
                 .flat_map(|k| k.split(" or "))
                 .map(|k| k.trim().trim_matches('`'))
             {
-                if !documented(key) {
-                    missing.push(format!("[{section}] {key}"));
-                }
+                keys.push((section, key.to_string()));
             }
         }
         for key in super::PORT_KEYS.iter().chain(&["base"]) {
-            if !documented(key) {
-                missing.push(format!("[ports] {key}"));
-            }
+            keys.push(("ports", key.to_string()));
         }
+        keys
+    }
+
+    /// Every key the parser accepts is documented in man/tmidb.toml.5.
+    #[test]
+    fn the_man_page_documents_every_key_the_parser_accepts() {
+        let page = include_str!("../man/tmidb.toml.5");
+        let documented = |key: &str| {
+            page.lines().filter(|l| l.starts_with(".B")).any(|l| {
+                l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .any(|w| w == key)
+            })
+        };
+        let missing: Vec<_> = accepted()
+            .into_iter()
+            .filter(|(_, key)| !documented(key))
+            .map(|(section, key)| format!("[{section}] {key}"))
+            .collect();
         assert!(
             missing.is_empty(),
             "undocumented keys in man/tmidb.toml.5: {missing:?}"
+        );
+    }
+
+    /// `tmidb-cli config get` (and `${…}` in unit files) knows every key the parser
+    /// accepts, with its effective value. `[logs] channel` is a table of channels,
+    /// listed per channel (`logs.channel.NAME.level`) once a unit names one.
+    #[test]
+    fn config_get_lists_every_key_the_parser_accepts() {
+        let c = super::Config::from_sources(
+            std::path::Path::new("/h"),
+            None,
+            std::path::Path::new("/h/tmidb.toml"),
+        )
+        .unwrap();
+        let vars = c.vars();
+        let missing: Vec<_> = accepted()
+            .into_iter()
+            .filter(|(section, key)| (*section, key.as_str()) != ("logs", "channel"))
+            .map(|(section, key)| format!("{section}.{key}"))
+            .filter(|k| !vars.contains_key(k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys config get does not list: {missing:?}"
         );
     }
 }
