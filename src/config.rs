@@ -675,7 +675,7 @@ impl Config {
             "api.max_upload_bytes".into(),
             self.max_upload_bytes.to_string(),
         );
-        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        let d = |t: std::time::Duration| humantime::format_duration(t).to_string();
         v.insert(
             "ingest.max_backlog_bytes".into(),
             self.ingest_max_backlog_bytes.to_string(),

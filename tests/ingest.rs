@@ -1284,20 +1284,11 @@ fn chaos_200k_records_survive_killed_consumers_and_nats_stored_exactly_once() {
     sup.wait_until("the table locked", secs(30), |_| {
         crate::helpers::psql(&sup.home, locked) == "1"
     });
-    let body: Vec<Value> = (0..10)
+    let body: Value = (0..10)
         .map(|i| json!({"target": "slow", "ts": format!("2026-11-20T01:00:00.{i:06}Z"), "v": i}))
         .collect();
-    let (status, _, _) = http(
-        ingest,
-        "POST",
-        "/ingest/chaos",
-        &[
-            ("Authorization", &format!("Bearer {admin}")),
-            ("Content-Type", "application/json"),
-        ],
-        &serde_json::to_vec(&body).unwrap(),
-    );
-    assert_eq!(status, 202);
+    let (status, _, r) = p.call(ingest, "POST", "/ingest/chaos", &admin, &body);
+    assert_eq!(status, 202, "{r}");
     lock.join().unwrap();
     sup.wait_until("the held-up batch stored", secs(30), |_| {
         crate::helpers::psql(

@@ -277,7 +277,7 @@ fn two_homes_on_a_jetstream_cluster_store_200k_records_once_through_leader_and_s
     assert_eq!(sup2.unit("nats").unwrap()["state"], "ready");
     // The killed node, started again, catches up: every stream and consumer current.
     let took = cluster.wait_current(secs(120));
-    eprintln!("the cluster was current {took:?} after the pushes ended");
+    eprintln!("the cluster was current {took:?} after the checks above");
 }
 
 #[test]
